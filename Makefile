@@ -1,0 +1,51 @@
+# Two commands matter for a newcomer: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv demo test lint typecheck unit bench soak fuzz sbom wheel clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "cryod needs Python >= 3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,report]'
+	@touch $@
+
+demo: $(STAMP)
+	$(BIN)/cryod demo $(DEMO_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy -p cryod
+
+unit: $(STAMP)
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+test: lint typecheck unit
+
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
+
+soak: $(STAMP)
+	$(BIN)/python -m tests.soak.run $(SOAK_ARGS)
+
+fuzz: $(STAMP)
+	$(BIN)/python -m pip install --quiet atheris
+	$(BIN)/python tests/fuzz/fuzz_decoders.py -max_total_time=$${FUZZ_SECONDS:-300}
+
+sbom: $(STAMP)
+	$(BIN)/cyclonedx-py environment --output-format JSON --output-file sbom.json $(BIN)/python
+	@echo "wrote sbom.json"
+
+wheel: $(STAMP)
+	$(BIN)/python -m build --wheel --outdir dist .
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Console-side daemon: engine, supervisor, service, log, control and telemetry."""

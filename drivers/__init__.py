@@ -1,0 +1,1 @@
+"""Console drivers behind one narrow async interface (see base.py)."""

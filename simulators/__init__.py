@@ -1,0 +1,1 @@
+"""The software cryoablation console: physics, console safety and wire protocols."""
