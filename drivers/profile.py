@@ -240,9 +240,7 @@ class Profile(_Strict):
 
     def snapshot_span(self) -> list[tuple[int, int]]:
         """Input-register (address, count) blocks covering one snapshot, each <= max_block."""
-        names = [
-            n for n, s in self.registers.items() if s.table == "input" and s.type != "string"
-        ]
+        names = [n for n, s in self.registers.items() if s.table == "input" and s.type != "string"]
         names = [n for n in names if self.registers[n].address is not None]
         addrs: list[int] = []
         for n in names:

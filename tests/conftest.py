@@ -21,7 +21,9 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 def require_binary(name: str) -> str:
     """Path of a real component a test needs; skip locally, fail in CI when absent."""
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    path = shutil.which(name) or (
+        f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None
+    )
     if path is None:
         if IN_CI:
             pytest.fail(f"{name} is required in CI (CI=true) but is not installed")
@@ -76,7 +78,9 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
             loop.run_until_complete(asyncio.sleep(0.05))
             pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
         if pending:
-            problems.append(f"tasks left running: {[t.get_name() + ' ' + repr(t.get_coro()) for t in pending]}")
+            problems.append(
+                f"tasks left running: {[t.get_name() + ' ' + repr(t.get_coro()) for t in pending]}"
+            )
             for t in pending:
                 t.cancel()
     deadline = time.monotonic() + 2.0

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 pytest_plugins = ["pytester"]
 
 
-def test_leak_check_catches_a_leaked_task_and_socket(pytester: pytest.Pytester) -> None:
+def test_leak_check_catches_a_leaked_task_and_socket(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
     pytester.makeconftest("from tests.conftest import no_leaks  # noqa: F401\n")
     pytester.makepyfile(
         """
@@ -24,8 +28,12 @@ def test_leak_check_catches_a_leaked_task_and_socket(pytester: pytest.Pytester) 
         """
     )
     result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "-o", "asyncio_mode=auto",
-        "-o", "asyncio_default_fixture_loop_scope=function",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "asyncio_mode=auto",
+        "-o",
+        "asyncio_default_fixture_loop_scope=function",
     )
     # the leaky tests pass their body and then error in the leak check's teardown
     result.assert_outcomes(passed=3, errors=2)
