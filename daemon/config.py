@@ -1,0 +1,215 @@
+"""The daemon's configuration: one TOML file, validated before anything connects.
+
+Fails closed: unknown keys, out-of-range values, a time scale on a real
+console, a lease longer than the site allows, a poll rate the link cannot
+carry, unknown drivers and bad driver options are all errors, each naming
+the file, the key and the reason. ``check`` collects every problem rather
+than stopping at the first, so ``cryod check-config`` can print them all.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cryod.drivers.profile import Profile, ProfileError, format_validation_error, load_profile
+
+from .limits import ConsoleEnvelope, SafetyLimits
+
+__all__ = ["ConfigError", "ConsoleConfig", "DaemonConfig", "DaemonSection", "load_config"]
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ConfigError(ValueError):
+    """Every problem found, one per line: ``file: key: reason``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DaemonSection(_Strict):
+    database: Path = Path("/var/lib/cryod/cryod.db")
+    control_socket: Path = Path("/run/cryod/control.sock")
+    control_socket_mode: int = Field(default=0o660, ge=0o600, le=0o770)
+    control_group: str | None = None
+    site: str = Field(default="site", min_length=1, max_length=64)
+    log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+    require_study_id: bool = True  # NICE IPG747/HTG652: research use only
+    sample_batch_max: int = Field(default=500, ge=1, le=10_000)
+    sample_batch_interval_s: float = Field(default=0.2, gt=0, le=10)
+
+    @model_validator(mode="after")
+    def _site(self) -> DaemonSection:
+        if not _ID.match(self.site):
+            raise ValueError(
+                "site: letters, digits, '_', '.', '-' only (it is an MQTT topic level)"
+            )
+        if self.control_socket_mode & 0o007:
+            raise ValueError("control_socket_mode must give others no access (e.g. 0o660)")
+        return self
+
+
+class ConsoleConfig(_Strict):
+    id: str = Field(min_length=1, max_length=64)
+    driver: str
+    profile: str = "cryosim-8"  # register map / console envelope (built-in name or path)
+    poll_hz: float = Field(default=20.0, gt=0, le=1000)
+    lease_timeout_ms: int = Field(default=1000, ge=100, le=60000)
+    time_scale: float = Field(default=1.0, ge=1.0, le=1000.0)
+    simulated: bool = False  # must be true for a time scale; checked again at connect
+    options: dict[str, Any] = Field(default_factory=dict)
+    limits: SafetyLimits = SafetyLimits()
+
+    @model_validator(mode="after")
+    def _check(self) -> ConsoleConfig:
+        if not _ID.match(self.id):
+            raise ValueError("id: letters, digits, '_', '.', '-' only")
+        if self.time_scale != 1.0 and not self.simulated:
+            raise ValueError(
+                "time_scale: accelerated time exists only with a simulated console "
+                "(set simulated = true, and only for cryosim)"
+            )
+        if self.lease_timeout_ms > self.limits.max_lease_timeout_ms:
+            raise ValueError(
+                f"lease_timeout_ms {self.lease_timeout_ms} is longer than "
+                f"limits.max_lease_timeout_ms {self.limits.max_lease_timeout_ms}"
+            )
+        if self.lease_timeout_ms < 3 * 1000 / self.poll_hz:
+            raise ValueError(
+                f"lease_timeout_ms {self.lease_timeout_ms} is shorter than three poll periods "
+                f"at poll_hz {self.poll_hz}: one late poll would close the valves"
+            )
+        return self
+
+    @property
+    def poll_period_s(self) -> float:
+        return 1.0 / self.poll_hz
+
+
+class DaemonConfig(_Strict):
+    daemon: DaemonSection = DaemonSection()
+    consoles: list[ConsoleConfig] = Field(min_length=1, max_length=16)
+    mqtt: dict[str, Any] | None = None  # validated by cryod.daemon.telemetry.config
+
+    @model_validator(mode="after")
+    def _unique(self) -> DaemonConfig:
+        ids = [c.id for c in self.consoles]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"console ids must be unique: {dupes}")
+        return self
+
+
+class LoadedConfig:
+    """A validated config with what was derived from it (profiles, drivers, mqtt)."""
+
+    def __init__(self, path: Path, cfg: DaemonConfig) -> None:
+        self.path = path
+        self.cfg = cfg
+        self.profiles: dict[str, Profile] = {}
+        self.envelopes: dict[str, ConsoleEnvelope] = {}
+        self.mqtt: Any = None
+
+
+def _resolve(base: Path, value: str) -> str:
+    """Relative paths in a config are relative to the config file."""
+    if "/" in value and not value.startswith("/"):
+        return str((base.parent / value).resolve())
+    return value
+
+
+def load_config(path: str | Path, *, check_drivers: bool = True) -> LoadedConfig:
+    """Load, validate and cross-check; raise ConfigError listing every problem."""
+    p = Path(path)
+    src = str(p)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError([f"{src}: file not found"]) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{src}: cannot read: {exc}"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{src}: not valid TOML: {exc}"]) from exc
+    return load_config_data(raw, source=src, base=p, check_drivers=check_drivers)
+
+
+def load_config_data(
+    raw: Mapping[str, Any], *, source: str, base: Path, check_drivers: bool = True
+) -> LoadedConfig:
+    problems: list[str] = []
+    try:
+        cfg = DaemonConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc).splitlines()) from exc
+    # relative paths are relative to the config file
+    d = cfg.daemon
+    db = d.database if d.database.is_absolute() else (base.parent / d.database).resolve()
+    sock = (
+        d.control_socket
+        if d.control_socket.is_absolute()
+        else (base.parent / d.control_socket).resolve()
+    )
+    cfg = cfg.model_copy(
+        update={"daemon": d.model_copy(update={"database": db, "control_socket": sock})}
+    )
+    loaded = LoadedConfig(base, cfg)
+    for i, console in enumerate(cfg.consoles):
+        key = f"consoles.{i}"
+        try:
+            profile = load_profile(_resolve(base, console.profile))
+        except ProfileError as exc:
+            problems.append(f"{source}: {key}.profile: {exc}")
+            continue
+        loaded.profiles[console.id] = profile
+        loaded.envelopes[console.id] = ConsoleEnvelope.from_profile(profile)
+        if check_drivers:
+            problems.extend(_check_driver(source, key, console, base))
+    if cfg.mqtt is not None:
+        from .telemetry.config import load_mqtt_config
+
+        try:
+            loaded.mqtt = load_mqtt_config(cfg.mqtt, source=source)
+        except ValueError as exc:
+            problems.extend(str(exc).splitlines())
+    if problems:
+        raise ConfigError(problems)
+    return loaded
+
+
+def driver_options(console: ConsoleConfig, base: Path) -> dict[str, Any]:
+    """The driver's options with the console's profile filled in where it takes one."""
+    opts = dict(console.options)
+    if console.driver.startswith("modbus") and "profile" not in opts:
+        opts["profile"] = _resolve(base, console.profile)
+    return opts
+
+
+def _check_driver(source: str, key: str, console: ConsoleConfig, base: Path) -> list[str]:
+    from cryod.drivers.registry import load_driver
+
+    try:
+        cls = load_driver(console.driver)
+    except (LookupError, ValueError, ImportError) as exc:
+        return [f"{source}: {key}.driver: {exc}"]
+    try:
+        drv = cls.from_options(driver_options(console, base), source=f"{source}: {key}.options")
+    except (ValueError, TypeError) as exc:
+        return str(exc).splitlines()
+    check = getattr(drv, "check_poll_rate", None)
+    if check is not None:
+        try:
+            check(console.poll_hz)
+        except ValueError as exc:
+            return [f"{source}: {key}.poll_hz: {exc}"]
+    return []

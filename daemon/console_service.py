@@ -1,0 +1,746 @@
+"""One console's I/O shell: the poll loop around the pure supervisor and engine.
+
+Order on every poll, fixed so safety never waits behind anything else:
+
+1. read a snapshot (bounded by the driver's timeouts; a failure is ``None``);
+2. the supervisor checks it and, on a trip, the safe state is commanded
+   *before* the engine hears of anything;
+3. queued operator commands, then the engine's tick; every command the
+   engine returns is executed in order, each valve-open one gated by
+   ``supervisor.permits``;
+4. the lease is renewed by a write (only when steps 1-3 completed: a stuck
+   loop stops renewing, and the console closes the valves on its own);
+5. samples go to the writer and telemetry to the publisher without waiting.
+
+Records that must be durable before acting (the cycle row before its valve
+opens) are awaited; everything else is recorded in order by a separate
+recorder task so a slow disk never delays the next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from cryod import __version__
+from cryod.drivers.base import Driver, DriverError, Identity, Reading, Snapshot
+
+from . import engine as E
+from .alarms import Alarm, Now
+from .config import ConsoleConfig
+from .limits import ConsoleEnvelope
+from .logging import get_logger
+from .protocols import Protocol
+from .store.models import Outcome, Phase
+from .store.records import CycleClose, CycleOpen, ProcedureClose, ProcedureLog, ProcedureOpen
+from .store.samples import snapshot_rows
+from .store.writer import Writer
+from .supervisor import Supervisor
+
+__all__ = ["ConsoleService", "OperatorError"]
+
+log = get_logger("cryod.console")
+
+
+class OperatorError(Exception):
+    """An operator command was refused; ``code`` is stable, the message says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class _Request:
+    event: E.Event | None
+    fn: Callable[[], Any] | None
+    future: asyncio.Future[Any]
+
+
+class Clock:
+    """Monotonic time for durations (optionally scaled for a simulated console), UTC for records."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+        self._t0 = time.monotonic()
+
+    def now(self) -> Now:
+        return Now(self.mono(time.monotonic()), dt.datetime.now(dt.UTC))
+
+    def mono(self, t: float) -> float:
+        """A raw monotonic time on this clock."""
+        return self._t0 + (t - self._t0) * self.scale
+
+    def rescale(self, snap: Snapshot) -> Snapshot:
+        """Put a snapshot's determination times on the scaled clock (simulated consoles only),
+        so the core compares like with like."""
+        if self.scale == 1.0:
+            return snap
+
+        def r(x: Reading) -> Reading:
+            return replace(x, t_mono=self.mono(x.t_mono))
+
+        return replace(
+            snap,
+            t_mono=self.mono(snap.t_mono),
+            supply_kpa=r(snap.supply_kpa),
+            cylinder_kpa=r(snap.cylinder_kpa),
+            skin_c=None if snap.skin_c is None else r(snap.skin_c),
+            probes=tuple(
+                replace(p, tip_c=r(p.tip_c), return_kpa=r(p.return_kpa)) for p in snap.probes
+            ),
+        )
+
+
+class ConsoleService:
+    def __init__(
+        self,
+        cfg: ConsoleConfig,
+        driver: Driver,
+        envelope: ConsoleEnvelope,
+        *,
+        writer: Writer,
+        plog: ProcedureLog,
+        publisher: Any = None,
+        session: int = 0,
+    ) -> None:
+        self.cfg = cfg
+        self.id = cfg.id
+        self.driver = driver
+        self.envelope = envelope
+        self.writer = writer
+        self.plog = plog
+        self.publisher = publisher
+        self.session = session
+        self.clock = Clock(cfg.time_scale)
+        # the core sees durations on the (possibly scaled) engine clock
+        period_s = cfg.poll_period_s * cfg.time_scale
+        self.engine = E.Engine(E.EngineConfig(cfg.limits, envelope, period_s))
+        self.state = self.engine.initial()
+        self.supervisor = Supervisor(cfg.limits, envelope, period_s)
+        self.identity: Identity | None = None
+        self.snapshot: Snapshot | None = None
+        self.procedure_id: int | None = None
+        self._cycle_rows: dict[int, int] = {}  # engine cycle_ref -> cycles.id
+        self._alarm_rows: dict[tuple[str, int | None], int] = {}
+        self._inbox: asyncio.Queue[_Request] = asyncio.Queue(maxsize=64)
+        self._records: asyncio.Queue[Callable[[], Any]] = asyncio.Queue()
+        self._rejects: list[E.Reject] = []
+        self.connected = False
+        self.late_polls = 0
+        self.polls = 0
+        self.last_poll_mono: float | None = None
+        self.poll_starts: deque[float] = deque(maxlen=4096)  # for the benchmark
+        self.safe_state_commands = 0
+        self._stopping = False
+
+    # ------------------------------------------------------------ lifecycle
+    async def run(self) -> None:
+        """Connect, go to the safe state, then poll until cancelled."""
+        recorder = asyncio.create_task(self._recorder(), name=f"recorder-{self.id}")
+        try:
+            await self._connect()
+            await self._poll_loop()
+        finally:
+            await self._shutdown()
+            recorder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await recorder
+
+    async def _connect(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self.driver.connect()
+                ident = await self.driver.identify()
+                self._check_identity(ident)
+                self.identity = ident
+                await self._initial_safe_state()
+                await self.driver.arm_lease(self.cfg.lease_timeout_ms)
+                self.connected = True
+                log.info(
+                    "console_connected",
+                    console=self.id,
+                    model=ident.model,
+                    serial=ident.serial,
+                    probes=ident.probes,
+                )
+                self._record(
+                    "console_connected",
+                    {
+                        "console": self.id,
+                        "model": ident.model,
+                        "serial": ident.serial,
+                        "firmware": ident.firmware,
+                    },
+                )
+                return
+            except DriverError as exc:
+                log.warning("console_connect_failed", console=self.id, error=str(exc))
+                with contextlib.suppress(DriverError):
+                    await self.driver.close()
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 5.0)
+
+    def _check_identity(self, ident: Identity) -> None:
+        if ident.probes != self.envelope.probes:
+            raise RuntimeError(
+                f"console {self.id} reports {ident.probes} probes, its profile says "
+                f"{self.envelope.probes}: wrong profile for this console"
+            )
+        if self.cfg.time_scale != 1.0 and not ident.model.upper().startswith("CRYOSIM"):
+            raise RuntimeError(
+                f"console {self.id}: time_scale {self.cfg.time_scale} is only allowed on a "
+                f"simulated console, but it identifies as {ident.model!r}"
+            )
+
+    async def _initial_safe_state(self) -> None:
+        """Start safe whatever the console was doing: never resume a freeze."""
+        await self.driver.safe_state()
+        for p in range(1, self.envelope.probes + 1):
+            with contextlib.suppress(DriverError):
+                await self.driver.set_thaw(p, False)
+
+    async def _shutdown(self) -> None:
+        """Safe state first, then the engine's records; the caller flushes the log."""
+        self._stopping = True
+        if self.connected:
+            try:
+                await asyncio.wait_for(self.driver.safe_state(), 2.0)
+            except (DriverError, TimeoutError) as exc:
+                log.error("safe_state_on_shutdown_failed", console=self.id, error=str(exc))
+            now = self.clock.now()
+            if self.state.phase in E.ACTIVE:
+                self.state, cmds = self.engine.step(self.state, E.Abort(), now)
+                for cmd in cmds:
+                    if isinstance(cmd, E.CloseCycle | E.Record):
+                        await self._execute(cmd, now)
+            with contextlib.suppress(DriverError, TimeoutError):
+                await asyncio.wait_for(self.driver.arm_lease(0), 1.0)
+        with contextlib.suppress(DriverError, TimeoutError):
+            await asyncio.wait_for(self.driver.close(), 1.0)
+        # let the recorder write what is queued
+        while not self._records.empty():
+            fn = self._records.get_nowait()
+            with contextlib.suppress(Exception):
+                await fn()
+
+    # ------------------------------------------------------------ poll loop
+    async def _poll_loop(self) -> None:
+        period = self.cfg.poll_period_s
+        start = time.monotonic()
+        k = 0
+        while True:
+            k += 1
+            deadline = start + k * period
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                self.late_polls += 1
+                missed = int(-delay // period)
+                if missed:
+                    k += missed  # skip the slots we missed rather than bursting
+            t0 = time.monotonic()
+            self.poll_starts.append(t0 - deadline)
+            await self.poll_once()
+            self.last_poll_mono = time.monotonic()
+
+    async def poll_once(self) -> None:
+        self.polls += 1
+        try:
+            snap: Snapshot | None = self.clock.rescale(await self.driver.read_snapshot())
+            self.connected = True
+        except DriverError as exc:
+            snap = None
+            if self.connected:
+                log.warning("poll_failed", console=self.id, error=str(exc))
+            self.connected = False
+        self.snapshot = snap
+        now = self.clock.now()
+        # 1. the supervisor first
+        verdict = self.supervisor.check(snap, now, self.engine.supervision(self.state))
+        if verdict.demand is not None:
+            await self._safe_state(verdict.demand, now)
+        for alarm in verdict.raised:
+            self._alarm_raised(alarm)
+        for alarm in verdict.cleared:
+            self._alarm_cleared(alarm)
+        for alarm in verdict.trips:
+            await self._feed(E.SupervisorTrip(alarm), now)
+        # 2. operator commands, then the tick
+        while not self._inbox.empty():
+            await self._serve(self._inbox.get_nowait())
+        await self._feed(E.Tick(snap), self.clock.now())
+        # 3. renew the lease (a write), only after everything above completed
+        if snap is not None:
+            try:
+                await self.driver.renew_lease()
+            except DriverError as exc:
+                log.warning("lease_renew_failed", console=self.id, error=str(exc))
+            # 4. samples and telemetry, never waiting
+            self.writer.submit_samples(snapshot_rows(snap, self.id, self.procedure_id))
+            if self.publisher is not None:
+                self.publisher.offer_snapshot(self.id, snap, self.driver.stats)
+
+    async def _safe_state(self, demand: Any, now: Now) -> None:
+        self.safe_state_commands += 1
+        log.error(
+            "safe_state",
+            console=self.id,
+            reasons=list(demand.reasons),
+            close_master=demand.close_master,
+        )
+        for cmd in demand.commands(self.envelope.probes):
+            try:
+                await self._drive(cmd)
+                self.supervisor.note_command(cmd, now)
+            except DriverError as exc:
+                log.error(
+                    "safe_state_command_failed", console=self.id, command=repr(cmd), error=str(exc)
+                )
+        self._record(
+            "safe_state",
+            {
+                "console": self.id,
+                "reasons": list(demand.reasons),
+                "close_master": demand.close_master,
+            },
+        )
+
+    # ------------------------------------------------------------ engine I/O
+    async def _feed(self, event: E.Event, now: Now) -> list[E.Reject]:
+        """Step the engine and execute what it returns, feeding confirmations back."""
+        rejects: list[E.Reject] = []
+        work: deque[E.Event] = deque([event])
+        while work:
+            ev = work.popleft()
+            self.state, cmds = self.engine.step(self.state, ev, now)
+            for cmd in cmds:
+                if isinstance(cmd, E.Reject):
+                    rejects.append(cmd)
+                follow = await self._execute(cmd, now)
+                if follow is not None:
+                    work.append(follow)
+        return rejects
+
+    async def _execute(self, cmd: E.Command, now: Now) -> E.Event | None:
+        if isinstance(cmd, E.OpenCycle):
+            return await self._open_cycle(cmd)
+        if isinstance(cmd, E.WriteConsoleLimits):
+            return await self._write_limits(cmd)
+        if isinstance(cmd, E.SetFreeze | E.SetThaw | E.SetMaster):
+            if E.is_valve_open(cmd):
+                permit = self.supervisor.permits(cmd)
+                if not permit.ok:
+                    return E.CommandFailed(cmd, f"supervisor: {permit.reason}")
+            try:
+                await self._drive(cmd)
+            except DriverError as exc:
+                return E.CommandFailed(cmd, str(exc))
+            self.supervisor.note_command(cmd, now)
+            return None
+        if isinstance(cmd, E.CloseCycle):
+            self._close_cycle(cmd)
+            return None
+        if isinstance(cmd, E.Reject):
+            log.info(
+                "command_rejected",
+                console=self.id,
+                command=cmd.command,
+                code=cmd.code,
+                detail=cmd.detail,
+            )
+            return None
+        if isinstance(cmd, E.Record):
+            self._record(cmd.kind, {"console": self.id, **cmd.details})
+            return None
+        raise TypeError(f"unknown engine command {cmd!r}")
+
+    async def _drive(self, cmd: E.SetFreeze | E.SetThaw | E.SetMaster) -> None:
+        if isinstance(cmd, E.SetFreeze):
+            await self.driver.set_freeze(cmd.probe, cmd.on)
+        elif isinstance(cmd, E.SetThaw):
+            await self.driver.set_thaw(cmd.probe, cmd.on)
+        else:
+            await self.driver.set_master(cmd.on)
+
+    async def _open_cycle(self, cmd: E.OpenCycle) -> E.Event:
+        """Record before acting: the row is committed before anything opens."""
+        if self.procedure_id is None:
+            return E.CommandFailed(cmd, "no procedure open")
+        await self._records_barrier()  # the previous cycle's close lands first
+        snap = self.snapshot
+        supply = snap.supply_kpa.value if snap is not None and snap.supply_kpa.usable else None
+        spec = CycleOpen(
+            procedure_id=self.procedure_id,
+            probe=cmd.probe,
+            phase=Phase(cmd.phase),
+            step_index=cmd.step_index,
+            started_at=cmd.utc,
+            started_mono=self.clock.now().mono_s,
+            protocol=cmd.protocol,
+            planned_s=cmd.planned_s,
+            target_tip_c=cmd.target_tip_c,
+            supply_start_kpa=supply,
+            host_only_limits=cmd.host_only_limits,
+        )
+        try:
+            row = await self.plog.open_cycle(spec)
+        except Exception as exc:  # noqa: BLE001 - any storage failure refuses the freeze
+            log.error("cycle_open_failed", console=self.id, error=str(exc))
+            return E.CommandFailed(cmd, f"cycle not recorded: {exc}")
+        self._cycle_rows[cmd.cycle_ref] = row
+        return E.CycleCommitted(cmd.cycle_ref)
+
+    async def _write_limits(self, cmd: E.WriteConsoleLimits) -> E.Event:
+        try:
+            await self.driver.write_limits(cmd.probe, cmd.limits)
+            held = await self.driver.read_limits(cmd.probe)
+        except DriverError as exc:
+            return E.LimitsRefused(cmd.probe, f"console did not take the limits: {exc}")
+        if held != cmd.limits:
+            return E.LimitsRefused(
+                cmd.probe, f"console did not echo the limits back (holds {held}, sent {cmd.limits})"
+            )
+        return E.LimitsConfirmed(cmd.probe)
+
+    def _close_cycle(self, cmd: E.CloseCycle) -> None:
+        row = self._cycle_rows.pop(cmd.cycle_ref, None)
+        if row is None:
+            return
+        f = cmd.figures
+        snap = self.snapshot
+        spec = CycleClose(
+            cycle_id=row,
+            outcome=Outcome(cmd.outcome),
+            ended_at=cmd.utc,
+            ended_mono=self.clock.now().mono_s,
+            min_tip_c=f.min_tip_c,
+            time_to_target_s=f.time_to_target_s,
+            time_below_m20_s=f.below_m20_s,
+            time_below_m40_s=f.below_m40_s,
+            thaw_to_0_s=f.thaw_to_0c_s,
+            supply_end_kpa=f.supply_end_kpa
+            if f.supply_end_kpa is not None
+            else (snap.supply_kpa.value if snap is not None else None),
+        )
+        pub = self.publisher
+
+        async def close() -> None:
+            summary = await self.plog.close_cycle(spec)
+            if pub is not None:
+                pub.notify_outbox()
+            log.info(
+                "cycle_closed",
+                console=self.id,
+                cycle=row,
+                outcome=cmd.outcome,
+                min_tip_c=f.min_tip_c,
+                summary_keys=len(summary or {}),
+            )
+
+        self._records.put_nowait(close)
+
+    # ------------------------------------------------------------ records
+    def _record(self, kind: str, payload: dict[str, Any]) -> None:
+        async def write() -> None:
+            head = await self.plog.record_event(kind, payload)
+            log.info("audit", kind=kind, audit_seq=head.seq, audit_head=head.hash)
+
+        self._records.put_nowait(write)
+
+    def _alarm_raised(self, alarm: Alarm) -> None:
+        log.warning(
+            "alarm_raised",
+            console=self.id,
+            code=str(alarm.code),
+            priority=str(alarm.priority),
+            probe=alarm.probe,
+            detail=alarm.detail,
+        )
+        key = (str(alarm.code), alarm.probe)
+        pid = self.procedure_id
+
+        async def write() -> None:
+            self._alarm_rows[key] = await self.plog.raise_alarm(
+                console=self.id,
+                code=str(alarm.code),
+                priority=str(alarm.priority),
+                message=alarm.detail,
+                probe=alarm.probe,
+                procedure_id=pid,
+                at=alarm.raised_utc,
+            )
+            if self.publisher is not None:
+                self.publisher.notify_outbox()
+
+        self._records.put_nowait(write)
+
+    def _alarm_cleared(self, alarm: Alarm) -> None:
+        key = (str(alarm.code), alarm.probe)
+
+        async def write() -> None:
+            row = self._alarm_rows.pop(key, None)
+            if row is not None:
+                await self.plog.clear_alarm(row)
+                if self.publisher is not None:
+                    self.publisher.notify_outbox()
+
+        self._records.put_nowait(write)
+
+    async def _records_barrier(self) -> None:
+        """Return once every record queued so far has been written (or failed)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def mark() -> None:
+            done.set_result(None)
+
+        self._records.put_nowait(mark)
+        await done
+
+    async def _recorder(self) -> None:
+        """Writes queued records in order; a storage failure is logged, never fatal here
+        (the writer's health drives the watchdog and the storage alarm)."""
+        while True:
+            fn = await self._records.get()
+            try:
+                await fn()
+            except Exception as exc:  # noqa: BLE001 - keep recording what can be recorded
+                log.error("record_failed", console=self.id, error=str(exc))
+
+    # ------------------------------------------------------------ operator API
+    async def submit(
+        self,
+        event: E.Event | None = None,
+        fn: Callable[[], Any] | None = None,
+        *,
+        timeout_s: float = 10.0,
+    ) -> Any:
+        """Queue an operator command for the poll loop; returns its result or raises."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        try:
+            self._inbox.put_nowait(_Request(event, fn, fut))
+        except asyncio.QueueFull as exc:
+            raise OperatorError("busy", "too many commands queued") from exc
+        return await asyncio.wait_for(fut, timeout_s)
+
+    async def _serve(self, req: _Request) -> None:
+        try:
+            if req.fn is not None:
+                result = req.fn()
+                if asyncio.iscoroutine(result):
+                    result = await result
+                req.future.set_result(result)
+                return
+            assert req.event is not None
+            rejects = await self._feed(req.event, self.clock.now())
+            if rejects:
+                r = rejects[0]
+                req.future.set_exception(OperatorError(r.code, r.detail or r.code))
+            else:
+                req.future.set_result({"state": str(self.state.phase)})
+        except Exception as exc:  # noqa: BLE001 - the operator gets the reason
+            if not req.future.done():
+                req.future.set_exception(exc)
+
+    async def open_procedure(self, meta: dict[str, Any]) -> int:
+        async def go() -> int:
+            if self.procedure_id is not None:
+                raise OperatorError("procedure_open", f"procedure {self.procedure_id} is open")
+            ident = self.identity
+            data = dict(meta)
+            data.setdefault("console", self.id)
+            if ident is not None:
+                data.setdefault("console_model", ident.model)
+                data.setdefault("console_serial", ident.serial)
+                data.setdefault("console_firmware", ident.firmware)
+            data.setdefault("software_version", __version__)
+            data["host_only_limits"] = self.engine.cfg.host_only
+            pid = await self.plog.open_procedure(ProcedureOpen.model_validate(data))
+            self.procedure_id = pid
+            self.supervisor.procedure_opened()
+            await self._feed(E.ProcedureOpened(), self.clock.now())
+            return pid
+
+        return int(await self.submit(fn=go))
+
+    async def close_procedure(self, data: dict[str, Any]) -> int:
+        async def go() -> int:
+            if self.procedure_id is None:
+                raise OperatorError("no_procedure", "no procedure is open")
+            if self.state.phase in E.ACTIVE:
+                raise OperatorError("busy", f"engine is {self.state.phase}: stop or abort first")
+            await self._records_barrier()  # queued cycle closes land first
+            pid = self.procedure_id
+            close = ProcedureClose.model_validate({**data, "procedure_id": pid})
+            await self.plog.close_procedure(close)
+            await self._feed(E.ProcedureClosed(), self.clock.now())
+            self.procedure_id = None
+            return pid
+
+        return int(await self.submit(fn=go))
+
+    async def run_protocol(self, protocol: Protocol, probes: tuple[int, ...]) -> Any:
+        return await self.submit(E.RunProtocol(protocol, probes))
+
+    async def acknowledge(self, who: str) -> Any:
+        async def go() -> dict[str, Any]:
+            now = self.clock.now()
+            acked = self.supervisor.acknowledge(now)
+            await self._feed(E.Ack(), now)
+            for a in acked:
+                row = self._alarm_rows.get((str(a.code), a.probe))
+                if row is not None:
+                    rid = row
+
+                    async def write(rid: int = rid) -> None:
+                        await self.plog.ack_alarm(rid, by=who)
+
+                    self._records.put_nowait(write)
+            return {"acknowledged": [str(a.code) for a in acked]}
+
+        return await self.submit(fn=go)
+
+    async def reset(self) -> Any:
+        async def go() -> dict[str, Any]:
+            try:
+                await self.driver.reset_faults()
+            except DriverError as exc:
+                log.warning("console_fault_reset_refused", console=self.id, error=str(exc))
+            snap = None
+            with contextlib.suppress(DriverError):
+                snap = self.clock.rescale(await self.driver.read_snapshot())
+            now = self.clock.now()
+            verdict = self.supervisor.check(snap, now, self.engine.supervision(self.state))
+            for alarm in verdict.raised:
+                self._alarm_raised(alarm)
+            result = self.supervisor.reset(now)
+            for a in result.cleared:
+                self._alarm_cleared(a)
+            if snap is not None and not snap.lease.armed:
+                with contextlib.suppress(DriverError):
+                    await self.driver.arm_lease(self.cfg.lease_timeout_ms)
+            rejects = await self._feed(E.Reset(result.ok, result.reason), now)
+            if not result.ok:
+                raise OperatorError("cause_present", result.reason)
+            if rejects:
+                raise OperatorError(rejects[0].code, rejects[0].detail)
+            return {"state": str(self.state.phase)}
+
+        return await self.submit(fn=go)
+
+    # ------------------------------------------------------------ status
+    def status(self) -> dict[str, Any]:
+        st = self.state
+        run = st.run
+        engine: dict[str, Any] = {"state": str(st.phase), "reason": st.reason}
+        if run is not None:
+            step = run.step
+            remaining = None
+            planned = (
+                run.planned_s if run.planned_s is not None else getattr(step, "duration_s", None)
+            )
+            if planned is not None and st.phase in (E.Phase.FREEZING, E.Phase.THAWING):
+                remaining = max(0.0, planned - (self.clock.now().mono_s - run.phase_start_mono_s))
+            engine.update(
+                phase=getattr(step, "kind", type(step).__name__.replace("Step", "").lower()),
+                step=run.step_index + 1,
+                steps=len(run.protocol.steps),
+                remaining_s=remaining,
+                protocol=run.protocol.name,
+                probes=list(run.probes),
+            )
+        return {
+            "id": self.id,
+            "driver": self.cfg.driver,
+            "identity": None
+            if self.identity is None
+            else {
+                "model": self.identity.model,
+                "serial": self.identity.serial,
+                "firmware": self.identity.firmware,
+                "probes": self.identity.probes,
+                "gas": self.identity.gas,
+                "capabilities": sorted(self.identity.capabilities),
+            },
+            "link": self.driver.stats.as_dict(),
+            "poll": {
+                "hz": self.cfg.poll_hz,
+                "polls": self.polls,
+                "late_polls": self.late_polls,
+                "last_poll_age_ms": None
+                if self.last_poll_mono is None
+                else round((time.monotonic() - self.last_poll_mono) * 1000, 1),
+            },
+            "engine": engine,
+            "snapshot": snapshot_dict(self.snapshot),
+            "alarms": [
+                {
+                    "id": self._alarm_rows.get((str(a.code), a.probe)),
+                    "code": str(a.code),
+                    "priority": str(a.priority),
+                    "probe": a.probe,
+                    "message": a.detail,
+                    "raised_at": a.raised_utc.isoformat(),
+                    "acked": a.acknowledged,
+                    "latched": a.latching,
+                    "present": a.present,
+                }
+                for a in self.supervisor.book.active
+            ],
+            "procedure": None
+            if self.procedure_id is None
+            else {"id": self.procedure_id, "open": True},
+            "time_scale": self.cfg.time_scale,
+        }
+
+
+def _reading(r: Any) -> dict[str, Any] | None:
+    if r is None:
+        return None
+    return {"value": r.value, "validity": str(r.validity)}
+
+
+def snapshot_dict(snap: Snapshot | None) -> dict[str, Any] | None:
+    if snap is None:
+        return None
+    return {
+        "seq": snap.seq,
+        "t_utc_ms": int(snap.t_utc * 1000),
+        "console_time_s": snap.console_time_s,
+        "supply_kpa": _reading(snap.supply_kpa),
+        "cylinder_kpa": _reading(snap.cylinder_kpa),
+        "skin_c": _reading(snap.skin_c),
+        "master_open": snap.master_open,
+        "supply_low": snap.supply_low,
+        "lease": {
+            "armed": snap.lease.armed,
+            "timeout_ms": snap.lease.timeout_ms,
+            "expired": snap.lease.expired,
+            "expiry_count": snap.lease.expiry_count,
+        },
+        "faults": snap.faults.names(),
+        "probes": [
+            {
+                "probe": p.probe,
+                "tip_c": p.tip_c.value,
+                "validity": str(p.tip_c.validity),
+                "tc_status": p.tc_status.name.lower(),
+                "return_kpa": p.return_kpa.value,
+                "freeze_open": p.freeze_open,
+                "thaw_on": p.thaw_on,
+                "limits_armed": p.limits_armed,
+                "trip": p.trip.name.lower(),
+            }
+            for p in snap.probes
+        ],
+    }

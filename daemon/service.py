@@ -1,0 +1,486 @@
+"""``cryod run``: the daemon process, every subsystem under one task group.
+
+Start-up order: logging, config, database (migrate with a backup, then mark
+open cycles interrupted), the batched writer, the control socket, the
+consoles (each starts in the safe state), MQTT if configured, then READY to
+systemd. Shutdown order on SIGTERM/SIGINT: every console to the safe state,
+then the log is flushed, then MQTT says offline, then exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import pwd
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from cryod import __version__
+from cryod.drivers.base import LinkStats, Snapshot
+from cryod.drivers.registry import load_driver
+
+from . import engine as E
+from .config import LoadedConfig, driver_options
+from .console_service import ConsoleService, OperatorError
+from .control import ControlError, ControlServer, Peer
+from .logging import get_logger
+from .protocols import ProtocolError, load_protocol
+from .sdnotify import Heartbeats, Notifier, Watchdog
+from .store import audit, export, queries
+from .store.db import make_engine
+from .store.errors import StoreError
+from .store.migrate import upgrade_on_start
+from .store.models import AuditEntry
+from .store.outbox import Outbox
+from .store.records import ProcedureLog, RecordError
+from .store.recovery import recover
+from .store.writer import Writer
+
+__all__ = ["Daemon"]
+
+log = get_logger("cryod")
+
+
+class Telemetry:
+    """Our side of the MQTT publisher for one console: never awaits."""
+
+    def __init__(self, publisher: Any) -> None:
+        from .telemetry import payloads
+
+        self.pub = publisher
+        self._payloads = payloads
+        self._last_state: tuple[Any, ...] | None = None
+        self._last_alarms: tuple[Any, ...] | None = None
+
+    def offer_snapshot(self, console: str, snap: Snapshot, stats: LinkStats) -> None:
+        self.pub.offer_telemetry(self._payloads.telemetry_body(snap, link=stats))
+
+    def notify_outbox(self) -> None:
+        self.pub.notify_outbox()
+
+    def update(self, svc: ConsoleService) -> None:
+        st = svc.status()
+        eng = st["engine"]
+        key = (eng.get("state"), eng.get("step"), svc.procedure_id)
+        if key != self._last_state:
+            self._last_state = key
+            rem = eng.get("remaining_s")
+            self.pub.publish_event(
+                "state",
+                self._payloads.state_body(
+                    t_utc_s=time.time(),
+                    engine_state=str(eng.get("state")),
+                    phase=eng.get("phase"),
+                    remaining_s=rem,
+                    procedure_id=svc.procedure_id,
+                    protocol=eng.get("protocol"),
+                    safe=eng.get("state") not in ("freezing", "precheck"),
+                ),
+            )
+        alarms = tuple((a["code"], a["probe"], a["acked"]) for a in st["alarms"])
+        if alarms != self._last_alarms:
+            self._last_alarms = alarms
+            active = [
+                self._payloads.ActiveAlarm(
+                    alarm_id=a["id"] or 0,
+                    code=a["code"],
+                    priority=a["priority"],
+                    probe=a["probe"],
+                    message=a["message"],
+                    raised_ts_ms=0,
+                    acknowledged=a["acked"],
+                    latched=a["latched"],
+                )
+                for a in st["alarms"]
+            ]
+            with contextlib.suppress(TypeError, ValueError):
+                self.pub.publish_event(
+                    "alarms_active",
+                    self._payloads.alarms_active_body(t_utc_s=time.time(), alarms=active),
+                )
+
+
+class Daemon:
+    def __init__(self, loaded: LoadedConfig, *, notifier: Notifier | None = None) -> None:
+        self.loaded = loaded
+        self.cfg = loaded.cfg
+        self.notifier = notifier or Notifier(unset_environment=True)
+        self.consoles: dict[str, ConsoleService] = {}
+        self.writer: Writer | None = None
+        self.plog: ProcedureLog | None = None
+        self.control: ControlServer | None = None
+        self.publishers: list[Any] = []
+        self.session = 0
+        self.started_mono = time.monotonic()
+        self.heartbeats = Heartbeats()
+        self.storage_error: str | None = None
+        self._stop = asyncio.Event()
+
+    # ------------------------------------------------------------ lifecycle
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        d = self.cfg.daemon
+        db = Path(d.database)
+        db.parent.mkdir(parents=True, exist_ok=True)
+        self.notifier.status("migrating database")
+        report = await asyncio.to_thread(upgrade_on_start, db)
+        log.info(
+            "database_ready",
+            path=str(db),
+            revision=report.to_revision,
+            backup=None if report.backup_path is None else str(report.backup_path),
+        )
+        engine = make_engine(db)
+        rec = await asyncio.to_thread(recover, engine)
+        if rec.interrupted:
+            log.warning(
+                "cycles_interrupted",
+                count=len(rec.interrupted),
+                cycles=[c.cycle_id for c in rec.interrupted],
+            )
+        open_procs = await asyncio.to_thread(_open_procedures, engine)
+        self.writer = Writer(
+            engine,
+            batch_max=d.sample_batch_max,
+            batch_interval_s=d.sample_batch_interval_s,
+            on_error=self._on_storage_error,
+            on_audit_head=lambda h: log.info("audit_head", audit_seq=h.seq, audit_head=h.hash),
+        )
+        await self.writer.start()
+        self.plog = ProcedureLog(self.writer, study_id_required=d.require_study_id)
+        self.session = await self.writer.commit_now(_next_session, label="session")
+        await self.plog.record_event(
+            "daemon_started", {"version": __version__, "session": self.session}
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for ccfg in self.cfg.consoles:
+                    drv_cls = load_driver(ccfg.driver)
+                    drv = drv_cls.from_options(
+                        driver_options(ccfg, self.loaded.path),
+                        source=f"{self.loaded.path}: consoles.{ccfg.id}",
+                    )
+                    pub = None
+                    if self.loaded.mqtt is not None and self.loaded.mqtt.enabled:
+                        pub = self._publisher(ccfg.id)
+                    svc = ConsoleService(
+                        ccfg,
+                        drv,
+                        self.loaded.envelopes[ccfg.id],
+                        writer=self.writer,
+                        plog=self.plog,
+                        publisher=pub,
+                        session=self.session,
+                    )
+                    svc.procedure_id = open_procs.get(ccfg.id)  # adopted; never a freeze
+                    self.consoles[ccfg.id] = svc
+                    tg.create_task(svc.run(), name=f"console-{ccfg.id}")
+                    self.heartbeats.register(f"poll-{ccfg.id}", max(2.0, 10 * ccfg.poll_period_s))
+                self.heartbeats.register("writer", 10.0)
+                self.control = ControlServer(
+                    d.control_socket,
+                    self._handlers(),
+                    mode=d.control_socket_mode,
+                    group=d.control_group,
+                )
+                await self.control.start()
+                tg.create_task(self._health(), name="health")
+                wd = Watchdog(self.notifier, self.heartbeats.healthy)
+                if wd.enabled:
+                    tg.create_task(wd.run(), name="watchdog")
+                self.notifier.ready(f"serving {len(self.consoles)} console(s)")
+                log.info(
+                    "ready",
+                    consoles=list(self.consoles),
+                    socket=str(d.control_socket),
+                    session=self.session,
+                    version=__version__,
+                )
+                await self._stop.wait()
+                self.notifier.stopping("stopping: safe state first")
+                log.info("stopping")
+                raise _Shutdown
+        except* _Shutdown:
+            pass
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await self._close()
+        return 0
+
+    async def _close(self) -> None:
+        # console tasks were cancelled by the task group: each put its console in
+        # the safe state in its own finally block. Now the log, then MQTT.
+        if self.control is not None:
+            await self.control.close()
+        if self.plog is not None:
+            with contextlib.suppress(StoreError):
+                await self.plog.record_event("daemon_stopped", {"session": self.session})
+        if self.writer is not None:
+            await self.writer.aclose()
+        for pub in self.publishers:
+            with contextlib.suppress(Exception):
+                await pub.close()
+        log.info("stopped")
+
+    def _publisher(self, console_id: str) -> Telemetry:
+        from .telemetry.publisher import Publisher
+
+        assert self.writer is not None
+        cfg = self.loaded.mqtt.model_copy(update={"console": console_id})
+        pub = Publisher(
+            cfg, session=self.session, software_version=__version__, outbox=Outbox(self.writer)
+        )
+        pub.start()
+        self.publishers.append(pub)
+        return Telemetry(pub)
+
+    def _on_storage_error(self, err: StoreError) -> None:
+        self.storage_error = str(err)
+        log.error("storage_error", error=str(err))
+
+    async def _health(self) -> None:
+        """Feed the heartbeats that the watchdog checks; update telemetry state."""
+        while True:
+            for cid, svc in self.consoles.items():
+                if svc.last_poll_mono is not None and time.monotonic() - svc.last_poll_mono < 2.0:
+                    self.heartbeats.beat(f"poll-{cid}")
+                if svc.publisher is not None:
+                    svc.publisher.update(svc)
+            if self.writer is not None and self.writer.status().healthy:
+                self.heartbeats.beat("writer")
+            await asyncio.sleep(0.25)
+
+    # ------------------------------------------------------------ control API
+    def _console(self, args: dict[str, Any]) -> ConsoleService:
+        cid = args.get("console")
+        if cid is None:
+            if len(self.consoles) != 1:
+                raise ControlError("bad_request", f"name a console: {sorted(self.consoles)}")
+            return next(iter(self.consoles.values()))
+        if cid not in self.consoles:
+            raise ControlError("unknown_console", f"{cid!r}; known: {sorted(self.consoles)}")
+        return self.consoles[cid]
+
+    def _handlers(self) -> dict[str, Any]:
+        async def status(args: dict[str, Any], peer: Peer) -> Any:
+            return self.status()
+
+        def op(name: str, fn: Any) -> Any:
+            async def handler(args: dict[str, Any], peer: Peer) -> Any:
+                svc = self._console(args)
+                who = _who(peer)
+                try:
+                    result = await fn(svc, args, who)
+                except OperatorError as exc:
+                    await self._action(svc, who, name, args, False, f"{exc.code}: {exc.message}")
+                    raise ControlError(exc.code, exc.message) from exc
+                except (ProtocolError, RecordError, ValueError) as exc:
+                    await self._action(svc, who, name, args, False, str(exc))
+                    raise ControlError("rejected", str(exc)) from exc
+                except TimeoutError as exc:
+                    raise ControlError("timeout", "the console did not answer in time") from exc
+                await self._action(svc, who, name, args, True, None)
+                return result
+
+            return handler
+
+        async def h_open(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
+            meta = {k: v for k, v in a.items() if k != "console"}
+            meta.setdefault("operator", who)
+            return {"procedure_id": await svc.open_procedure(meta)}
+
+        async def h_close(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
+            data = {k: v for k, v in a.items() if k != "console"}
+            data.setdefault("closed_by", who)
+            data.setdefault("adverse_events", [])
+            return {"procedure_id": await svc.close_procedure(data)}
+
+        async def h_run(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
+            name = a.get("protocol")
+            if not isinstance(name, str):
+                raise ValueError("run needs 'protocol'")
+            probes = tuple(int(p) for p in a.get("probes", [1]))
+            env = svc.envelope
+            proto = load_protocol(name, svc.cfg.limits, env.min_tip_c, env.capabilities)
+            return await svc.run_protocol(proto, probes)
+
+        async def h_freeze(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
+            return await svc.submit(E.AdHocFreeze(int(a["probe"]), float(a["seconds"])))
+
+        async def h_thaw(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
+            secs = a.get("seconds")
+            return await svc.submit(
+                E.AdHocThaw(
+                    int(a["probe"]),
+                    None if secs is None else float(secs),
+                    str(a.get("mode", "passive")),
+                )
+            )
+
+        async def h_extend(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
+            return await svc.submit(E.Extend(float(a["seconds"])))
+
+        async def h_ack(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
+            return await svc.acknowledge(who)
+
+        async def h_reset(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
+            return await svc.reset()
+
+        async def stop(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
+            return await svc.submit(E.Stop())
+
+        async def cont(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
+            return await svc.submit(E.Continue())
+
+        async def abort(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
+            return await svc.submit(E.Abort())
+
+        async def procedures(args: dict[str, Any], peer: Peer) -> Any:
+            return [
+                p.as_dict()
+                for p in await asyncio.to_thread(queries.list_procedures, self.cfg.daemon.database)
+            ]
+
+        async def show(args: dict[str, Any], peer: Peer) -> Any:
+            try:
+                return (
+                    await asyncio.to_thread(
+                        queries.show_procedure, self.cfg.daemon.database, int(args["id"])
+                    )
+                ).as_dict()
+            except queries.NotFound as exc:
+                raise ControlError("not_found", str(exc)) from exc
+
+        async def do_export(args: dict[str, Any], peer: Peer) -> Any:
+            pid = args.get("id")
+            fmt = args.get("format", "json")
+            db = self.cfg.daemon.database
+            if fmt == "csv":
+                return await asyncio.to_thread(export.export_csv, db, pid)
+            return await asyncio.to_thread(export.export_json, db, pid)
+
+        async def verify(args: dict[str, Any], peer: Peer) -> Any:
+            head = self.writer.audit_head if self.writer else None
+            res = await asyncio.to_thread(
+                audit.verify, self.cfg.daemon.database, expected_head=head
+            )
+            return {
+                "ok": res.ok,
+                "first_bad_seq": res.first_bad_seq,
+                "reason": res.reason,
+                "rows": getattr(res, "rows", None),
+            }
+
+        return {
+            "status": status,
+            "procedure_open": op("procedure_open", h_open),
+            "procedure_close": op("procedure_close", h_close),
+            "run": op("run", h_run),
+            "freeze": op("freeze", h_freeze),
+            "thaw": op("thaw", h_thaw),
+            "stop": op("stop", stop),
+            "continue": op("continue", cont),
+            "extend": op("extend", h_extend),
+            "abort": op("abort", abort),
+            "ack": op("ack", h_ack),
+            "reset": op("reset", h_reset),
+            "procedures": procedures,
+            "show": show,
+            "export": do_export,
+            "verify": verify,
+        }
+
+    async def _action(
+        self,
+        svc: ConsoleService,
+        who: str,
+        action: str,
+        args: dict[str, Any],
+        accepted: bool,
+        reason: str | None,
+    ) -> None:
+        if self.plog is None:
+            return
+        try:
+            await self.plog.record_action(
+                who=who,
+                action=action,
+                args=args,
+                accepted=accepted,
+                reason=reason,
+                console=svc.id,
+                procedure_id=svc.procedure_id,
+            )
+        except (StoreError, RecordError) as exc:
+            log.error("action_not_recorded", action=action, error=str(exc))
+
+    def status(self) -> dict[str, Any]:
+        w = self.writer.status() if self.writer else None
+        return {
+            "version": __version__,
+            "session": self.session,
+            "uptime_s": round(time.monotonic() - self.started_mono, 1),
+            "site": self.cfg.daemon.site,
+            "consoles": [svc.status() for svc in self.consoles.values()],
+            "writer": None
+            if w is None
+            else {
+                "healthy": w.healthy,
+                "reason": w.reason,
+                "queued": w.queued_samples,
+                "written": w.samples_written,
+                "dropped": w.samples_dropped_full,
+                "rows_per_s": w.sample_rows_per_s,
+                "last_error": self.storage_error,
+            },
+            "mqtt": [p.status().as_dict() for p in self.publishers] or None,
+            "audit_head": _head(self.writer),
+        }
+
+
+class _Shutdown(Exception):
+    pass
+
+
+def _next_session(session: Any) -> int:
+    n = session.scalar(
+        select(func.count()).select_from(AuditEntry).where(AuditEntry.kind == "daemon_started")
+    )
+    return int(n or 0) + 1
+
+
+def _open_procedures(engine: Any) -> dict[str, int]:
+    """Procedures left open by a previous run, per console (the latest wins)."""
+    from sqlalchemy.orm import Session
+
+    from .store.models import Procedure
+
+    with Session(engine) as s:
+        rows = s.execute(
+            select(Procedure.console, Procedure.id)
+            .where(Procedure.closed_at.is_(None))
+            .order_by(Procedure.id)
+        ).all()
+    return dict(rows)
+
+
+def _head(writer: Writer | None) -> dict[str, Any] | None:
+    head = None if writer is None else writer.audit_head
+    return None if head is None else {"seq": head.seq, "hash": head.hash}
+
+
+def _who(peer: Peer) -> str:
+    try:
+        return pwd.getpwuid(peer.uid).pw_name
+    except KeyError:
+        return f"uid{peer.uid}"

@@ -1,0 +1,163 @@
+"""Schema migrations on start: create a fresh database at head, or back up an
+older one (SQLite's online backup API) and upgrade it.
+
+No alembic.ini is needed: the Alembic config is built here and points at the
+``migrations`` directory inside the installed package.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, inspect
+from sqlalchemy.orm import Session
+
+from . import audit
+from .db import check_writable_dir, make_engine
+from .errors import StoreError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationReport:
+    path: Path
+    from_revision: str | None  # None: the database was created
+    to_revision: str
+    backup_path: Path | None
+
+
+def alembic_config(db_path: str | os.PathLike[str] | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if db_path is not None:
+        cfg.set_main_option("sqlalchemy.url", f"sqlite:///{db_path}")
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise StoreError("other", "no migrations found in the installed package")
+    return head
+
+
+def known_revisions() -> set[str]:
+    script = ScriptDirectory.from_config(alembic_config())
+    return {rev.revision for rev in script.walk_revisions()}
+
+
+def current_revision(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(path: str | os.PathLike[str], revision: str = "head") -> None:
+    """Upgrade (or create) the database to ``revision`` in one transaction."""
+    engine = make_engine(path)
+    try:
+        with engine.begin() as conn:
+            cfg = alembic_config(path)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+    finally:
+        engine.dispose()
+
+
+def backup(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+    """A consistent copy with SQLite's online backup API (sees committed WAL content)."""
+    source = sqlite3.connect(f"file:{Path(src).resolve()}?mode=ro", uri=True)
+    try:
+        target = sqlite3.connect(str(dest))
+        try:
+            source.backup(target)
+            # a self-contained single file: no -wal/-shm to lose when copying it
+            target.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            target.close()
+    finally:
+        source.close()
+
+
+def _backup_name(path: Path, now: dt.datetime) -> Path:
+    stamp = now.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    candidate = path.with_name(f"{path.name}.bak-{stamp}")
+    n = 1
+    while candidate.exists():
+        candidate = path.with_name(f"{path.name}.bak-{stamp}-{n}")
+        n += 1
+    return candidate
+
+
+def _inspect(path: Path) -> tuple[str | None, bool]:
+    """(revision, has_tables) of an existing database."""
+    engine = make_engine(path)
+    try:
+        with engine.connect() as conn:
+            return current_revision(conn), bool(inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def _audit(path: Path, kind: str, payload: dict[str, object]) -> None:
+    engine = make_engine(path)
+    try:
+        with Session(engine) as session, session.begin():
+            audit.append(session, kind, payload)
+    finally:
+        engine.dispose()
+
+
+def upgrade_on_start(
+    path: str | os.PathLike[str], *, now: dt.datetime | None = None
+) -> MigrationReport:
+    """Bring the database at ``path`` to head; back it up first if it is older.
+
+    Refuses (``StoreError``) a database from a newer cryod or one that is not
+    a cryod database, rather than guessing.
+    """
+    db_path = Path(path)
+    check_writable_dir(db_path)
+    head = head_revision()
+    if not db_path.exists() or db_path.stat().st_size == 0:
+        upgrade(db_path, "head")
+        _audit(db_path, "database_created", {"revision": head})
+        return MigrationReport(db_path, None, head, None)
+    try:
+        revision, has_tables = _inspect(db_path)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError("corrupt", f"{db_path} is not a readable SQLite database: {exc}") from exc
+    except Exception as exc:
+        raise StoreError("corrupt", f"{db_path} could not be opened: {exc}") from exc
+    if revision == head:
+        return MigrationReport(db_path, head, head, None)
+    if revision is None:
+        if has_tables:
+            raise StoreError(
+                "other", f"{db_path} holds tables but no schema version: not a cryod database"
+            )
+        upgrade(db_path, "head")
+        _audit(db_path, "database_created", {"revision": head})
+        return MigrationReport(db_path, None, head, None)
+    if revision not in known_revisions():
+        raise StoreError(
+            "other",
+            f"{db_path} is at schema revision {revision!r}, unknown to this cryod "
+            f"(head {head!r}): written by a newer version? Refusing to start",
+        )
+    dest = _backup_name(db_path, now or dt.datetime.now(dt.UTC))
+    backup(db_path, dest)
+    upgrade(db_path, "head")
+    _audit(
+        db_path,
+        "schema_upgraded",
+        {"from_revision": revision, "to_revision": head, "backup": dest.name},
+    )
+    return MigrationReport(db_path, revision, head, dest)

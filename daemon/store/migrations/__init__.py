@@ -1,0 +1,1 @@
+"""Alembic environment for the procedure log (run programmatically by ``migrate``)."""

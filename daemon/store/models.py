@@ -1,0 +1,318 @@
+"""The procedure log's tables, as SQLAlchemy 2 typed ORM classes.
+
+These classes describe the schema at the newest migration; the schema itself
+is created and changed only by the Alembic migrations (``migrations/``), and a
+test checks that the two agree. The MetaData has a naming convention so that
+Alembic's batch mode on SQLite can find constraints by name.
+
+Record times (``*_at``) are UTC and stored as fixed-width ISO 8601 text
+(``2026-01-02T03:04:05.678901Z``) so a copy opened in any SQLite tool is
+readable and sorts correctly; samples carry ``t_utc`` as REAL epoch seconds
+(volume matters there) plus ``t_mono``, the host's monotonic clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Indication(enum.StrEnum):
+    MORTONS_NEUROMA = "mortons_neuroma"
+    STUMP_NEUROMA = "stump_neuroma"
+    OTHER_TRAUMATIC_NEUROMA = "other_traumatic_neuroma"
+    OTHER = "other"
+
+
+class Side(enum.StrEnum):
+    LEFT = "left"
+    RIGHT = "right"
+    BILATERAL = "bilateral"
+    MIDLINE = "midline"
+    NA = "na"
+
+
+class Imaging(enum.StrEnum):
+    ULTRASOUND = "ultrasound"
+    CT = "ct"
+    MRI = "mri"
+
+
+class Anaesthesia(enum.StrEnum):
+    LOCAL = "local"
+    REGIONAL = "regional"
+    GENERAL = "general"
+
+
+class AdverseEvent(enum.StrEnum):
+    """NICE IPG747 key safety outcomes."""
+
+    PAIN = "pain"
+    WORSENING_OF_SYMPTOMS = "worsening_of_symptoms"
+    INFECTION = "infection"
+    DAMAGE_TO_ADJACENT_STRUCTURES = "damage_to_adjacent_structures"
+    FURTHER_INTERVENTION_NEEDED = "further_intervention_needed"
+    OTHER = "other"
+
+
+class Phase(enum.StrEnum):
+    FREEZE = "freeze"
+    THAW = "thaw"
+
+
+class Outcome(enum.StrEnum):
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    ABORTED = "aborted"
+    FAULTED = "faulted"
+    INTERRUPTED = "interrupted"
+
+
+class AlarmPriority(enum.StrEnum):
+    """IEC 60601-1-8 priorities plus information signals."""
+
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+    INFO = "info"
+
+
+class OutboxKind(enum.StrEnum):
+    ALARM = "alarm"
+    CYCLE = "cycle"
+
+
+def _in(column: str, values: type[enum.StrEnum], *, nullable: bool = False) -> str:
+    listed = ", ".join(f"'{v.value}'" for v in values)
+    expr = f"{column} IN ({listed})"
+    return f"{column} IS NULL OR {expr}" if nullable else expr
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC datetime stored as fixed-width ISO 8601 text with a Z."""
+
+    impl = String(27)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, dt.datetime) or value.tzinfo is None:
+            raise ValueError("record times must be timezone-aware datetimes (UTC)")
+        return format_utc(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        return parse_utc(str(value))
+
+
+def format_utc(value: dt.datetime) -> str:
+    """Fixed-width ISO 8601 UTC text, the one form used in the DB, audit and exports."""
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_utc(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+
+
+def utc_from_epoch(t_utc: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(t_utc, tz=dt.UTC)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dt.datetime: UtcDateTime(), dict[str, Any]: JSON()}
+
+
+class Procedure(Base):
+    """One patient procedure on one console; metadata at open, outcome data at close."""
+
+    __tablename__ = "procedures"
+    __table_args__ = (
+        CheckConstraint(_in("indication", Indication), name="indication"),
+        CheckConstraint(_in("side", Side), name="side"),
+        CheckConstraint(_in("imaging", Imaging), name="imaging"),
+        CheckConstraint(_in("anaesthesia", Anaesthesia), name="anaesthesia"),
+        CheckConstraint("closed_at IS NULL OR closed_at >= opened_at", name="closed_after_open"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    console: Mapped[str] = mapped_column(String(64))  # console name in the daemon config
+    opened_at: Mapped[dt.datetime]
+    closed_at: Mapped[dt.datetime | None]
+    patient_ref: Mapped[str] = mapped_column(String(32))  # pseudonym, validated at open
+    indication: Mapped[str] = mapped_column(String(32))
+    indication_other: Mapped[str | None] = mapped_column(Text)
+    site: Mapped[str] = mapped_column(String(128))
+    side: Mapped[str] = mapped_column(String(16))
+    imaging: Mapped[str] = mapped_column(String(16))
+    anaesthesia: Mapped[str] = mapped_column(String(16))
+    operator: Mapped[str] = mapped_column(String(64))
+    study_id: Mapped[str | None] = mapped_column(String(64))
+    probe_model: Mapped[str | None] = mapped_column(String(64))
+    probe_lot: Mapped[str | None] = mapped_column(String(64))
+    console_model: Mapped[str | None] = mapped_column(String(64))
+    console_serial: Mapped[str | None] = mapped_column(String(64))
+    console_firmware: Mapped[str | None] = mapped_column(String(64))
+    software_version: Mapped[str] = mapped_column(String(32))
+    host_only_limits: Mapped[bool] = mapped_column(default=False)
+    notes: Mapped[str | None] = mapped_column(Text)
+    # list of {"code": AdverseEvent, "text": str|None}; NULL = not yet recorded, [] = none
+    adverse_events: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    closed_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class Cycle(Base):
+    """One freeze or thaw of one probe; committed before its valve opens."""
+
+    __tablename__ = "cycles"
+    __table_args__ = (
+        CheckConstraint(_in("phase", Phase), name="phase"),
+        CheckConstraint(_in("outcome", Outcome, nullable=True), name="outcome"),
+        CheckConstraint("probe >= 1", name="probe_positive"),
+        Index(None, "procedure_id", "probe"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    procedure_id: Mapped[int] = mapped_column(ForeignKey("procedures.id"))
+    probe: Mapped[int]
+    phase: Mapped[str] = mapped_column(String(8))
+    step_index: Mapped[int]
+    protocol: Mapped[str | None] = mapped_column(String(64))
+    planned_s: Mapped[float | None] = mapped_column(Float)
+    target_tip_c: Mapped[float | None] = mapped_column(Float)
+    started_at: Mapped[dt.datetime]
+    ended_at: Mapped[dt.datetime | None]
+    started_mono: Mapped[float] = mapped_column(Float)
+    ended_mono: Mapped[float | None] = mapped_column(Float)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    outcome_reason: Mapped[str | None] = mapped_column(Text)
+    min_tip_c: Mapped[float | None] = mapped_column(Float)
+    time_to_target_s: Mapped[float | None] = mapped_column(Float)
+    time_below_m20_s: Mapped[float | None] = mapped_column(Float)
+    time_below_m40_s: Mapped[float | None] = mapped_column(Float)
+    thaw_to_0_s: Mapped[float | None] = mapped_column(Float)
+    supply_start_kpa: Mapped[float | None] = mapped_column(Float)
+    supply_end_kpa: Mapped[float | None] = mapped_column(Float)
+    gas_used_est_l: Mapped[float | None] = mapped_column(Float)
+    host_only_limits: Mapped[bool] = mapped_column(default=False)
+
+
+class Sample(Base):
+    """Every polled value, with its validity; probe 0 is a console-level channel."""
+
+    __tablename__ = "samples"
+    __table_args__ = (
+        Index(None, "console", "t_utc"),
+        Index(None, "procedure_id", "probe", "channel", "t_utc"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    procedure_id: Mapped[int | None] = mapped_column(ForeignKey("procedures.id"))
+    console: Mapped[str] = mapped_column(String(64))
+    t_utc: Mapped[float] = mapped_column(Float)
+    t_mono: Mapped[float] = mapped_column(Float)
+    probe: Mapped[int]
+    channel: Mapped[str] = mapped_column(String(32))
+    value: Mapped[float | None] = mapped_column(Float)
+    validity: Mapped[str] = mapped_column(String(16))
+
+
+class Alarm(Base):
+    __tablename__ = "alarms"
+    __table_args__ = (
+        CheckConstraint(_in("priority", AlarmPriority), name="priority"),
+        Index(None, "procedure_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    procedure_id: Mapped[int | None] = mapped_column(ForeignKey("procedures.id"))
+    console: Mapped[str] = mapped_column(String(64))
+    code: Mapped[str] = mapped_column(String(64))
+    priority: Mapped[str] = mapped_column(String(8))
+    probe: Mapped[int | None]
+    message: Mapped[str] = mapped_column(Text)
+    raised_at: Mapped[dt.datetime]
+    acked_at: Mapped[dt.datetime | None]
+    acked_by: Mapped[str | None] = mapped_column(String(64))
+    cleared_at: Mapped[dt.datetime | None]
+
+
+class OperatorAction(Base):
+    """Every operator request, accepted or refused, with the reason."""
+
+    __tablename__ = "operator_actions"
+    __table_args__ = (Index(None, "procedure_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    procedure_id: Mapped[int | None] = mapped_column(ForeignKey("procedures.id"))
+    console: Mapped[str | None] = mapped_column(String(64))
+    at: Mapped[dt.datetime]
+    who: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON)
+    accepted: Mapped[bool]
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class AuditEntry(Base):
+    """Append-only, hash-chained; SQLite triggers refuse UPDATE and DELETE."""
+
+    __tablename__ = "audit"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[dt.datetime]
+    kind: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)  # canonical JSON text, exactly as hashed
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class OutboxItemRow(Base):
+    """Alarm and cycle events not yet delivered over MQTT (added in revision 0002)."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        CheckConstraint(_in("kind", OutboxKind), name="kind"),
+        Index(None, "delivered_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime]
+    delivered_at: Mapped[dt.datetime | None]
+
+
+metadata = Base.metadata

@@ -1,0 +1,129 @@
+"""The simulator's line server, spoken to with raw bytes on the real pty."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from cryod.drivers.lineproto import MAX_LINE_BYTES, Frame, crc16_ccitt_false, encode
+
+from .conftest import RawClient, Sim
+
+
+def framed(body: bytes) -> bytes:
+    return b"$" + body + b"*" + f"{crc16_ccitt_false(body):04X}".encode() + b"\r\n"
+
+
+async def test_hello_identifies_and_starts_telemetry(sim: Sim, raw: RawClient) -> None:
+    reply = await raw.ask("HELLO")
+    assert reply.verb == "ACK"
+    f = reply.field_map()
+    assert f["model"] == "CRYOSIM-8"
+    assert f["probes"] == "8"
+    assert f["gas"] == "argon"
+    assert "console_limits" in f["caps"].split(",")
+    assert (await raw.ask("RATE", hz=50)).get("hz") == "50"
+    await asyncio.sleep(0.3)
+    raw._drain()
+    assert len(raw.tel) >= 5
+    opened = sim.events("connection")
+    assert opened[-1]["state"] == "opened"
+    assert opened[-1]["transport"] == "line"
+
+
+BAD_INPUTS = [
+    (b"$5 HELLO*0000\r\n", "-", "bad_checksum"),
+    (b"hello there\r\n", "-", "bad_frame"),
+    (b"$6 HELLO\r\n", "-", "bad_frame"),
+    (b"$" + b"A" * (MAX_LINE_BYTES + 10) + b"\r\n", "-", "too_long"),
+    (framed(b"7 BEAT p=1 p=2"), "7", "bad_syntax"),
+    (framed(b"8 BOGUS"), "8", "unknown_command"),
+    (framed(b"9 FREEZE p=1"), "9", "bad_syntax"),
+    (framed(b"10 FREEZE p=1 on=2"), "10", "out_of_range"),
+    (framed(b"11 FREEZE p=9 on=0"), "11", "bad_probe"),
+    (framed(b"12 FREEZE p=one on=0"), "12", "bad_syntax"),
+    (framed(b"13 RATE hz=500"), "13", "out_of_range"),
+    (framed(b"14 LEASE ms=50"), "14", "out_of_range"),
+    (framed(b"15 LIMITS p=1 on_s=0 min_c=-150 max_kpa=33000 n=3"), "15", "limits_invalid"),
+    (framed(b"16 LIMITS p=1 on_s=60 min_c=-150 max_kpa=33000 n=0"), "16", "limits_invalid"),
+    (framed(b"17 LIMITS p=1 on_s=1e3 min_c=-150 max_kpa=33000 n=3"), "17", "bad_syntax"),
+    (framed(b"18 SNAP? extra"), "18", "bad_syntax"),
+]
+
+
+@pytest.mark.parametrize(("data", "ref", "code"), BAD_INPUTS)
+async def test_bad_input_is_naked_counted_and_logged(
+    sim: Sim, raw: RawClient, data: bytes, ref: str, code: str
+) -> None:
+    before = sim.console.bad_request_count()
+    raw.write(data)
+    (nak,) = await raw.wait_replies(1)
+    assert nak.verb == "NAK"
+    assert nak.args[:2] == (ref, code)
+    assert sim.console.bad_request_count() == before + 1
+    assert sim.events("bad_request")[-1]["reason"] == code
+    # and the console still answers
+    assert (await raw.ask("IDENT")).verb == "ACK"
+
+
+async def test_state_refusals_are_naked_but_not_bad_requests(sim: Sim, raw: RawClient) -> None:
+    before = sim.console.bad_request_count()
+    nak = await raw.ask("FREEZE", p=1, on=1)  # lease disarmed at power-on
+    assert nak.args[1] == "lease_disarmed"
+    assert sim.console.bad_request_count() == before
+    assert not sim.console.probe(1).freeze_open
+
+
+async def test_garbage_burst_then_commands_still_work(sim: Sim, raw: RawClient) -> None:
+    raw.write(bytes(range(256)) * 20 + b"\r\n")
+    await asyncio.sleep(0.2)
+    raw._drain()
+    naks = [r for r in raw.replies if r.verb == "NAK"]
+    assert naks, "garbage must be refused"
+    assert sim.console.bad_request_count() >= 1
+    raw.replies.clear()
+    assert (await raw.ask("LEASE", ms=500)).get("ms") == "500"
+    assert sim.console.lease_armed()
+    assert (await raw.ask("LEASE", ms=0)).get("ms") == "0"
+
+
+async def test_repeated_seq_is_answered_not_executed_twice(sim: Sim, raw: RawClient) -> None:
+    await raw.ask("LEASE", ms=1000)
+    await raw.ask("MASTER", on=1)
+    frame = encode(Frame.make(500, "FREEZE", fields={"p": 2, "on": 1}))
+    raw.write(frame)
+    raw.write(frame)
+    a, b = await raw.wait_replies(2)
+    assert a.verb == b.verb == "ACK"
+    assert a.args == b.args == ("500",)
+    opens = [
+        e for e in sim.events("valve") if e["valve"] == "freeze" and e["probe"] == 2 and e["open"]
+    ]
+    assert len(opens) == 1
+    await raw.ask("FREEZE", p=2, on=0)
+    await raw.ask("MASTER", on=0)
+
+
+async def test_limits_commands(sim: Sim, raw: RawClient) -> None:
+    await raw.ask("LEASE", ms=1000)
+    ack = await raw.ask("LIMITS", p=3, on_s="90.5", min_c="-120", max_kpa="33000", n=3)
+    assert ack.field_map() == {
+        "p": "3",
+        "armed": "1",
+        "on_s": "90.5",
+        "min_c": "-120",
+        "max_kpa": "33000",
+        "n": "3",
+    }
+    assert (await raw.ask("LIMITS?", p=3)).field_map() == ack.field_map()
+    off = await raw.ask("LIMITS", "off", p=3)
+    assert off.field_map() == {"p": "3", "armed": "0"}
+    assert sim.console.limits(3) is None
+    assert (await raw.ask("FAULTS?")).field_map() == {"fl": "0", "lx": "0"}
+
+
+async def test_snap_carries_telemetry(sim: Sim, raw: RawClient) -> None:
+    reply = await raw.ask("SNAP?")
+    f = reply.field_map()
+    assert {"t", "st", "fl", "sup", "cyl", "skin", "lt", "lr", "lx", "p1", "p8"} <= f.keys()
