@@ -453,8 +453,7 @@ class ConsoleService:
     # ------------------------------------------------------------ records
     def _record(self, kind: str, payload: dict[str, Any]) -> None:
         async def write() -> None:
-            head = await self.plog.record_event(kind, payload)
-            log.info("audit", kind=kind, audit_seq=head.seq, audit_head=head.hash)
+            await self.plog.record_event(kind, payload)
 
         self._records.put_nowait(write)
 

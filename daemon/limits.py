@@ -123,6 +123,26 @@ class SafetyLimits(_Strict):
     def from_mapping(cls, data: dict[str, Any]) -> SafetyLimits:
         return cls.model_validate(data)
 
+    def for_sim_speed(self, speed: float) -> SafetyLimits:
+        """The physics-based checks for a simulator running ``speed`` times faster
+        than the host clock: rates x speed, physics windows / speed. Every check
+        stays on; protocol durations and host timing are unchanged. (The
+        console's own on-time limit runs on console time: scale it in the test.)"""
+        if not speed > 0:
+            raise ValueError("speed must be > 0")
+        return self.model_validate(
+            {
+                **self.model_dump(),
+                "tc_max_rate_c_per_s": self.tc_max_rate_c_per_s * speed,
+                "tc_stuck_window_s": self.tc_stuck_window_s / speed,
+                "cooling_check_s": self.cooling_check_s / speed,
+                "close_grace_s": self.close_grace_s / speed,
+                "warm_check_s": self.warm_check_s / speed,
+                "leak_idle_kpa_per_s": self.leak_idle_kpa_per_s * speed,
+                "consumption_kpa_per_s_per_probe": self.consumption_kpa_per_s_per_probe * speed,
+            }
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ConsoleEnvelope:

@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "HOST_ONLY_TEXT",
+    "NO_STUDY_TEXT",
     "RESEARCH_USE",
     "ReportData",
     "ReportDependencyError",
@@ -54,6 +56,7 @@ __all__ = [
     "figure_size_px",
     "load_report_data",
     "render_figure",
+    "render_html",
     "write_report",
 ]
 
@@ -65,6 +68,10 @@ RESEARCH_USE = (
 HOST_ONLY_TEXT = (
     "Host-only limits: this procedure ran on a console without its own hardware "
     "temperature/time limits; the limits were enforced by cryod on the host only."
+)
+NO_STUDY_TEXT = (
+    "No study identifier was recorded for this procedure: NICE IPG747 / HTG652 allow it "
+    "only within research; link it to its study before filing."
 )
 FORMATS = {".html": "html", ".htm": "html", ".pdf": "pdf", ".png": "png"}
 
@@ -84,8 +91,9 @@ PRIORITY_COLOURS = {"high": "#d62728", "medium": "#e6a700", "low": "#17becf", "i
 MISSING = "—"
 
 
-class ReportError(Exception):
-    """The report could not be made (the message says why and what to do)."""
+class ReportError(ValueError):
+    """The report could not be made; the message says why and what to do (a ValueError,
+    so CLIs that report ValueError/LookupError cleanly handle it)."""
 
 
 class ReportDependencyError(ReportError, ImportError):
@@ -418,7 +426,8 @@ DATA_QUALITY_COLUMNS = ("Channel", "Samples", "Not usable", "Detail")
 
 
 # ---- the figure ----------------------------------------------------------------------
-def _pyplot() -> Any:
+def _matplotlib() -> None:
+    """Select the Agg backend (no display needed), or say how to install the extra."""
     try:
         import matplotlib
     except ImportError as exc:
@@ -426,9 +435,6 @@ def _pyplot() -> Any:
             "the procedure report needs matplotlib: pip install 'cryod[report]'"
         ) from exc
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def figure_size_in(n_probes: int, *, header: bool = False) -> tuple[float, float]:
@@ -539,7 +545,7 @@ def render_figure(data: ReportData, *, header: bool = False, dpi: int = DPI) -> 
     With ``header`` the figure carries the procedure and research-use text
     above the plot (the PNG report). The size is ``figure_size_px``.
     """
-    plt = _pyplot()
+    _matplotlib()
     from matplotlib.figure import Figure
 
     probes = data.probes or [0]
@@ -655,7 +661,6 @@ def render_figure(data: ReportData, *, header: bool = False, dpi: int = DPI) -> 
     )
     if header:
         _header(fig, data)
-    del plt  # pyplot only selected the backend; the Figure is not registered with it
     return fig
 
 
@@ -681,6 +686,8 @@ def _header(fig: Figure, data: ReportData) -> None:
         va="top",
     )
     statement = "RESEARCH USE ONLY (NICE IPG747 / HTG652)"
+    if not m.get("study_id"):
+        statement += "  ·  NO STUDY IDENTIFIER RECORDED"
     if m.get("host_only_limits"):
         statement += "  ·  HOST-ONLY LIMITS"
     fig.text(
@@ -752,6 +759,7 @@ def render_html(data: ReportData) -> str:
     png = base64.b64encode(_png_bytes(render_figure(data))).decode("ascii")
     meta = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in metadata_rows(data))
     host_only = f'<div class="warn">{_e(HOST_ONLY_TEXT)}</div>' if m.get("host_only_limits") else ""
+    no_study = "" if m.get("study_id") else f'<div class="warn">{_e(NO_STUDY_TEXT)}</div>'
     open_note = (
         ""
         if m.get("closed_at")
@@ -767,6 +775,7 @@ def render_html(data: ReportData) -> str:
         f"<h1>Cryoablation procedure report: procedure {_e(m['procedure_id'])}</h1>",
         f'<div class="study">Study identifier: {_e(_text(m.get("study_id")))}</div>',
         f'<div class="research">{_e(RESEARCH_USE)}</div>',
+        no_study,
         host_only,
         open_note,
         "<h2>Procedure</h2>",
@@ -907,7 +916,7 @@ class _PdfText:
 
 
 def _write_pdf(data: ReportData, out: Path) -> None:
-    _pyplot()
+    _matplotlib()
     from matplotlib.backends.backend_pdf import PdfPages
 
     m = data.metadata
@@ -926,6 +935,8 @@ def _write_pdf(data: ReportData, out: Path) -> None:
         doc.heading(f"Cryoablation procedure report: procedure {m['procedure_id']}", size=15)
         doc.heading(f"Study identifier: {_text(m.get('study_id'))}", size=13)
         doc.paragraph(RESEARCH_USE, colour="#b30000", weight="bold")
+        if not m.get("study_id"):
+            doc.paragraph(NO_STUDY_TEXT, colour="#b30000", weight="bold")
         if m.get("host_only_limits"):
             doc.paragraph(HOST_ONLY_TEXT, colour="#b30000", weight="bold")
         if not m.get("closed_at"):
@@ -981,7 +992,7 @@ def write_report(
         )
     if not target.parent.is_dir():
         raise ReportError(f"output directory {target.parent} does not exist")
-    _pyplot()  # fail on a missing extra before reading anything
+    _matplotlib()  # fail on a missing extra before reading anything
     data = load_report_data(db_path, procedure_id)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:

@@ -150,7 +150,7 @@ class Daemon:
             batch_max=d.sample_batch_max,
             batch_interval_s=d.sample_batch_interval_s,
             on_error=self._on_storage_error,
-            on_audit_head=lambda h: log.info("audit_head", audit_seq=h.seq, audit_head=h.hash),
+            on_audit_head=lambda h: log.info("audit_head", seq=h.seq, hash=h.hash),
         )
         await self.writer.start()
         self.plog = ProcedureLog(self.writer, study_id_required=d.require_study_id)
@@ -236,7 +236,7 @@ class Daemon:
         from .telemetry.publisher import Publisher
 
         assert self.writer is not None
-        cfg = self.loaded.mqtt.model_copy(update={"console": console_id})
+        cfg = self.loaded.mqtt.for_console(console_id)
         pub = Publisher(
             cfg, session=self.session, software_version=__version__, outbox=Outbox(self.writer)
         )

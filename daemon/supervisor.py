@@ -124,6 +124,7 @@ class Supervisor:
         self._last_good_mono: float | None = None
         self._started_mono: float | None = None
         self._cyl: deque[tuple[float, float]] = deque()
+        self._cyl_open: deque[tuple[float, int]] = deque()
 
     # ---- inputs -----------------------------------------------------------
     @property
@@ -327,12 +328,19 @@ class Supervisor:
         c = snap.cylinder_kpa
         if c.usable and c.value is not None:
             self._cyl.append((c.t_mono, c.value))
+            # consumption is explained by the valves open at any time in the window,
+            # not only now (a valve that just closed still shows in the slope)
+            self._cyl_open.append(
+                (c.t_mono, sum(1 for v in self._valves.values() if v.open_since is not None))
+            )
             while self._cyl and c.t_mono - self._cyl[0][0] > lim.leak_window_s:
                 self._cyl.popleft()
+            while self._cyl_open and c.t_mono - self._cyl_open[0][0] > lim.leak_window_s:
+                self._cyl_open.popleft()
             span = c.t_mono - self._cyl[0][0]
             if span >= 0.9 * lim.leak_window_s and len(self._cyl) >= 5:
                 rate = -_slope(self._cyl)
-                n_open = sum(1 for v in self._valves.values() if v.open_since is not None)
+                n_open = max(n for _, n in self._cyl_open)
                 allowed = lim.leak_idle_kpa_per_s + n_open * lim.consumption_kpa_per_s_per_probe
                 if rate > allowed:
                     out.append(

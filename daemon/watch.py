@@ -28,14 +28,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich import box
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
+from rich.measure import Measurement
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 __all__ = [
     "TREND_LEN",
+    "Spark",
     "Trends",
     "WatchState",
     "render_plain",
@@ -79,6 +81,29 @@ def sparkline(values: Sequence[float | None], *, ascii_only: bool = False) -> st
         level = int((v - lo) / (hi - lo) * (len(blocks) - 1) + 0.5)
         out.append(blocks[max(0, min(len(blocks) - 1, level))])
     return "".join(out)
+
+
+class Spark:
+    """A sparkline that fits its cell: when space is short it keeps the newest values."""
+
+    def __init__(
+        self,
+        values: Sequence[float | None],
+        *,
+        ascii_only: bool,
+        width: int = TREND_LEN,
+        style: str = "cyan",
+    ) -> None:
+        # right-aligned in a fixed width, so the column does not grow as values arrive
+        self.line = sparkline(values, ascii_only=ascii_only)[-width:].rjust(width)
+        self.style = style
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = max(0, options.max_width)
+        yield Text(self.line[-width:] if width else "", style=self.style, no_wrap=True)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement(min(4, len(self.line)), max(1, len(self.line)))
 
 
 @dataclass
@@ -284,18 +309,17 @@ def _probe_table(
     cid = str(console.get("id", "?"))
     engine = _map(console.get("engine"))
     active = set(engine.get("probes") or [])
-    table = Table(box=box.ASCII if ascii_only else box.SIMPLE_HEAD, pad_edge=False, expand=False)
-    for name, justify in (
-        ("probe", "right"),
-        ("tip °C" if not ascii_only else "tip C", "right"),
-        (f"trend (last {TREND_LEN})", "left"),
-        ("C/s" if ascii_only else "°C/s", "right"),
-        ("validity", "left"),
-        ("return kPa", "right"),
-        ("freeze", "left"),
-        ("thaw", "left"),
-    ):
-        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    # ASCII: no box at all (the narrowest); numbers are never cut, the trend gives way
+    table = Table(box=None if ascii_only else box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    deg = "C" if ascii_only else "°C"
+    table.add_column("probe", justify="right", no_wrap=True, min_width=5)
+    table.add_column(f"tip {deg}", justify="right", no_wrap=True, min_width=7)
+    table.add_column("trend", justify="left", max_width=TREND_LEN)
+    table.add_column(f"{deg}/s", justify="right", no_wrap=True, min_width=6)
+    table.add_column("validity", justify="left", no_wrap=True, min_width=8)
+    table.add_column("return kPa", justify="right", no_wrap=True, min_width=6)
+    table.add_column("freeze", justify="left", no_wrap=True, min_width=6)
+    table.add_column("thaw", justify="left", no_wrap=True, min_width=4)
     for probe in _list(snap.get("probes")):
         number = probe.get("probe", "?")
         validity = str(probe.get("validity", "?"))
@@ -311,7 +335,7 @@ def _probe_table(
         table.add_row(
             f"{marker}{number}",
             tip_text,
-            Text(sparkline(series, ascii_only=ascii_only), style="cyan"),
+            Spark(series, ascii_only=ascii_only),
             _fmt_num(rate, 1),
             Text(validity, style=VALIDITY_STYLE.get(validity, "bold red")),
             _fmt_num(probe.get("return_kpa"), 0),
@@ -321,11 +345,12 @@ def _probe_table(
     return table
 
 
-def _supply_line(snap: Mapping[str, Any]) -> Text:
+def _supply_line(snap: Mapping[str, Any], ascii_only: bool) -> Text:
+    deg = "C" if ascii_only else "°C"
     return _kv(
         ("supply", _reading(snap.get("supply_kpa"), "kPa")),
         ("cylinder", _reading(snap.get("cylinder_kpa"), "kPa")),
-        ("skin", _reading(snap.get("skin_c"), "C", 1)),
+        ("skin", _reading(snap.get("skin_c"), deg, 1)),
         ("master valve", _flag(snap.get("master_open"))),
     )
 
@@ -412,7 +437,7 @@ def _console_panel(console: Mapping[str, Any], trends: Trends, ascii_only: bool)
     parts: list[RenderableType] = [_engine_line(console)]
     snap = console.get("snapshot")
     if isinstance(snap, Mapping):
-        parts += [_probe_table(console, snap, trends, ascii_only), _supply_line(snap)]
+        parts += [_probe_table(console, snap, trends, ascii_only), _supply_line(snap, ascii_only)]
         parts.append(_lease_line(snap))
     else:
         parts.append(Text("no data from the console (link down?)", style="bold red"))

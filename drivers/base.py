@@ -217,6 +217,7 @@ class LinkStats:
     retries: int = 0
     bad_frames: int = 0  # CRC/checksum, truncated, wrong length/unit/function, garbage
     reconnects: int = 0
+    seq_gaps: int = 0  # frames missing from the console's own sequence (line protocol)
     connected: bool = False
     last_error: str | None = None
 
@@ -227,6 +228,7 @@ class LinkStats:
             "retries": self.retries,
             "bad_frames": self.bad_frames,
             "reconnects": self.reconnects,
+            "seq_gaps": self.seq_gaps,
             "connected": self.connected,
             "last_error": self.last_error,
         }

@@ -27,7 +27,7 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import serial
@@ -80,6 +80,8 @@ FRESH_PERIODS = 2.0
 RTT_PROBE_INTERVAL_S = 1.0
 #: no TEL for this long: say HELLO again (the console may have restarted)
 RESYNC_AFTER_S = 1.0
+#: most bytes the reader drains in one go before yielding to the loop
+MAX_BATCH_BYTES = 65536
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 5.0
 LIMIT_TOLERANCE = 5e-4
@@ -113,6 +115,8 @@ class _Tel:
     tel: Telemetry
     t_mono: float
     t_utc: float
+    #: False when it arrived in a backlog or a bad frame followed it: its age is unknown
+    trusted: bool = True
 
 
 def link_budget(baudrate: int, probes: int, skin: bool = True) -> linkmath.LinkBudget:
@@ -160,6 +164,8 @@ class SerialLineDriver(Driver):
         self._reconnect_task: asyncio.Task[None] | None = None
         #: console frames lost in transit (gaps in the console's sequence numbers)
         self.seq_gaps = 0
+        #: batches holding several TEL frames (the host fell behind)
+        self.backlogs = 0
         #: replies that arrived after their command timed out
         self.late_replies = 0
         #: recent command round trips, seconds
@@ -306,24 +312,49 @@ class SerialLineDriver(Driver):
 
     # ---- reading ---------------------------------------------------------------------
     def _on_readable(self) -> None:
+        """Drain what the port holds now and process it as one batch.
+
+        Reception time is only an honest age for a frame that arrived on its
+        own: several TEL frames in one batch mean the host fell behind (a
+        stalled loop), so even the newest may be old; a bad frame after a TEL
+        means the link broke after it. Such a TEL is kept for counting but
+        never handed out as fresh.
+        """
         if self._fd is None:
             return
-        try:
-            data = os.read(self._fd, 4096)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self._port_lost(str(exc))
-            return
-        if not data:
-            self._port_lost("end of file")
+        chunks: list[bytes] = []
+        while sum(len(c) for c in chunks) < MAX_BATCH_BYTES:
+            try:
+                data = os.read(self._fd, 4096)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                self._port_lost(str(exc))
+                return
+            if not data:
+                if chunks:  # a tty with VMIN=0 reads b"" when it is empty
+                    break
+                self._port_lost("end of file (hang-up)")  # readable yet empty
+                return
+            chunks.append(data)
+        if not chunks:
             return
         now, utc = time.monotonic(), time.time()
-        for item in self._splitter.feed(data):
+        tels = 0
+        for item in self._splitter.feed(b"".join(chunks)):
             if isinstance(item, FrameError):
                 self._bad(f"{item.code}: {item.detail}")
+                self._distrust()
             else:
+                tels += 1 if item.verb == "TEL" else 0
                 self._on_frame(item, now, utc)
+        if tels > 1:
+            self.backlogs += 1
+            self._distrust()
+
+    def _distrust(self) -> None:
+        if self._latest is not None and self._latest.trusted:
+            self._latest = replace(self._latest, trusted=False)
 
     def _bad(self, why: str) -> None:
         self._stats.bad_frames += 1
@@ -470,6 +501,7 @@ class SerialLineDriver(Driver):
             now = time.monotonic()
             if (
                 latest is not None
+                and latest.trusted
                 and latest.t_mono > max(self._last_read_mono, self._last_write_ack)
                 and latest.tel.console_time_s > self._last_console_t
                 and now - latest.t_mono <= self.max_age_s

@@ -85,7 +85,8 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
                 t.cancel()
     deadline = time.monotonic() + 2.0
     while True:
-        threads = {t for t in _threads() - threads0 if not t.daemon or t.name != "asyncio_0"}
+        # the loop's default executor threads belong to the loop (closed by the runner)
+        threads = {t for t in _threads() - threads0 if not t.name.startswith("asyncio_")}
         kids = _children() - kids0
         socks = _socket_fds() - socks0
         if not (threads or kids or socks) or time.monotonic() > deadline:

@@ -108,7 +108,9 @@ class MqttConfig(_Strict):
     #: connect over a unix socket instead of TCP (``host``/``port`` are then ignored)
     unix_socket: Path | None = None
     site: str
-    console: str
+    #: one console per publisher; a daemon with several consoles leaves this out and calls
+    #: ``for_console(id)`` for each (and leaves ``client_id`` unset so each gets its own)
+    console: str | None = None
     client_id: str | None = None
     keepalive_s: int = Field(default=10, ge=2, le=3600)
     telemetry_hz: float = Field(default=2.0, gt=0, le=50)
@@ -125,8 +127,8 @@ class MqttConfig(_Strict):
 
     @field_validator("site", "console")
     @classmethod
-    def _topic_level(cls, value: str) -> str:
-        if not _TOPIC_LEVEL.match(value):
+    def _topic_level(cls, value: str | None) -> str | None:
+        if value is not None and not _TOPIC_LEVEL.match(value):
             raise ValueError(
                 f"{value!r} is not a safe topic level (letters, digits, '_', '.', '-'; "
                 "at most 64; no '/', '+' or '#')"
@@ -152,6 +154,12 @@ class MqttConfig(_Strict):
         if self.password_file is not None and self.username is None:
             raise ValueError("password_file needs username")
         return self
+
+    def for_console(self, console: str) -> MqttConfig:
+        """A validated copy for one console (``model_copy`` would skip the topic-level check)."""
+        data = self.model_dump()
+        data["console"] = console
+        return MqttConfig.model_validate(data)
 
     @property
     def effective_client_id(self) -> str:

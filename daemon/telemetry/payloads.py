@@ -256,6 +256,7 @@ def telemetry_body(snapshot: Snapshot, *, link: LinkStats | None = None) -> dict
             "retries": link.retries,
             "bad_frames": link.bad_frames,
             "reconnects": link.reconnects,
+            "seq_gaps": link.seq_gaps,
         }
     return body
 

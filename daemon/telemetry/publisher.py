@@ -125,6 +125,8 @@ class PublisherStatus:
     published: dict[str, int] = field(default_factory=dict)
     rejected: int = 0  # payloads refused (personal-data guard, bad outbox item)
     outbox_pending: int = 0  # as of the last outbox check (at most one batch)
+    outbox_errors: int = 0  # storage errors reading or marking the outbox (retried)
+    last_outbox_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -151,6 +153,8 @@ class Publisher:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         asyncio.get_running_loop()  # fail early: aiomqtt binds to the running loop
+        if config.console is None:
+            raise ValueError("mqtt.console is not set: pass config.for_console(console_id)")
         self._cfg = config
         self._session_no = session
         self._version = software_version
@@ -290,7 +294,8 @@ class Publisher:
                 self._held_s = 0.0
                 try:
                     await self._connect_once()
-                except (aiomqtt.MqttError, _Disconnected, OSError, ValueError) as exc:
+                except Exception as exc:  # noqa: BLE001 - telemetry must never die; retry
+                    # (broker, TLS, password file, or the outbox's storage failing)
                     if self._status.connections == before:
                         self._status.connect_failures += 1
                     self._note_error(exc)
@@ -336,6 +341,11 @@ class Publisher:
         self._status.last_error_utc = self._utc()
         # logged once per distinct error, not on every retry; status() keeps the count
         log.log(logging.DEBUG if repeated else logging.WARNING, "mqtt connection: %s", text)
+
+    def _note_outbox_error(self, exc: Exception) -> None:
+        self._status.outbox_errors += 1
+        self._status.last_outbox_error = f"{type(exc).__name__}: {exc}"
+        log.error("mqtt outbox: %s", self._status.last_outbox_error)
 
     def _status_msg(
         self, *, online: bool, reason: Literal["connected", "clean_shutdown", "will"]
@@ -503,7 +513,11 @@ class Publisher:
 
     async def _drain_outbox(self, client: aiomqtt.Client) -> bool:
         """Publish one batch of outbox events in order; True if a full batch came back."""
-        items = list(await self._outbox.pending(self._outbox_batch))
+        try:
+            items = list(await self._outbox.pending(self._outbox_batch))
+        except Exception as exc:  # noqa: BLE001 - storage trouble must not drop the broker
+            self._note_outbox_error(exc)
+            return False
         self._status.outbox_pending = len(items)
         done: list[int] = []
         try:
@@ -527,6 +541,9 @@ class Publisher:
                 done.append(item.id)
         finally:
             if done:
-                await self._outbox.mark_delivered(done)
+                try:
+                    await self._outbox.mark_delivered(done)
+                except Exception as exc:  # noqa: BLE001 - they will be sent again: duplicates
+                    self._note_outbox_error(exc)
                 self._status.outbox_pending = max(0, len(items) - len(done))
         return len(items) >= self._outbox_batch

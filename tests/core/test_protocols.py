@@ -191,3 +191,13 @@ def test_site_limits_reject_unknown_and_inconsistent_keys() -> None:
         SafetyLimits.model_validate({"max_freeze_s": 10})
     with pytest.raises(ValueError, match="max_freeze_s_per_cycle must be <="):
         SafetyLimits(max_freeze_s_per_cycle=700)
+
+
+def test_limits_for_sim_speed_scale_physics_only() -> None:
+    fast = LIMITS.for_sim_speed(10.0)
+    assert fast.tc_max_rate_c_per_s == LIMITS.tc_max_rate_c_per_s * 10
+    assert fast.cooling_check_s == LIMITS.cooling_check_s / 10
+    assert fast.max_freeze_s_per_cycle == LIMITS.max_freeze_s_per_cycle
+    assert fast.on_time_grace_s == LIMITS.on_time_grace_s
+    with pytest.raises(ValueError, match="speed"):
+        LIMITS.for_sim_speed(0)

@@ -245,3 +245,27 @@ async def test_figures_tel_period_and_round_trip(driver: SerialLineDriver) -> No
     assert rtt < driver.options.timeout_s
     assert period == pytest.approx(1 / driver.options.telemetry_hz, rel=0.2)
     assert max(ages) <= driver.max_age_s
+
+
+async def test_backlog_after_a_stalled_reader_is_not_fresh(
+    sim: Sim, driver: SerialLineDriver
+) -> None:
+    """A host that fell behind reads a burst of old TEL frames at once; their
+    reception time says nothing about their age, so none is handed out."""
+    await driver.read_snapshot()
+    loop = asyncio.get_running_loop()
+    assert driver._fd is not None
+    loop.remove_reader(driver._fd)  # the host stalls; the console keeps sending
+    try:
+        await asyncio.sleep(0.3)
+        sim.console.inject("comms-silent")  # ... then the console stops
+        await asyncio.sleep(0.2)
+    finally:
+        loop.add_reader(driver._fd, driver._on_readable)
+    backlogs = driver.backlogs
+    with pytest.raises(LinkError):
+        await driver.read_snapshot()
+    assert driver.backlogs == backlogs + 1
+    sim.console.clear("comms-silent")
+    s = await poll_until(driver, lambda s: True)
+    assert s.supply_kpa.usable

@@ -229,3 +229,19 @@ def test_config_errors_name_source_and_key(section: dict, needle: str) -> None:
         load_mqtt_config(section, source="site.toml")
     assert "site.toml" in str(err.value)
     assert needle in str(err.value)
+
+
+def test_config_password_file_needs_username(tmp_path: Path) -> None:
+    pw = _secret(tmp_path, "mqtt.pw", 0o600)
+    with pytest.raises(MqttConfigError, match="password_file needs username"):
+        load_mqtt_config({"site": "demo", "console": "c1", "password_file": str(pw)})
+
+
+def test_config_for_console_validates_the_console_id() -> None:
+    cfg = load_mqtt_config({"site": "demo"})  # a daemon with several consoles
+    assert cfg.console is None
+    one = cfg.for_console("c2")
+    assert one.console == "c2"
+    assert one.effective_client_id == "cryod-demo-c2"
+    with pytest.raises(ValueError, match="console"):
+        cfg.for_console("c2/#")

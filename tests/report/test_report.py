@@ -313,6 +313,7 @@ def test_html_states_research_use_and_study_id(html_text: str) -> None:
     assert "HTG652" in html_text
     assert 'class="study">Study identifier: NCT09876543' in html_text
     assert report.HOST_ONLY_TEXT not in html_text
+    assert report.NO_STUDY_TEXT not in html_text
 
 
 def test_html_cycle_table_has_the_figures_from_the_log(
@@ -458,3 +459,33 @@ def test_missing_matplotlib_names_the_extra(
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import now fails
     with pytest.raises(report.ReportDependencyError, match=r"pip install 'cryod\[report\]'"):
         report.write_report(path, pid, tmp_path / "r.png")
+
+
+def test_an_open_procedure_without_data_still_reports(tmp_path: Path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "empty.db"
+    migrate.upgrade_on_start(path)
+    engine = make_engine(path)
+    try:
+        with Session(engine) as session, session.begin():
+            pid = records.open_procedure(session, meta(study_id=None), at=T0)
+    finally:
+        engine.dispose()
+    text = report.write_report(path, pid, tmp_path / "r.html").read_text("utf-8")
+    assert "still open" in text
+    assert "Study identifier: —" in text
+    assert report.NO_STUDY_TEXT in text
+    assert report.RESEARCH_USE in text
+    png = report.write_report(path, pid, tmp_path / "r.png")
+    with Image.open(png) as img:
+        assert img.size == report.figure_size_px(0, header=True)
+
+
+def test_importing_the_report_does_not_load_matplotlib() -> None:
+    import subprocess
+
+    code = (
+        "import sys, cryod.daemon.report, cryod.daemon.watch; sys.exit('matplotlib' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
