@@ -71,13 +71,15 @@ def test_two_freeze_protocol_end_to_end(tmp_path: Path) -> None:
         assert r.returncode == 0, r.stderr
         export = json.loads(r.stdout)
         status = _cryoctl(d.socket, "status")
-        assert status.returncode == 0 and "console c1" in status.stdout
+        assert status.returncode == 0
+        assert "console c1" in status.stdout
     assert export["schema"] == "cryod.export/1"
     proc = export["procedures"][0]
     assert "patient_ref" not in json.dumps(sim.events())  # nothing personal at the console
     freezes = [c for c in proc["cycles"] if c["phase"] == "freeze"]
     thaws = [c for c in proc["cycles"] if c["phase"] == "thaw"]
-    assert len(freezes) == 2 and len(thaws) == 2
+    assert len(freezes) == 2
+    assert len(thaws) == 2
     for c in freezes:
         assert c["outcome"] == "completed"
         # duration within one poll period of the protocol's 90 s
