@@ -1,0 +1,1 @@
+"""The benchmark suite (``make bench``): reaction, jitter, cost and rate of cryod against cryosim."""
