@@ -65,6 +65,24 @@ class _Request:
     future: asyncio.Future[Any]
 
 
+@dataclass
+class StorageAlarm:
+    """The storage-failure alarm (high priority, latched): the record of the procedure can
+    no longer be kept, so no freeze may go on or start until an operator acknowledges it
+    and resets with the writer healthy again. Kept here, not in the supervisor's alarm
+    book, because its cause is the host's disk, not a console reading."""
+
+    kind: str
+    detail: str
+    raised_utc: dt.datetime
+    acked: bool = False
+    handled: bool = False  # the safe state was commanded for it
+
+
+STORAGE_ALARM_CODE = "storage_failure"
+_RUN_EVENTS = (E.RunProtocol, E.AdHocFreeze, E.AdHocThaw)
+
+
 class Clock:
     """Monotonic time for durations (optionally scaled for a simulated console), UTC for records."""
 
@@ -140,6 +158,7 @@ class ConsoleService:
         self.last_poll_mono: float | None = None
         self.poll_starts: deque[float] = deque(maxlen=4096)  # for the benchmark
         self.safe_state_commands = 0
+        self.storage_alarm: StorageAlarm | None = None
         self._stopping = False
 
     # ------------------------------------------------------------ lifecycle
@@ -276,6 +295,8 @@ class ConsoleService:
             self._alarm_cleared(alarm)
         for alarm in verdict.trips:
             await self._feed(E.SupervisorTrip(alarm), now)
+        if self.storage_alarm is not None and not self.storage_alarm.handled:
+            await self._storage_safe_state(self.storage_alarm, now)
         # 2. operator commands, then the tick
         while not self._inbox.empty():
             await self._serve(self._inbox.get_nowait())
@@ -315,6 +336,31 @@ class ConsoleService:
                 "close_master": demand.close_master,
             },
         )
+
+    def storage_failed(self, kind: str, detail: str) -> None:
+        """The writer reported a storage failure: raise the latched high-priority alarm;
+        the next poll ends any freeze (record before acting can no longer hold)."""
+        if self.storage_alarm is not None:
+            self.storage_alarm.detail = detail
+            return
+        self.storage_alarm = StorageAlarm(kind, detail, dt.datetime.now(dt.UTC))
+        log.error(
+            "alarm_raised",
+            console=self.id,
+            code=STORAGE_ALARM_CODE,
+            priority="high",
+            probe=None,
+            detail=f"{kind}: {detail}",
+        )
+
+    async def _storage_safe_state(self, alarm: StorageAlarm, now: Now) -> None:
+        alarm.handled = True
+        if self.state.phase not in E.ACTIVE:
+            return
+        self.safe_state_commands += 1
+        log.error("safe_state", console=self.id, reasons=[STORAGE_ALARM_CODE], close_master=True)
+        await self._feed(E.Abort(), now)
+        self.state = replace(self.state, reason=f"{STORAGE_ALARM_CODE}: {alarm.kind}")
 
     # ------------------------------------------------------------ engine I/O
     async def _feed(self, event: E.Event, now: Now) -> list[E.Reject]:
@@ -525,6 +571,11 @@ class ConsoleService:
         timeout_s: float = 10.0,
     ) -> Any:
         """Queue an operator command for the poll loop; returns its result or raises."""
+        if isinstance(event, _RUN_EVENTS) and self.storage_alarm is not None:
+            raise OperatorError(
+                STORAGE_ALARM_CODE,
+                f"storage failure ({self.storage_alarm.kind}): acknowledge and reset first",
+            )
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         try:
             self._inbox.put_nowait(_Request(event, fn, fut))
@@ -596,6 +647,10 @@ class ConsoleService:
             now = self.clock.now()
             acked = self.supervisor.acknowledge(now)
             await self._feed(E.Ack(), now)
+            storage = []
+            if self.storage_alarm is not None and not self.storage_alarm.acked:
+                self.storage_alarm.acked = True
+                storage = [STORAGE_ALARM_CODE]
             for a in acked:
                 row = self._alarm_rows.get((str(a.code), a.probe))
                 if row is not None:
@@ -605,12 +660,22 @@ class ConsoleService:
                         await self.plog.ack_alarm(rid, by=who)
 
                     self._records.put_nowait(write)
-            return {"acknowledged": [str(a.code) for a in acked]}
+            return {"acknowledged": [str(a.code) for a in acked] + storage}
 
         return await self.submit(fn=go)
 
     async def reset(self) -> Any:
         async def go() -> dict[str, Any]:
+            if self.storage_alarm is not None:
+                if not self.storage_alarm.acked:
+                    raise OperatorError("not_acknowledged", "acknowledge the alarms first")
+                w = self.writer.status()
+                if not w.healthy:
+                    raise OperatorError("cause_present", f"storage still failing: {w.reason}")
+                self.storage_alarm = None
+                log.info("alarm_cleared", console=self.id, code=STORAGE_ALARM_CODE)
+                if self.state.phase is not E.Phase.FAULT:
+                    return {"state": str(self.state.phase)}
             try:
                 await self.driver.reset_faults()
             except DriverError as exc:
@@ -638,6 +703,24 @@ class ConsoleService:
         return await self.submit(fn=go)
 
     # ------------------------------------------------------------ status
+    def _storage_alarm_status(self) -> list[dict[str, Any]]:
+        a = self.storage_alarm
+        if a is None:
+            return []
+        return [
+            {
+                "id": None,
+                "code": STORAGE_ALARM_CODE,
+                "priority": "high",
+                "probe": None,
+                "message": f"{a.kind}: {a.detail}",
+                "raised_at": a.raised_utc.isoformat(),
+                "acked": a.acked,
+                "latched": True,
+                "present": not self.writer.status().healthy,
+            }
+        ]
+
     def status(self) -> dict[str, Any]:
         st = self.state
         run = st.run
@@ -690,12 +773,14 @@ class ConsoleService:
                     "probe": a.probe,
                     "message": a.detail,
                     "raised_at": a.raised_utc.isoformat(),
+                    "raised_ts_ms": int(a.raised_utc.timestamp() * 1000),
                     "acked": a.acknowledged,
                     "latched": a.latching,
                     "present": a.present,
                 }
                 for a in self.supervisor.book.active
-            ],
+            ]
+            + self._storage_alarm_status(),
             "procedure": None
             if self.procedure_id is None
             else {"id": self.procedure_id, "open": True},

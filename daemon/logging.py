@@ -168,6 +168,10 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(numeric)
     _handler = handler
+    # third-party chatter: migrations print every plugin at INFO; paho repeats a TLS
+    # refusal at ERROR on every retry (the publisher reports it once in its status)
+    logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))
+    logging.getLogger("cryod.telemetry.paho").setLevel(logging.CRITICAL)
 
     structlog.configure(
         processors=[

@@ -91,17 +91,16 @@ class Telemetry:
                     priority=a["priority"],
                     probe=a["probe"],
                     message=a["message"],
-                    raised_ts_ms=0,
+                    raised_ts_ms=int(a["raised_ts_ms"]),
                     acknowledged=a["acked"],
                     latched=a["latched"],
                 )
                 for a in st["alarms"]
             ]
-            with contextlib.suppress(TypeError, ValueError):
-                self.pub.publish_event(
-                    "alarms_active",
-                    self._payloads.alarms_active_body(t_utc_s=time.time(), alarms=active),
-                )
+            self.pub.publish_event(
+                "alarms_active",
+                self._payloads.alarms_active_body(t_utc_s=time.time(), alarms=active),
+            )
 
 
 class Daemon:
@@ -247,6 +246,8 @@ class Daemon:
     def _on_storage_error(self, err: StoreError) -> None:
         self.storage_error = str(err)
         log.error("storage_error", error=str(err))
+        for svc in self.consoles.values():
+            svc.storage_failed(err.kind, err.message)
 
     async def _health(self) -> None:
         """Feed the heartbeats that the watchdog checks; update telemetry state."""

@@ -107,6 +107,22 @@ def _slope(points: Iterable[tuple[float, float]]) -> float:
     return 0.0 if den == 0 else sum((t - mt) * (v - mv) for t, v in pts) / den
 
 
+def _slope_stderr(points: Iterable[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares slope and its standard error (0 when it cannot be estimated)."""
+    pts = list(points)
+    n = len(pts)
+    mt = sum(t for t, _ in pts) / n
+    mv = sum(v for _, v in pts) / n
+    den = sum((t - mt) ** 2 for t, _ in pts)
+    if den == 0:
+        return 0.0, 0.0
+    slope = sum((t - mt) * (v - mv) for t, v in pts) / den
+    if n <= 2:
+        return slope, 0.0
+    resid = sum((v - (mv + slope * (t - mt))) ** 2 for t, v in pts)
+    return slope, (resid / (n - 2) / den) ** 0.5
+
+
 class Supervisor:
     def __init__(
         self, limits: SafetyLimits, envelope: ConsoleEnvelope, poll_period_s: float
@@ -263,7 +279,8 @@ class Supervisor:
             allowed = lim.max_freeze_s_per_cycle
             if plan is not None:
                 allowed = min(allowed, plan.on_time_s)
-            if on > allowed + lim.on_time_grace_s:
+            # the engine closes the valve at a poll, so it may be up to one period late
+            if on > allowed + lim.on_time_grace_s + self.poll_period_s:
                 out.append(
                     Condition(AlarmCode.FREEZE_TOO_LONG, p, f"on {on:.1f} s > {allowed:.1f} s")
                 )
@@ -339,10 +356,13 @@ class Supervisor:
                 self._cyl_open.popleft()
             span = c.t_mono - self._cyl[0][0]
             if span >= 0.9 * lim.leak_window_s and len(self._cyl) >= 5:
-                rate = -_slope(self._cyl)
+                slope, stderr = _slope_stderr(self._cyl)
+                rate = -slope
                 n_open = max(n for _, n in self._cyl_open)
                 allowed = lim.leak_idle_kpa_per_s + n_open * lim.consumption_kpa_per_s_per_probe
-                if rate > allowed:
+                # significant, not gauge noise: the fall must exceed what the open
+                # valves explain by three standard errors of the fitted slope
+                if rate - 3.0 * stderr > allowed:
                     out.append(
                         Condition(
                             AlarmCode.SUPPLY_LEAK,

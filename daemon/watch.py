@@ -182,11 +182,20 @@ class WatchState:
         return True
 
 
+_HINTS: tuple[tuple[type[BaseException], str], ...] = (
+    (FileNotFoundError, "no control socket there: is cryod running?"),
+    (ConnectionRefusedError, "nobody is listening: is cryod running?"),
+    (PermissionError, "not allowed: are you in the cryod group?"),
+)
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "no answer (timed out)"
     text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    reason = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    hint = next((h for kind, h in _HINTS if isinstance(exc, kind)), None)
+    return f"{reason} ({hint})" if hint else reason
 
 
 def _list(value: Any) -> list[Mapping[str, Any]]:

@@ -99,7 +99,7 @@ class Expect(_Strict):
     close_cause: list[str] = Field(default_factory=list)  # [] = the valve must not close
     master_closed: bool = False
     engine_state: str | None = None
-    no_freeze_open: bool = False  # the freeze valve never opened (refusals)
+    freeze_opens: int | None = None  # how many times the freeze valve was commanded open
     reaction: Reaction | None = None
     timeout_s: float = 15.0
 
@@ -227,6 +227,11 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def probe(self) -> int:
+        r = self.scenario.run
+        return r.probes[0] if r.mode == "protocol" else r.probe
+
+    @property
     def raised(self) -> set[str]:
         """Every alarm raised, as "code:priority", from status and the DB."""
         st = {f"{a['code']}:{a['priority']}" for a in self.status.get("alarms", [])}
@@ -314,8 +319,12 @@ class _Run:
             simctl.request(self.sim.control, {"cmd": "clear"})
         else:
             assert a.call is not None
+            args = {
+                k: str(DATA / v[len("@data/") :]) if isinstance(v, str) and v.startswith("@data/") else v
+                for k, v in a.args.items()
+            }
             try:
-                self.d.call(a.call, a.args)
+                self.d.call(a.call, args)
                 self.errors.append((a.call, None, a.error))
             except ControlError as exc:
                 self.errors.append((a.call, exc.code, a.error))
@@ -409,8 +418,11 @@ def run_scenario(sc: Scenario, workdir: Path, timing: LinkTiming) -> Outcome:
         run = _Run(sc, sim, d, timing)
         d.call("procedure_open", DEMO_PROCEDURE)
         run.anchor("start")
+        actions = list(sc.actions)
+        while actions and actions[0].after == "start":  # faults present before the run
+            run.act(actions.pop(0))
         run.start_run()
-        for a in sc.actions:
+        for a in actions:
             run.act(a)
         ex = sc.expect
 
@@ -424,6 +436,10 @@ def run_scenario(sc: Scenario, workdir: Path, timing: LinkTiming) -> Outcome:
                     return False
             if ex.master_closed and not any(
                 e.get("valve") == "master" and not e["open"] for e in sim.events("valve")
+            ):
+                return False
+            if ex.freeze_opens is not None and ex.freeze_opens != len(
+                [e for e in _freeze_events(sim, run.probe) if e["commanded"]]
             ):
                 return False
             raised = {f"{a['code']}:{a['priority']}" for a in st["alarms"]}

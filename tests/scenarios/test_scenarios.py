@@ -48,9 +48,9 @@ def check(out: Outcome) -> None:
     for call, got, want in out.call_errors:
         assert got == want, f"{call}: refused with {got}, expected {want}; {ctx}"
     freeze = [e for e in out.events if e["event"] == "valve" and e.get("valve") == "freeze"]
-    if ex.no_freeze_open:
-        anchor = out.anchors.get("run_end_sim", 0.0)
-        assert not [e for e in freeze if e["commanded"] and e["mono_t_s"] > anchor], ctx
+    if ex.freeze_opens is not None:
+        opens = [e for e in freeze if e["commanded"] and e["probe"] == out.probe]
+        assert len(opens) == ex.freeze_opens, f"freeze valve opened {len(opens)} times; {ctx}"
     if ex.close_cause:
         closes = [e for e in freeze if not e["commanded"]]
         assert closes, f"the freeze valve was never closed at the console; {ctx}"

@@ -1,0 +1,82 @@
+"""End to end with MQTT: a real cryod publishes to a real mosquitto while it runs a
+protocol; every message a subscriber sees validates against docs/asyncapi.yaml,
+carries no personal data, and the cycles arrive once each, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from tests.mqtt.asyncapi import validate
+from tests.mqtt.broker import Collector, Mosquitto
+
+from .harness import DEMO_PROCEDURE, Daemon, Sim, daemon_config
+
+SPEED = 40.0
+
+
+async def test_daemon_publishes_valid_telemetry_and_cycles(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "mq")
+    broker.start()
+    sim = await asyncio.to_thread(Sim, tmp_path, speed=SPEED)
+    daemon: Daemon | None = None
+    try:
+        async with Collector(broker.port, client_id="e2e-collector") as col:
+            cfg = daemon_config(
+                tmp_path,
+                sim,
+                speed=SPEED,
+                extra=f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nsite = "test"\n'
+                "keepalive_s = 5\n",
+            )
+            daemon = await asyncio.to_thread(Daemon, cfg, tmp_path)
+            d = daemon
+            pid = (await asyncio.to_thread(d.call, "procedure_open", DEMO_PROCEDURE))[
+                "procedure_id"
+            ]
+            await asyncio.to_thread(
+                d.call, "run", {"protocol": "morton-neuroma-cazzato2016", "probes": [1]}
+            )
+            final = await asyncio.to_thread(
+                d.wait_state, {"complete", "fault", "aborted", "stopped"}, 60
+            )
+            assert final["engine"]["state"] == "complete", final
+            await asyncio.to_thread(d.call, "procedure_close", {"notes": "mqtt e2e"})
+            await col.wait_for(
+                lambda m: m.topic.endswith("/cycles") and m.payload.get("phase") == "thaw",
+                timeout_s=10,
+            )
+            status = await asyncio.to_thread(d.call, "status")
+            assert status["mqtt"][0]["connected"] is True
+            rc = await asyncio.to_thread(d.stop)
+            assert rc == 0
+            await col.wait_for(
+                lambda m: m.topic.endswith("/status") and m.payload.get("status") == "offline",
+                timeout_s=10,
+            )
+    finally:
+        if daemon is not None:
+            await asyncio.to_thread(daemon.stop)
+        await asyncio.to_thread(sim.stop)
+        broker.stop()
+    msgs = col.messages
+    assert msgs
+    for m in msgs:
+        validate(m.topic, m.payload)  # raises on any schema violation
+        text = json.dumps(m.payload)
+        assert "patient" not in text
+        assert DEMO_PROCEDURE["patient_ref"] not in text
+    assert {m.topic.rsplit("/", 1)[-1] for m in msgs} >= {"status", "telemetry", "state", "cycles"}
+    assert all(m.topic.startswith("cryod/v1/test/c1/") for m in msgs)
+    cycles = [m.payload for m in col.on("cycles")]
+    ids = [c["event_id"] for c in cycles]
+    assert ids == sorted(ids)
+    assert [c["phase"] for c in cycles] == ["freeze", "thaw"]
+    assert all(c["procedure_id"] == pid for c in cycles)
+    # telemetry sequence numbers only increase; at most 2 Hz by default
+    tel = [m for m in col.on("telemetry")]
+    seqs = [m.payload["seq"] for m in tel]
+    assert seqs == sorted(seqs)
+    span = tel[-1].t_mono - tel[0].t_mono
+    assert len(tel) <= 2.0 * span + 3
