@@ -75,7 +75,7 @@ async def test_daemon_publishes_valid_telemetry_and_cycles(tmp_path: Path) -> No
     assert [c["phase"] for c in cycles] == ["freeze", "thaw"]
     assert all(c["procedure_id"] == pid for c in cycles)
     # telemetry sequence numbers only increase; at most 2 Hz by default
-    tel = [m for m in col.on("telemetry")]
+    tel = col.on("telemetry")
     seqs = [m.payload["seq"] for m in tel]
     assert seqs == sorted(seqs)
     span = tel[-1].t_mono - tel[0].t_mono
