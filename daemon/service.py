@@ -250,8 +250,19 @@ class Daemon:
             svc.storage_failed(err.kind, err.message)
 
     async def _health(self) -> None:
-        """Feed the heartbeats that the watchdog checks; update telemetry state."""
+        """Feed the heartbeats that the watchdog checks; update telemetry state; tell
+        systemd what each console is doing (STATUS=, shown by systemctl status)."""
+        last_status = ""
         while True:
+            text = "; ".join(
+                f"{cid}: {svc.state.phase}{'' if svc.connected else ' (link down)'}"
+                for cid, svc in self.consoles.items()
+            )
+            if self.storage_error:
+                text += f"; storage: {self.storage_error}"
+            if text != last_status:
+                self.notifier.status(text)
+                last_status = text
             for cid, svc in self.consoles.items():
                 if svc.last_poll_mono is not None and time.monotonic() - svc.last_poll_mono < 2.0:
                     self.heartbeats.beat(f"poll-{cid}")

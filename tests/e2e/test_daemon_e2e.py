@@ -198,3 +198,33 @@ def test_malformed_control_requests_change_nothing(tmp_path: Path) -> None:
         # the refusals are in the operator log, the patient name is not
         log = (tmp_path / "cryod.log").read_text()
         assert "John Smith" not in log
+
+
+def test_sigterm_mid_freeze_safe_state_first_then_log_then_exit_0(tmp_path: Path) -> None:
+    sim = Sim(tmp_path, speed=SPEED)
+    try:
+        d = Daemon(daemon_config(tmp_path, sim, speed=SPEED), tmp_path)
+        pid = d.call("procedure_open", DEMO_PROCEDURE)["procedure_id"]
+        d.call("run", {"protocol": "morton-neuroma-cazzato2016", "probes": [1]})
+        d.wait_state({"freezing"}, timeout=10)
+        time.sleep(0.5)
+        assert d.stop() == 0
+        # closed by the daemon's own command, not by the console's lease
+        closes = [
+            e
+            for e in sim.events("valve")
+            if e.get("valve") == "freeze" and not e["open"] and e["probe"] == 1
+        ]
+        assert closes
+        assert closes[-1]["cause"] == "command"
+        assert not [e for e in sim.events("lease_expired")]
+        db = sqlite3.connect(tmp_path / "cryod.db")
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        outcomes = [
+            r[0] for r in db.execute("SELECT outcome FROM cycles WHERE procedure_id = ?", (pid,))
+        ]
+        assert outcomes == ["aborted"]
+        kinds = [r[0] for r in db.execute("SELECT kind FROM audit ORDER BY seq")]
+        assert kinds[-1] == "daemon_stopped"
+    finally:
+        sim.stop()
