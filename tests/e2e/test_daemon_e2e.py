@@ -217,7 +217,7 @@ def test_sigterm_mid_freeze_safe_state_first_then_log_then_exit_0(tmp_path: Path
         ]
         assert closes
         assert closes[-1]["cause"] == "command"
-        assert not [e for e in sim.events("lease_expired")]
+        assert sim.events("lease_expired") == []
         db = sqlite3.connect(tmp_path / "cryod.db")
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         outcomes = [
