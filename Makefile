@@ -40,9 +40,10 @@ fuzz: $(STAMP)
 	$(BIN)/python -m pip install --quiet atheris
 	$(BIN)/python tests/fuzz/fuzz_decoders.py -max_total_time=$${FUZZ_SECONDS:-300}
 
+# the runtime closure of cryod only (no test or developer tools)
 sbom: $(STAMP)
-	$(BIN)/cyclonedx-py environment --output-format JSON --output-file sbom.json $(BIN)/python
-	@echo "wrote sbom.json"
+	$(BIN)/python -m tests.security.runtime_deps | $(BIN)/cyclonedx-py requirements --pyproject pyproject.toml --output-format JSON --output-file sbom.json -
+	@echo "wrote sbom.json (runtime dependencies of cryod)"
 
 wheel: $(STAMP)
 	$(BIN)/python -m build --wheel --outdir dist .

@@ -320,7 +320,7 @@ class ConsoleService:
             reasons=list(demand.reasons),
             close_master=demand.close_master,
         )
-        for cmd in demand.commands(self.envelope.probes):
+        for cmd in self._open_first(demand.commands(self.envelope.probes)):
             try:
                 await self._drive(cmd)
                 self.supervisor.note_command(cmd, now)
@@ -336,6 +336,27 @@ class ConsoleService:
                 "close_master": demand.close_master,
             },
         )
+
+    def _open_first(self, cmds: list[Any]) -> list[Any]:
+        """Safe-state commands with what is open now first (the master, when demanded,
+        before all): each command is a write and a read-back, so on a slow link the
+        order decides how long gas keeps flowing. Every command still runs."""
+        snap = self.snapshot
+        if snap is None:
+            return cmds
+        freezing = {p.probe for p in snap.probes if p.freeze_open}
+        thawing = {p.probe for p in snap.probes if p.thaw_on}
+
+        def rank(cmd: Any) -> int:
+            if isinstance(cmd, E.SetMaster):
+                return 0
+            if isinstance(cmd, E.SetFreeze) and cmd.probe in freezing:
+                return 1
+            if isinstance(cmd, E.SetThaw) and cmd.probe in thawing:
+                return 2
+            return 3
+
+        return sorted(cmds, key=rank)  # stable: otherwise the supervisor's order
 
     def storage_failed(self, kind: str, detail: str) -> None:
         """The writer reported a storage failure: raise the latched high-priority alarm;
@@ -359,8 +380,13 @@ class ConsoleService:
             return
         self.safe_state_commands += 1
         log.error("safe_state", console=self.id, reasons=[STORAGE_ALARM_CODE], close_master=True)
-        await self._feed(E.Abort(), now)
-        self.state = replace(self.state, reason=f"{STORAGE_ALARM_CODE}: {alarm.kind}")
+        # the engine's abort, with the real reason shown from the first moment on
+        state, cmds = self.engine.step(self.state, E.Abort(), now)
+        self.state = replace(state, reason=f"{STORAGE_ALARM_CODE}: {alarm.kind}")
+        for cmd in cmds:
+            follow = await self._execute(cmd, now)
+            if follow is not None:
+                await self._feed(follow, now)
 
     # ------------------------------------------------------------ engine I/O
     async def _feed(self, event: E.Event, now: Now) -> list[E.Reject]:

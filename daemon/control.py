@@ -74,6 +74,7 @@ class ControlServer:
         *,
         mode: int = 0o660,
         group: str | None = None,
+        on_refused: Callable[[Peer], None] | None = None,
     ) -> None:
         self.path = Path(path)
         self._handlers = dict(handlers)
@@ -83,6 +84,7 @@ class ControlServer:
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[asyncio.Task[None]] = set()
         self.refused = 0
+        self._on_refused = on_refused
 
     def allowed(self, peer: Peer) -> bool:
         """Same rule as the file mode: owner, root, or a member of the socket's group."""
@@ -136,6 +138,8 @@ class ControlServer:
             peer = _peer(sock)
             if not self.allowed(peer):
                 self.refused += 1
+                if self._on_refused is not None:
+                    self._on_refused(peer)
                 await _send(writer, _error(None, "unauthorised", f"{peer.label} may not control"))
                 return
             while True:

@@ -270,8 +270,9 @@ def _expected_head(args: argparse.Namespace) -> Any:
         seq, _, h = args.head.partition(":")
         return audit.AuditHead(int(seq), h)
     if args.log:
+        # every head the daemon logged: a recomputed chain is then named from its first row
         heads = audit.heads_from_log(Path(args.log).read_text(encoding="utf-8").splitlines())
-        return heads[-1] if heads else None
+        return heads or None
     return None
 
 

@@ -63,6 +63,10 @@ class Problem:
         return f"{self.source}: {self.key}: {self.reason}"
 
 
+#: a protocol is a few hundred bytes; anything this large is a mistake or an attack
+MAX_PROTOCOL_BYTES = 256 * 1024
+
+
 class ProtocolError(ValueError):
     """A protocol is unreadable or invalid; one line per problem: file, key, reason."""
 
@@ -276,6 +280,11 @@ def load_protocol(
         path = Path(p)
     source = str(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_PROTOCOL_BYTES:
+            raise ProtocolError(
+                [Problem(source, "<file>", f"{size} bytes is larger than {MAX_PROTOCOL_BYTES}")]
+            )
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ProtocolError([Problem(source, "<file>", "file not found")]) from exc

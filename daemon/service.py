@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import pwd
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from cryod import __version__
@@ -190,6 +192,7 @@ class Daemon:
                     self._handlers(),
                     mode=d.control_socket_mode,
                     group=d.control_group,
+                    on_refused=self._refused,
                 )
                 await self.control.start()
                 tg.create_task(self._health(), name="health")
@@ -291,15 +294,36 @@ class Daemon:
             async def handler(args: dict[str, Any], peer: Peer) -> Any:
                 svc = self._console(args)
                 who = _who(peer)
+                if _non_finite(args):
+                    # refused before anything acts, and recorded with the numbers spelled out
+                    safe = _finite_copy(args)
+                    why = "bad_request: NaN or Infinity in the request"
+                    await self._action(svc, who, name, safe, False, why)
+                    raise ControlError("bad_request", "NaN or Infinity in the request")
+                allowed = ALLOWED_ARGS.get(name)
+                unknown = sorted(set(args) - allowed - {"console"}) if allowed is not None else []
+                if unknown:
+                    why = f"unknown arguments {unknown}; allowed: {sorted(allowed or ())}"
+                    await self._action(svc, who, name, args, False, f"bad_request: {why}")
+                    raise ControlError("bad_request", why)
                 try:
                     result = await fn(svc, args, who)
                 except OperatorError as exc:
                     await self._action(svc, who, name, args, False, f"{exc.code}: {exc.message}")
                     raise ControlError(exc.code, exc.message) from exc
+                except ValidationError as exc:
+                    why = _validation_message(exc)  # never echoes the input (patient refs)
+                    await self._action(svc, who, name, args, False, why)
+                    raise ControlError("rejected", why) from exc
                 except (ProtocolError, RecordError, ValueError) as exc:
                     await self._action(svc, who, name, args, False, str(exc))
                     raise ControlError("rejected", str(exc)) from exc
+                except (KeyError, TypeError) as exc:
+                    why = f"missing or mistyped argument: {exc}"
+                    await self._action(svc, who, name, args, False, f"bad_request: {why}")
+                    raise ControlError("bad_request", why) from exc
                 except TimeoutError as exc:
+                    await self._action(svc, who, name, args, False, "timeout")
                     raise ControlError("timeout", "the console did not answer in time") from exc
                 await self._action(svc, who, name, args, True, None)
                 return result
@@ -323,7 +347,10 @@ class Daemon:
                 raise ValueError("run needs 'protocol'")
             probes = tuple(int(p) for p in a.get("probes", [1]))
             env = svc.envelope
-            proto = load_protocol(name, svc.cfg.limits, env.min_tip_c, env.capabilities)
+            # off the event loop: a large or slow file must not delay the poll loop
+            proto = await asyncio.to_thread(
+                load_protocol, name, svc.cfg.limits, env.min_tip_c, env.capabilities
+            )
             return await svc.run_protocol(proto, probes)
 
         async def h_freeze(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
@@ -433,8 +460,26 @@ class Daemon:
                 console=svc.id,
                 procedure_id=svc.procedure_id,
             )
-        except (StoreError, RecordError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a refusal must never turn into a crash
             log.error("action_not_recorded", action=action, error=str(exc))
+
+    def _refused(self, peer: Peer) -> None:
+        """A peer the socket's group rule refuses: logged and recorded, never silent."""
+        log.warning("control_refused", uid=peer.uid, gid=peer.gid, pid=peer.pid)
+        if self.plog is None or not self.consoles:
+            return
+        svc = next(iter(self.consoles.values()))
+        asyncio.get_running_loop().create_task(
+            self._action(
+                svc,
+                f"uid{peer.uid}",
+                "connect",
+                {"pid": peer.pid},
+                False,
+                f"unauthorised: uid={peer.uid} gid={peer.gid} pid={peer.pid}",
+            ),
+            name="record-refusal",
+        )
 
     def status(self) -> dict[str, Any]:
         w = self.writer.status() if self.writer else None
@@ -458,6 +503,48 @@ class Daemon:
             "mqtt": [p.status().as_dict() for p in self.publishers] or None,
             "audit_head": _head(self.writer),
         }
+
+
+#: arguments each operator command accepts (besides "console"); others are refused
+ALLOWED_ARGS: dict[str, set[str]] = {
+    "run": {"protocol", "probes"},
+    "freeze": {"probe", "seconds"},
+    "thaw": {"probe", "seconds", "mode"},
+    "extend": {"seconds"},
+    "stop": set(),
+    "continue": set(),
+    "abort": set(),
+    "ack": {"alarm"},
+    "reset": set(),
+}
+
+
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_non_finite(v) for v in value)
+    return False
+
+
+def _finite_copy(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: _finite_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_copy(v) for v in value]
+    return value
+
+
+def _validation_message(exc: ValidationError) -> str:
+    """Pydantic's errors as 'key: reason' without the offending input."""
+    return "; ".join(
+        f"{'.'.join(str(x) for x in e['loc']) or '<request>'}: {e['msg']}"
+        for e in exc.errors(include_input=False, include_url=False)
+    )
 
 
 class _Shutdown(Exception):

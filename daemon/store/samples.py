@@ -36,42 +36,44 @@ CONSOLE_CHANNELS = (
 
 
 def snapshot_rows(snap: Snapshot, console: str, procedure_id: int | None) -> list[SampleRow]:
-    rows: list[SampleRow] = []
+    # positional SampleRow(console, t_utc, t_mono, probe, channel, value, validity,
+    # procedure_id): this runs on every poll, so no per-row keyword or closure overhead
+    t_utc, t_mono = snap.t_utc, snap.t_mono
+    valid = "valid"
 
-    def add(probe: int, channel: str, value: float | None, validity: str = "valid") -> None:
-        rows.append(
-            SampleRow(
-                console=console,
-                t_utc=snap.t_utc,
-                t_mono=snap.t_mono,
-                probe=probe,
-                channel=channel,
-                value=value,
-                validity=validity,
-                procedure_id=procedure_id,
-            )
+    def reading(probe: int, channel: str, r: Reading) -> SampleRow:
+        value = r.value if r.usable else None
+        return SampleRow(
+            console, t_utc, t_mono, probe, channel, value, r.validity.value, procedure_id
         )
 
-    def reading(probe: int, channel: str, r: Reading) -> None:
-        add(probe, channel, r.value if r.usable else None, r.validity.value)
-
-    reading(0, "supply_kpa", snap.supply_kpa)
-    reading(0, "cylinder_kpa", snap.cylinder_kpa)
+    rows = [
+        reading(0, "supply_kpa", snap.supply_kpa),
+        reading(0, "cylinder_kpa", snap.cylinder_kpa),
+    ]
     if snap.skin_c is not None:
-        reading(0, "skin_c", snap.skin_c)
-    add(0, "master_open", float(snap.master_open))
-    add(0, "supply_low", float(snap.supply_low))
-    add(0, "lease_armed", float(snap.lease.armed))
-    add(0, "lease_expired", float(snap.lease.expired))
-    add(0, "fault_overpressure", float(snap.faults.overpressure))
-    add(0, "fault_console_limit", float(snap.faults.console_limit))
-    add(0, "console_time_s", snap.console_time_s)
+        rows.append(reading(0, "skin_c", snap.skin_c))
+    lease, faults = snap.lease, snap.faults
+    for channel, value in (
+        ("master_open", float(snap.master_open)),
+        ("supply_low", float(snap.supply_low)),
+        ("lease_armed", float(lease.armed)),
+        ("lease_expired", float(lease.expired)),
+        ("fault_overpressure", float(faults.overpressure)),
+        ("fault_console_limit", float(faults.console_limit)),
+        ("console_time_s", snap.console_time_s),
+    ):
+        rows.append(SampleRow(console, t_utc, t_mono, 0, channel, value, valid, procedure_id))
     for p in snap.probes:
-        reading(p.probe, "tip_c", p.tip_c)
-        reading(p.probe, "return_kpa", p.return_kpa)
-        add(p.probe, "tc_status", float(p.tc_status))
-        add(p.probe, "freeze_open", float(p.freeze_open))
-        add(p.probe, "thaw_on", float(p.thaw_on))
-        add(p.probe, "limits_armed", float(p.limits_armed))
-        add(p.probe, "trip", float(p.trip))
+        n = p.probe
+        rows.append(reading(n, "tip_c", p.tip_c))
+        rows.append(reading(n, "return_kpa", p.return_kpa))
+        for channel, value in (
+            ("tc_status", float(p.tc_status)),
+            ("freeze_open", float(p.freeze_open)),
+            ("thaw_on", float(p.thaw_on)),
+            ("limits_armed", float(p.limits_armed)),
+            ("trip", float(p.trip)),
+        ):
+            rows.append(SampleRow(console, t_utc, t_mono, n, channel, value, valid, procedure_id))
     return rows

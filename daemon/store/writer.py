@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -38,16 +38,20 @@ from .errors import StoreError, classify
 
 T = TypeVar("T")
 
-# plain executemany: the hot path, about twice as fast as an ORM/Core insert of dicts
+# plain executemany: the hot path, about twice as fast as an ORM/Core insert of dicts;
+# the columns are in SampleRow's field order, so a row is its own parameter tuple
 _INSERT_SAMPLE = (
-    "INSERT INTO samples (procedure_id, console, t_utc, t_mono, probe, channel, value, validity)"
+    "INSERT INTO samples (console, t_utc, t_mono, probe, channel, value, validity, procedure_id)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
-@dataclass(frozen=True, slots=True)
-class SampleRow:
-    """One polled value; ``probe`` 0 is a console-level channel."""
+class SampleRow(NamedTuple):
+    """One polled value; ``probe`` 0 is a console-level channel.
+
+    A NamedTuple (immutable, like the frozen dataclass it replaced) because the
+    poll loop makes ~70 of these per poll: building one costs a fifth as much.
+    """
 
     console: str
     t_utc: float
@@ -59,28 +63,11 @@ class SampleRow:
     procedure_id: int | None = None
 
     def as_tuple(self) -> tuple[Any, ...]:
-        return (
-            self.procedure_id,
-            self.console,
-            self.t_utc,
-            self.t_mono,
-            self.probe,
-            self.channel,
-            self.value,
-            self.validity,
-        )
+        """The INSERT's parameters (``_INSERT_SAMPLE`` column order)."""
+        return tuple(self)
 
     def as_row(self) -> dict[str, Any]:
-        return {
-            "procedure_id": self.procedure_id,
-            "console": self.console,
-            "t_utc": self.t_utc,
-            "t_mono": self.t_mono,
-            "probe": self.probe,
-            "channel": self.channel,
-            "value": self.value,
-            "validity": self.validity,
-        }
+        return self._asdict()
 
 
 @dataclass(slots=True)
@@ -202,8 +189,17 @@ class Writer:
         return True
 
     def submit_samples(self, samples: Iterable[SampleRow]) -> int:
-        """Queue several samples; returns how many were accepted."""
-        return sum(1 for s in samples if self.submit_sample(s))
+        """Queue several samples; returns how many were accepted (the same rows
+        ``submit_sample`` one by one would accept, in one step: once per poll)."""
+        rows = list(samples)
+        room = 0 if self._closing else max(0, self.queue_max - self._queued_samples)
+        taken = rows[:room]
+        self._counters.dropped_full += len(rows) - len(taken)
+        if taken:
+            self._items.extend(taken)
+            self._queued_samples += len(taken)
+            self._wake.set()
+        return len(taken)
 
     async def commit_now(self, op: Callable[[Session], T], *, label: str = "op") -> T:
         """Run ``op(session)`` in its own transaction after the samples queued before it.
@@ -358,7 +354,7 @@ class Writer:
     def _insert_samples(self, rows: list[SampleRow]) -> tuple[float, int]:
         """Worker thread: one transaction; a refused row is retried alone, not the batch."""
         t0 = time.perf_counter()
-        params = [s.as_tuple() for s in rows]
+        params = [tuple(s) for s in rows]
         try:
             with self._tx_engine.begin() as conn:
                 conn.exec_driver_sql(_INSERT_SAMPLE, params)

@@ -8,6 +8,7 @@ is a mock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import subprocess
@@ -81,10 +82,8 @@ async def raw_request(sock: Path, data: bytes, timeout_s: float = 10.0) -> dict[
             line = await reader.readline()
         finally:
             writer.close()
-            try:
+            with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
-            except (ConnectionError, OSError):
-                pass
         return json.loads(line) if line else None
 
     return await asyncio.wait_for(go(), timeout_s)
