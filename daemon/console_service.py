@@ -301,6 +301,8 @@ class ConsoleService:
         while not self._inbox.empty():
             await self._serve(self._inbox.get_nowait())
         await self._feed(E.Tick(snap), self.clock.now())
+        if snap is not None and self.state.phase is not E.Phase.PRECHECK:
+            await self._enforce_closed(snap)
         # 3. renew the lease (a write), only after everything above completed
         if snap is not None:
             try:
@@ -393,6 +395,7 @@ class ConsoleService:
         """Step the engine and execute what it returns, feeding confirmations back."""
         rejects: list[E.Reject] = []
         work: deque[E.Event] = deque([event])
+        failed_closes: set[E.Command] = set()
         while work:
             ev = work.popleft()
             self.state, cmds = self.engine.step(self.state, ev, now)
@@ -400,9 +403,37 @@ class ConsoleService:
                 if isinstance(cmd, E.Reject):
                     rejects.append(cmd)
                 follow = await self._execute(cmd, now)
+                if isinstance(follow, E.CommandFailed) and _closing(follow.command):
+                    # a close that failed makes the engine fail safe, which asks for the
+                    # same closes again: feed each failure once, then leave the retry to
+                    # the next poll (_enforce_closed) so the loop never spins on a dead link
+                    if follow.command in failed_closes:
+                        continue
+                    failed_closes.add(follow.command)
                 if follow is not None:
                     work.append(follow)
         return rejects
+
+    async def _enforce_closed(self, snap: Snapshot) -> None:
+        """Sticky safe state: a freeze valve the console reports open while the engine
+        does not mean it to be is commanded closed again, every poll, until it is."""
+        run = self.state.run
+        meant = (
+            set(run.probes) if run is not None and self.state.phase is E.Phase.FREEZING else set()
+        )
+        for p in snap.probes:
+            if p.freeze_open and p.probe not in meant:
+                log.error(
+                    "freeze_valve_open_unexpectedly",
+                    console=self.id,
+                    probe=p.probe,
+                    engine=str(self.state.phase),
+                )
+                try:
+                    await self.driver.set_freeze(p.probe, False)
+                    self.supervisor.note_command(E.SetFreeze(p.probe, False), self.clock.now())
+                except DriverError as exc:
+                    log.error("close_retry_failed", console=self.id, probe=p.probe, error=str(exc))
 
     async def _execute(self, cmd: E.Command, now: Now) -> E.Event | None:
         if isinstance(cmd, E.OpenCycle):
@@ -812,6 +843,10 @@ class ConsoleService:
             else {"id": self.procedure_id, "open": True},
             "time_scale": self.cfg.time_scale,
         }
+
+
+def _closing(cmd: E.Command) -> bool:
+    return isinstance(cmd, E.SetFreeze | E.SetThaw | E.SetMaster) and not cmd.on
 
 
 def _reading(r: Any) -> dict[str, Any] | None:

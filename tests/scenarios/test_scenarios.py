@@ -48,6 +48,9 @@ def check(out: Outcome) -> None:
     for call, got, want in out.call_errors:
         assert got == want, f"{call}: refused with {got}, expected {want}; {ctx}"
     freeze = [e for e in out.events if e["event"] == "valve" and e.get("valve") == "freeze"]
+    if ex.limits_on_time_s is not None:
+        armed = [e["max_on_time_s"] for e in out.events if e["event"] == "limits" and e["armed"]]
+        assert armed == ex.limits_on_time_s, f"console limits armed {armed}; {ctx}"
     if ex.freeze_opens is not None:
         opens = [e for e in freeze if e["commanded"] and e["probe"] == out.probe]
         assert len(opens) == ex.freeze_opens, f"freeze valve opened {len(opens)} times; {ctx}"
@@ -58,13 +61,14 @@ def check(out: Outcome) -> None:
         first = out.close_event or closes[0]
         assert first["cause"] in ex.close_cause, f"closed by {first['cause']}; {ctx}"
     # nothing is left open at the console at the end
-    last: dict[int, dict] = {}
+    last: dict[int, dict[str, object]] = {}
     for e in freeze:
         last[e["probe"]] = e
     assert not any(e["commanded"] for e in last.values()), ctx
     if ex.master_closed:
         masters = [e for e in out.events if e["event"] == "valve" and e.get("valve") == "master"]
-        assert masters and not masters[-1]["open"], f"master valve left open; {ctx}"
+        assert masters, f"master valve never moved; {ctx}"
+        assert not masters[-1]["open"], f"master valve left open; {ctx}"
     if ex.reaction is not None:
         assert out.reaction_s is not None, f"no reaction measured; {ctx}"
         assert out.bound_s is not None
@@ -76,8 +80,17 @@ def check(out: Outcome) -> None:
         assert out.recovered_alarms == [], f"alarms left after recovery: {out.recovered_alarms}"
 
 
+def _params() -> list[object]:
+    out: list[object] = []
+    for path in all_scenarios():
+        bug = load_scenario(path).known_bug
+        marks = [pytest.mark.xfail(strict=True, reason=bug)] if bug else []
+        out.append(pytest.param(path, id=path.stem, marks=marks))
+    return out
+
+
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("path", all_scenarios(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", _params())
 def test_scenario(path: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     sc = load_scenario(path)
     timing = _timing(sc.transport, tmp_path_factory)
