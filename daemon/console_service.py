@@ -158,6 +158,7 @@ class ConsoleService:
         self.last_poll_mono: float | None = None
         self.poll_starts: deque[float] = deque(maxlen=4096)  # for the benchmark
         self.safe_state_commands = 0
+        self._touched: set[tuple[str, int]] = set()
         self.storage_alarm: StorageAlarm | None = None
         self._stopping = False
 
@@ -275,6 +276,7 @@ class ConsoleService:
 
     async def poll_once(self) -> None:
         self.polls += 1
+        self._touched.clear()  # valves commanded during this poll
         try:
             snap: Snapshot | None = self.clock.rescale(await self.driver.read_snapshot())
             self.connected = True
@@ -422,7 +424,12 @@ class ConsoleService:
             set(run.probes) if run is not None and self.state.phase is E.Phase.FREEZING else set()
         )
         for p in snap.probes:
-            if p.freeze_open and p.probe not in meant:
+            # the snapshot was read before this poll's commands: skip what they changed
+            if (
+                p.freeze_open
+                and p.probe not in meant
+                and ("SetFreeze", p.probe) not in self._touched
+            ):
                 log.error(
                     "freeze_valve_open_unexpectedly",
                     console=self.id,
@@ -434,10 +441,24 @@ class ConsoleService:
                     self.supervisor.note_command(E.SetFreeze(p.probe, False), self.clock.now())
                 except DriverError as exc:
                     log.error("close_retry_failed", console=self.id, probe=p.probe, error=str(exc))
+        if (
+            snap.master_open
+            and self.state.phase not in E.ACTIVE
+            and ("master", 0) not in self._touched
+        ):
+            # the master valve closes whenever no run is active
+            log.error(
+                "master_valve_open_unexpectedly", console=self.id, engine=str(self.state.phase)
+            )
+            try:
+                await self.driver.set_master(False)
+                self.supervisor.note_command(E.SetMaster(False), self.clock.now())
+            except DriverError as exc:
+                log.error("close_retry_failed", console=self.id, valve="master", error=str(exc))
 
     async def _execute(self, cmd: E.Command, now: Now) -> E.Event | None:
         if isinstance(cmd, E.OpenCycle):
-            return await self._open_cycle(cmd)
+            return await self._open_cycle(cmd, now)
         if isinstance(cmd, E.WriteConsoleLimits):
             return await self._write_limits(cmd)
         if isinstance(cmd, E.SetFreeze | E.SetThaw | E.SetMaster):
@@ -450,9 +471,11 @@ class ConsoleService:
             except DriverError as exc:
                 return E.CommandFailed(cmd, str(exc))
             self.supervisor.note_command(cmd, now)
+            if isinstance(cmd, E.SetFreeze) and cmd.on:
+                self._valve_opened(cmd.probe, self.clock.now())  # when the console confirmed
             return None
         if isinstance(cmd, E.CloseCycle):
-            self._close_cycle(cmd)
+            self._close_cycle(cmd, now)
             return None
         if isinstance(cmd, E.Reject):
             log.info(
@@ -469,6 +492,9 @@ class ConsoleService:
         raise TypeError(f"unknown engine command {cmd!r}")
 
     async def _drive(self, cmd: E.SetFreeze | E.SetThaw | E.SetMaster) -> None:
+        self._touched.add(
+            ("master", 0) if isinstance(cmd, E.SetMaster) else (type(cmd).__name__, cmd.probe)
+        )
         if isinstance(cmd, E.SetFreeze):
             await self.driver.set_freeze(cmd.probe, cmd.on)
         elif isinstance(cmd, E.SetThaw):
@@ -476,7 +502,7 @@ class ConsoleService:
         else:
             await self.driver.set_master(cmd.on)
 
-    async def _open_cycle(self, cmd: E.OpenCycle) -> E.Event:
+    async def _open_cycle(self, cmd: E.OpenCycle, now: Now) -> E.Event:
         """Record before acting: the row is committed before anything opens."""
         if self.procedure_id is None:
             return E.CommandFailed(cmd, "no procedure open")
@@ -489,7 +515,7 @@ class ConsoleService:
             phase=Phase(cmd.phase),
             step_index=cmd.step_index,
             started_at=cmd.utc,
-            started_mono=self.clock.now().mono_s,
+            started_mono=now.mono_s,  # the engine's time of the phase start, not of the I/O
             protocol=cmd.protocol,
             planned_s=cmd.planned_s,
             target_tip_c=cmd.target_tip_c,
@@ -516,7 +542,21 @@ class ConsoleService:
             )
         return E.LimitsConfirmed(cmd.probe)
 
-    def _close_cycle(self, cmd: E.CloseCycle) -> None:
+    def _valve_opened(self, probe: int, now: Now) -> None:
+        """The freeze really started: note it on the (already committed) cycle row."""
+        run = self.state.run
+        cyc = None if run is None else run.cycle(probe)
+        row = None if cyc is None else self._cycle_rows.get(cyc.cycle_ref)
+        if row is None:
+            return
+        rid = row
+
+        async def write() -> None:
+            await self.plog.mark_valve_open(rid, now.utc, now.mono_s)
+
+        self._records.put_nowait(write)
+
+    def _close_cycle(self, cmd: E.CloseCycle, now: Now) -> None:
         row = self._cycle_rows.pop(cmd.cycle_ref, None)
         if row is None:
             return
@@ -526,7 +566,7 @@ class ConsoleService:
             cycle_id=row,
             outcome=Outcome(cmd.outcome),
             ended_at=cmd.utc,
-            ended_mono=self.clock.now().mono_s,
+            ended_mono=self.clock.now().mono_s,  # after the close was confirmed
             min_tip_c=f.min_tip_c,
             time_to_target_s=f.time_to_target_s,
             time_below_m20_s=f.below_m20_s,

@@ -308,6 +308,29 @@ def open_cycle(session: Session, spec: CycleOpen) -> int:
     return row.id
 
 
+def mark_valve_open(session: Session, cycle_id: int, *, at: dt.datetime, mono: float) -> None:
+    """A freeze cycle's row was committed before its valve opened; when the valve has
+    opened, the cycle's start becomes that moment (so its duration is the valve-open
+    time) and the audit trail records it."""
+    row = session.get(Cycle, cycle_id)
+    if row is None:
+        raise RecordError(f"cycle {cycle_id} does not exist")
+    if row.outcome is not None:
+        raise RecordError(f"cycle {cycle_id} is already closed")
+    if not math.isfinite(mono):
+        raise RecordError("mono must be a finite monotonic time")
+    committed_at = row.started_at
+    row.started_at = at
+    row.started_mono = mono
+    session.flush()
+    audit.append(
+        session,
+        "cycle_valve_open",
+        {"cycle_id": row.id, "probe": row.probe, "committed_at": format_utc(committed_at)},
+        at=at,
+    )
+
+
 def duration_between(
     started_at: dt.datetime,
     started_mono: float | None,
@@ -592,6 +615,11 @@ class ProcedureLog:
 
     async def open_cycle(self, spec: CycleOpen) -> int:
         return await self.writer.commit_now(lambda s: open_cycle(s, spec), label="cycle_open")
+
+    async def mark_valve_open(self, cycle_id: int, at: dt.datetime, mono: float) -> None:
+        await self.writer.commit_now(
+            lambda s: mark_valve_open(s, cycle_id, at=at, mono=mono), label="valve_open"
+        )
 
     async def close_cycle(self, spec: CycleClose) -> dict[str, Any]:
         return await self.writer.commit_now(lambda s: close_cycle(s, spec), label="cycle_close")
