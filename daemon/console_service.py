@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from cryod import __version__
-from cryod.drivers.base import Driver, DriverError, Identity, Reading, Snapshot
+from cryod.drivers.base import Driver, DriverError, Identity, LinkError, Reading, Snapshot
 
 from . import engine as E
 from .alarms import Alarm, Now
@@ -159,6 +159,8 @@ class ConsoleService:
         self.poll_starts: deque[float] = deque(maxlen=4096)  # for the benchmark
         self.safe_state_commands = 0
         self._touched: set[tuple[str, int]] = set()
+        self._link_failed = False
+        self._adopt: tuple[int, dict[int, float]] | None = None  # set by the daemon at start
         self.storage_alarm: StorageAlarm | None = None
         self._stopping = False
 
@@ -168,6 +170,8 @@ class ConsoleService:
         recorder = asyncio.create_task(self._recorder(), name=f"recorder-{self.id}")
         try:
             await self._connect()
+            if self._adopt is not None:
+                await self.adopt_procedure(*self._adopt)
             await self._poll_loop()
         finally:
             await self._shutdown()
@@ -277,11 +281,13 @@ class ConsoleService:
     async def poll_once(self) -> None:
         self.polls += 1
         self._touched.clear()  # valves commanded during this poll
+        self._link_failed = False  # set by the first link error of this poll
         try:
             snap: Snapshot | None = self.clock.rescale(await self.driver.read_snapshot())
             self.connected = True
         except DriverError as exc:
             snap = None
+            self._link_failed = isinstance(exc, LinkError)
             if self.connected:
                 log.warning("poll_failed", console=self.id, error=str(exc))
             self.connected = False
@@ -289,12 +295,12 @@ class ConsoleService:
         now = self.clock.now()
         # 1. the supervisor first
         verdict = self.supervisor.check(snap, now, self.engine.supervision(self.state))
-        if verdict.demand is not None:
-            await self._safe_state(verdict.demand, now)
-        for alarm in verdict.raised:
+        for alarm in verdict.raised:  # queued at once, before any slow command
             self._alarm_raised(alarm)
         for alarm in verdict.cleared:
             self._alarm_cleared(alarm)
+        if verdict.demand is not None:
+            await self._safe_state(verdict.demand, now)
         for alarm in verdict.trips:
             await self._feed(E.SupervisorTrip(alarm), now)
         if self.storage_alarm is not None and not self.storage_alarm.handled:
@@ -495,12 +501,21 @@ class ConsoleService:
         self._touched.add(
             ("master", 0) if isinstance(cmd, E.SetMaster) else (type(cmd).__name__, cmd.probe)
         )
-        if isinstance(cmd, E.SetFreeze):
-            await self.driver.set_freeze(cmd.probe, cmd.on)
-        elif isinstance(cmd, E.SetThaw):
-            await self.driver.set_thaw(cmd.probe, cmd.on)
-        else:
-            await self.driver.set_master(cmd.on)
+        if self._link_failed:
+            # the link already failed in this poll: each further command would wait out its
+            # own timeouts (seconds in all) and delay the alarm and the engine; the lease
+            # covers the console meanwhile and the next poll retries (_enforce_closed)
+            raise LinkError("link down in this poll; command not sent")
+        try:
+            if isinstance(cmd, E.SetFreeze):
+                await self.driver.set_freeze(cmd.probe, cmd.on)
+            elif isinstance(cmd, E.SetThaw):
+                await self.driver.set_thaw(cmd.probe, cmd.on)
+            else:
+                await self.driver.set_master(cmd.on)
+        except LinkError:
+            self._link_failed = True
+            raise
 
     async def _open_cycle(self, cmd: E.OpenCycle, now: Now) -> E.Event:
         """Record before acting: the row is committed before anything opens."""
@@ -698,6 +713,20 @@ class ConsoleService:
         except Exception as exc:  # noqa: BLE001 - the operator gets the reason
             if not req.future.done():
                 req.future.set_exception(exc)
+
+    async def adopt_procedure(self, procedure_id: int, cumulative_s: dict[int, float]) -> None:
+        """A procedure left open by a previous run (crash or restart): continue it, with
+        the freeze time its probes already had. Its cycles were marked interrupted; no
+        freeze is resumed."""
+        self.procedure_id = procedure_id
+        self.supervisor.procedure_opened(cumulative_s)
+        now = self.clock.now()
+        await self._feed(E.ProcedureOpened(), now)
+        self.state = replace(self.state, cumulative_s=tuple(sorted(cumulative_s.items())))
+        self._record(
+            "procedure_adopted",
+            {"console": self.id, "procedure_id": procedure_id, "cumulative_freeze_s": cumulative_s},
+        )
 
     async def open_procedure(self, meta: dict[str, Any]) -> int:
         async def go() -> int:

@@ -182,7 +182,8 @@ class Daemon:
                         publisher=pub,
                         session=self.session,
                     )
-                    svc.procedure_id = open_procs.get(ccfg.id)  # adopted; never a freeze
+                    if ccfg.id in open_procs:  # adopted after a restart; never a freeze
+                        svc._adopt = open_procs[ccfg.id]
                     self.consoles[ccfg.id] = svc
                     tg.create_task(svc.run(), name=f"console-{ccfg.id}")
                     self.heartbeats.register(f"poll-{ccfg.id}", max(2.0, 10 * ccfg.poll_period_s))
@@ -558,19 +559,32 @@ def _next_session(session: Any) -> int:
     return int(n or 0) + 1
 
 
-def _open_procedures(engine: Any) -> dict[str, int]:
-    """Procedures left open by a previous run, per console (the latest wins)."""
+def _open_procedures(engine: Any) -> dict[str, tuple[int, dict[int, float]]]:
+    """Procedures left open by a previous run, per console (the latest wins), with the
+    freeze time each probe has had in it (the per-procedure limit survives a restart)."""
     from sqlalchemy.orm import Session
 
-    from .store.models import Procedure
+    from .store.models import Cycle, Procedure
+    from .store.records import duration_between
 
+    out: dict[str, tuple[int, dict[int, float]]] = {}
     with Session(engine) as s:
         rows = s.execute(
             select(Procedure.console, Procedure.id)
             .where(Procedure.closed_at.is_(None))
             .order_by(Procedure.id)
         ).all()
-    return dict(rows)
+        for console, pid in rows:
+            cum: dict[int, float] = {}
+            for c in s.scalars(
+                select(Cycle).where(Cycle.procedure_id == pid, Cycle.phase == "freeze")
+            ):
+                if c.ended_at is None:
+                    continue
+                d = duration_between(c.started_at, c.started_mono, c.ended_at, c.ended_mono)
+                cum[c.probe] = cum.get(c.probe, 0.0) + d
+            out[console] = (pid, cum)
+    return out
 
 
 def _head(writer: Writer | None) -> dict[str, Any] | None:

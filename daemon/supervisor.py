@@ -147,10 +147,11 @@ class Supervisor:
     def stale_after_s(self) -> float:
         return self.limits.stale_polls * self.poll_period_s
 
-    def procedure_opened(self) -> None:
-        """Cumulative freeze time counts per procedure."""
-        for v in self._valves.values():
-            v.closed_accum_s = 0.0
+    def procedure_opened(self, cumulative_s: dict[int, float] | None = None) -> None:
+        """Cumulative freeze time counts per procedure; a procedure adopted after a
+        restart brings the freeze time already recorded for each probe."""
+        for p, v in self._valves.items():
+            v.closed_accum_s = (cumulative_s or {}).get(p, 0.0)
 
     def note_command(self, cmd: Command, now: Now) -> None:
         """The shell executed ``cmd`` (call after every valve command)."""

@@ -158,10 +158,13 @@ def parse_response(req: Request, pdu: bytes) -> list[int]:
         raise ProtocolError("write-single echo differs from the request")
     if fc == 16 and pdu[1:5] != req.pdu[1:5]:
         raise ProtocolError("write-multiple answer names another address or count")
+    if fc in (3, 4):
+        # length and byte count checked above: the registers are the rest, big-endian
+        return list(struct.unpack(f">{req.count}H", pdu[2:]))
     decoded = _DECODER.decode(pdu)
     if decoded is None or decoded.function_code != fc:
         raise ProtocolError("response PDU does not decode")
-    return list(decoded.registers) if fc in (3, 4) else []
+    return []
 
 
 def crc16(data: bytes) -> bytes:
@@ -275,7 +278,8 @@ class _TcpTransport(_Transport):
             try:
                 if remaining <= 0:
                     raise TimeoutError
-                chunk = await asyncio.wait_for(self.reader.read(n - len(got)), remaining)
+                async with asyncio.timeout_at(deadline):  # no extra task, unlike wait_for
+                    chunk = await self.reader.read(n - len(got))
             except TimeoutError:
                 if got:
                     self.stats.bad_frames += 1
@@ -482,6 +486,14 @@ class _ModbusDriver(Driver):
         self._last_time_ms: int | None = None
         self._identity: Identity | None = None
         self._span = profile.snapshot_span()
+        # resolved once: the poll path decodes ~70 registers 20+ times a second
+        self._sregs = {n: profile.reg(n) for n in profile.registers}
+        self._pregs = {
+            (n, i): profile.probe_reg(n, i)
+            for n in profile.probe_registers
+            for i in range(1, profile.console.probes + 1)
+        }
+        self._span_requests = [Request.read("input", a, c) for a, c in self._span]
 
     # ---- plumbing ----------------------------------------------------------
     @property
@@ -552,10 +564,8 @@ class _ModbusDriver(Driver):
                 assert self._transport is not None
                 deadline = loop.time() + self.timeout_s
                 try:
-                    pdu = await asyncio.wait_for(
-                        self._transport.exchange(self.unit_id, req, deadline),
-                        self.timeout_s + 0.05,
-                    )
+                    async with asyncio.timeout(self.timeout_s + 0.05):  # no extra task
+                        pdu = await self._transport.exchange(self.unit_id, req, deadline)
                     words = parse_response(req, pdu)
                 except _BadFrame as exc:
                     self._stats.last_error = str(exc)
@@ -603,6 +613,12 @@ class _ModbusDriver(Driver):
         return decode_words(reg.spec, words, self.profile.modbus.word_order)
 
     def _int(self, image: dict[int, int], reg: ResolvedRegister) -> int:
+        kind = reg.spec.type
+        if kind == "uint16":  # one word: the common case on the poll path
+            return image[reg.address]
+        if kind == "int16":
+            word = image[reg.address]
+            return word - 0x10000 if word >= 0x8000 else word
         raw = self._raw(image, reg)
         assert isinstance(raw, int)
         return raw
@@ -681,9 +697,9 @@ class _ModbusDriver(Driver):
     # ---- snapshot ------------------------------------------------------------
     async def _read_image(self) -> tuple[dict[int, int], float, float]:
         image: dict[int, int] = {}
-        for start, count in self._span:
-            for i, w in enumerate(await self._read("input", start, count)):
-                image[start + i] = w
+        for req in self._span_requests:
+            for i, w in enumerate(await self._transact(req), start=req.address):
+                image[i] = w
         return image, time.monotonic(), time.time()
 
     async def read_snapshot(self) -> Snapshot:
@@ -709,33 +725,34 @@ class _ModbusDriver(Driver):
         return Reading(value, unit, t_mono, t_utc, Validity.VALID if ok else Validity.QUESTIONABLE)
 
     def _decode_snapshot(self, image: dict[int, int], t_mono: float, t_utc: float) -> Snapshot:
-        p, cs = self.profile, self.profile.console
-        status, faults_reg = p.reg("status"), p.reg("faults")
-        time_ms = self._int(image, p.reg("console_time_ms"))
+        cs = self.profile.console
+        sreg, preg = self._sregs, self._pregs
+        status, faults_reg = sreg["status"], sreg["faults"]
+        time_ms = self._int(image, sreg["console_time_ms"])
         if self._last_time_ms is not None and time_ms < self._last_time_ms:
             self._time_wraps += 1
         self._last_time_ms = time_ms
         probes = []
         trips = []
         for n in range(1, cs.probes + 1):
-            ps = p.probe_reg("probe_status", n)
+            ps = preg["probe_status", n]
             try:
-                tc = TcStatus(self._int(image, p.probe_reg("tc_status", n)))
+                tc = TcStatus(self._int(image, preg["tc_status", n]))
             except ValueError as exc:
                 raise ProtocolError(f"probe {n}: unknown tc_status") from exc
             try:
-                trip = TripCause(self._int(image, p.probe_reg("trip_cause", n)))
+                trip = TripCause(self._int(image, preg["trip_cause", n]))
             except ValueError as exc:
                 raise ProtocolError(f"probe {n}: unknown trip_cause") from exc
             if trip != TripCause.NONE:
-                trip_ms = self._int(image, p.probe_reg("trip_time_ms", n))
+                trip_ms = self._int(image, preg["trip_time_ms", n])
                 trips.append(LimitTrip(n, trip, trip_ms / 1000.0))
             probes.append(
                 ProbeState(
                     probe=n,
                     tip_c=self._reading(
                         image,
-                        p.probe_reg("tip_c", n),
+                        preg["tip_c", n],
                         t_mono,
                         t_utc,
                         cs.min_tip_c - 20.0,
@@ -743,7 +760,7 @@ class _ModbusDriver(Driver):
                         invalid=tc != TcStatus.OK,
                     ),
                     return_kpa=self._reading(
-                        image, p.probe_reg("return_kpa", n), t_mono, t_utc, 0.0, cs.supply_max_kpa
+                        image, preg["return_kpa", n], t_mono, t_utc, 0.0, cs.supply_max_kpa
                     ),
                     tc_status=tc,
                     freeze_open=self._bit(image, ps, "freeze_open"),
@@ -753,8 +770,8 @@ class _ModbusDriver(Driver):
                 )
             )
         skin: Reading | None = None
-        if "skin_channel" in cs.capabilities and "skin_c" in p.registers:
-            skin = self._reading(image, p.reg("skin_c"), t_mono, t_utc, -20.0, 60.0)
+        if "skin_channel" in cs.capabilities and "skin_c" in sreg:
+            skin = self._reading(image, sreg["skin_c"], t_mono, t_utc, -20.0, 60.0)
         faults = ConsoleFaults(
             lease_expired=self._bit(image, faults_reg, "lease_expired"),
             overpressure=self._bit(image, faults_reg, "overpressure"),
@@ -767,16 +784,16 @@ class _ModbusDriver(Driver):
             t_mono=t_mono,
             t_utc=t_utc,
             console_time_s=(time_ms + self._time_wraps * 2**32) / 1000.0,
-            supply_kpa=self._reading(image, p.reg("supply_kpa"), t_mono, t_utc, 0.0, 65000.0),
-            cylinder_kpa=self._reading(image, p.reg("cylinder_kpa"), t_mono, t_utc, 0.0, 65000.0),
+            supply_kpa=self._reading(image, sreg["supply_kpa"], t_mono, t_utc, 0.0, 65000.0),
+            cylinder_kpa=self._reading(image, sreg["cylinder_kpa"], t_mono, t_utc, 0.0, 65000.0),
             skin_c=skin,
             master_open=self._bit(image, status, "master_open"),
             supply_low=self._bit(image, status, "supply_low"),
             lease=LeaseStatus(
                 armed=self._bit(image, status, "lease_armed"),
-                timeout_ms=self._int(image, p.reg("lease_timeout_ms_rb")),
+                timeout_ms=self._int(image, sreg["lease_timeout_ms_rb"]),
                 expired=faults.lease_expired,
-                expiry_count=self._int(image, p.reg("lease_expiry_count")),
+                expiry_count=self._int(image, sreg["lease_expiry_count"]),
             ),
             faults=faults,
             probes=tuple(probes),

@@ -272,8 +272,15 @@ class SerialLineDriver(Driver):
                 delay = min(delay * 2.0, BACKOFF_MAX_S)
                 continue
             self._stats.reconnects += 1
-            with contextlib.suppress(DriverError):
+            try:
                 await self._handshake()
+            except DriverError as exc:
+                # the port opened but no console answered (e.g. it is still starting):
+                # close it and keep trying, never give up while not closing
+                self._stats.last_error = f"handshake after reopen: {exc}"
+                self._close_port()
+                delay = min(delay * 2.0, BACKOFF_MAX_S)
+                continue
             return
 
     async def connect(self) -> None:

@@ -55,7 +55,11 @@ def seed_from_env(name: str = "CRYOD_SEED") -> int:
 def record(name: str, figures: dict[str, Any]) -> None:
     """Print a test's figures and keep them as JSON for docs/reliability.md."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    figures = {"test": name, "at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **figures}
+    figures = {
+        "test": name,
+        "at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **figures,
+    }
     (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=2, sort_keys=True))
     print(f"\nFIGURES {name}: {json.dumps(figures, sort_keys=True)}")
 
@@ -96,11 +100,24 @@ def gas_flowing(sim: Sim) -> bool:
     return any(p["gas_flowing"] for p in sim.state()["probes"])
 
 
+def open_valves_at(sim: Sim, t: float) -> set[str]:
+    """From the event log: the valves physically open at monotonic time ``t``
+    (keys like ``freeze3``, ``thaw3``, ``master``)."""
+    state: dict[str, bool] = {}
+    for e in sim.events("valve"):
+        if e["mono_t_s"] > t:
+            break
+        state[f"{e['valve']}{e['probe'] or ''}"] = bool(e["open"])
+    return {k for k, v in state.items() if v}
+
+
 def gas_stopped_at(sim: Sim, after: float) -> float | None:
-    """From the event log: the first moment after ``after`` at which no gas can flow
-    (master closed, or every freeze valve physically closed), or None."""
+    """From the event log: the moment after ``after`` from which no gas has flowed
+    since (master closed, or every freeze valve physically closed), or None while
+    gas flows. A valve that opens again later moves the moment on."""
     master = False
     freeze: dict[int, bool] = {}
+    stopped: float | None = None
     for e in sim.events("valve"):
         if e["valve"] == "master":
             master = bool(e["open"])
@@ -109,9 +126,11 @@ def gas_stopped_at(sim: Sim, after: float) -> float | None:
         else:
             continue
         flowing = master and any(freeze.values())
-        if e["mono_t_s"] > after and not flowing:
-            return float(e["mono_t_s"])
-    return None
+        if flowing:
+            stopped = None
+        elif stopped is None and e["mono_t_s"] > after:
+            stopped = float(e["mono_t_s"])
+    return stopped
 
 
 def log_problems(path: Path) -> list[str]:
