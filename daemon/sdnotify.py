@@ -87,6 +87,9 @@ class Notifier:
         message = "\n".join(fields).encode()
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                # never block the event loop: a reader that stopped draining its socket
+                # must not stop the daemon (a full queue is then an OSError, logged below)
+                sock.setblocking(False)
                 sock.sendto(message, self.address)
         except OSError as exc:
             # systemd gone or socket unreachable: the daemon keeps running;

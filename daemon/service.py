@@ -50,15 +50,22 @@ log = get_logger("cryod")
 class Telemetry:
     """Our side of the MQTT publisher for one console: never awaits."""
 
-    def __init__(self, publisher: Any) -> None:
+    def __init__(self, publisher: Any, telemetry_hz: float) -> None:
         from .telemetry import payloads
 
         self.pub = publisher
         self._payloads = payloads
         self._last_state: tuple[Any, ...] | None = None
         self._last_alarms: tuple[Any, ...] | None = None
+        self._period_s = 1.0 / telemetry_hz
+        self._next_s = 0.0
 
     def offer_snapshot(self, console: str, snap: Snapshot, stats: LinkStats) -> None:
+        # build the body only when the publisher's rate will take it (2 Hz of 20 Hz polls)
+        now = time.monotonic()
+        if now < self._next_s:
+            return
+        self._next_s = now + self._period_s
         self.pub.offer_telemetry(self._payloads.telemetry_body(snap, link=stats))
 
     def notify_outbox(self) -> None:
@@ -245,7 +252,7 @@ class Daemon:
         )
         pub.start()
         self.publishers.append(pub)
-        return Telemetry(pub)
+        return Telemetry(pub, cfg.telemetry_hz)
 
     def _on_storage_error(self, err: StoreError) -> None:
         self.storage_error = str(err)

@@ -1,1 +1,1 @@
-"""The benchmark suite (``make bench``): reaction, jitter, cost and rate of cryod against cryosim."""
+"""The benchmark suite (``make bench``): reaction, jitter, cost and rate of cryod."""

@@ -11,14 +11,35 @@ code path as ``cryod run``.
 from __future__ import annotations
 
 import asyncio
+import gc
+import io
 import os
 import sys
+import time
 from typing import Any
 
 from cryod.daemon.config import ConfigError, load_config
 from cryod.daemon.control import Peer
 from cryod.daemon.logging import configure_logging
 from cryod.daemon.service import Daemon
+
+
+class GcPauses:
+    """Durations of the cyclic garbage collector's runs (they stop the event loop)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float]] = []
+        self._t0 = 0.0
+        gc.callbacks.append(self._cb)
+
+    def _cb(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.pauses.append((int(info["generation"]), time.perf_counter() - self._t0))
+
+
+GC = GcPauses()
 
 
 class BenchDaemon(Daemon):
@@ -39,8 +60,12 @@ class BenchDaemon(Daemon):
                 if args.get("clear"):
                     svc.poll_starts.clear()
             w = self.writer.status() if self.writer is not None else None
+            pauses = list(GC.pauses)
+            if args.get("clear"):
+                GC.pauses.clear()
             return {
                 "pid": os.getpid(),
+                "gc_pauses": pauses,
                 "consoles": out,
                 "writer": None
                 if w is None
@@ -52,7 +77,17 @@ class BenchDaemon(Daemon):
                 },
             }
 
+        async def bench_tasks(args: dict[str, Any], peer: Peer) -> Any:
+            """Every asyncio task and where it waits (to diagnose a stall)."""
+            out = []
+            for task in asyncio.all_tasks():
+                buf = io.StringIO()
+                task.print_stack(limit=8, file=buf)
+                out.append(buf.getvalue())
+            return out
+
         handlers["bench_polls"] = bench_polls
+        handlers["bench_tasks"] = bench_tasks
         return handlers
 
 
@@ -67,7 +102,19 @@ def main(argv: list[str]) -> int:
             print(line, file=sys.stderr)
         return 2
     configure_logging(loaded.cfg.daemon.log_level)
-    return asyncio.run(BenchDaemon(loaded).run())
+    profile_to = os.environ.get("CRYOD_BENCH_CPROFILE")
+    if not profile_to:
+        return asyncio.run(BenchDaemon(loaded).run())
+    # where the event loop's CPU goes (the writer's worker thread is not included)
+    import cProfile
+
+    prof = cProfile.Profile(time.process_time)
+    prof.enable()
+    try:
+        return asyncio.run(BenchDaemon(loaded).run())
+    finally:
+        prof.disable()
+        prof.dump_stats(profile_to)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -103,11 +104,28 @@ class BenchDaemon:
             cwd=REPO,
         )
         self.pid = self.proc.pid
+        self.notifications: list[str] = []
+        self._drain_stop = threading.Event()
+        self._drain: threading.Thread | None = None
         try:
             self.ready_s = self._wait_ready(30.0)
         except BaseException:
             self.stop()
             raise
+        # keep reading like systemd does: the daemon's sd_notify send is blocking, and a
+        # full datagram queue (10 by default) would stall its event loop
+        self._drain = threading.Thread(target=self._drain_notify, name="bench-notify", daemon=True)
+        self._drain.start()
+
+    def _drain_notify(self) -> None:
+        self._notify.settimeout(0.1)
+        while not self._drain_stop.is_set():
+            try:
+                self.notifications.append(self._notify.recv(4096).decode(errors="replace"))
+            except TimeoutError:
+                continue
+            except OSError:
+                return
 
     def _wait_ready(self, timeout: float) -> float:
         deadline = time.monotonic() + timeout
@@ -149,6 +167,9 @@ class BenchDaemon:
         rc = _stop(self.proc, 20)
         if not self._fh.closed:
             self._fh.close()
+        self._drain_stop.set()
+        if self._drain is not None:
+            self._drain.join()
         self._notify.close()
         return rc
 

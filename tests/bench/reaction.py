@@ -114,10 +114,12 @@ def run_trials(
         tail.skip_to_end()
         _retry(d, "freeze", {"probe": p, "seconds": 10}, 20, period)
         opened = tail.wait_for(
-            lambda e, p=p: e["event"] == "valve"
-            and e.get("valve") == "freeze"
-            and e.get("probe") == p
-            and e["open"],
+            lambda e, p=p: (
+                e["event"] == "valve"
+                and e.get("valve") == "freeze"
+                and e.get("probe") == p
+                and e["open"]
+            ),
             5.0,
         )
         if opened is None:
@@ -132,10 +134,12 @@ def run_trials(
         deadline = time.monotonic() + 3.0
         while close is None and time.monotonic() < deadline:
             ev = tail.wait_for(
-                lambda e, p=p: e.get("probe") == p
-                and (
-                    e["event"] == "console_limit"
-                    or (e["event"] == "valve" and e.get("valve") == "freeze" and not e["open"])
+                lambda e, p=p: (
+                    e.get("probe") == p
+                    and (
+                        e["event"] == "console_limit"
+                        or (e["event"] == "valve" and e.get("valve") == "freeze" and not e["open"])
+                    )
                 ),
                 deadline - time.monotonic(),
             )

@@ -1,0 +1,60 @@
+"""The benchmark harness end to end on a tiny run: every key of the result is there.
+
+No timing is asserted (timings belong to ``make bench``, not the test suite);
+this only proves the harness still runs against the current daemon and that
+its JSON has the shape docs/performance.md describes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import require_binary
+
+from . import run, scenarios
+from .machine import describe
+
+HEADLINE = (
+    "transport",
+    "poll_period_ms",
+    "reaction_ms_p50",
+    "reaction_ms_p99",
+    "reaction_ms_max",
+    "reaction_from_tick_ms_p99",
+    "baseline_rtt_ms_p50",
+    "jitter_ms_p99",
+    "jitter_ms_p99_broker_down",
+    "cpu_pct_of_core",
+    "rss_mb",
+    "max_poll_hz",
+    "samples_logged_per_s",
+    "startup_to_ready_s",
+    "console_reaction_ms_p99",
+    "by_transport",
+    "ratios",
+    "scaling",
+    "targets",
+    "machine",
+)
+
+
+def test_tiny_run_assembles_every_key(tmp_path: Path) -> None:
+    require_binary("mosquitto")
+    suite = scenarios.transport_suite(
+        tmp_path, "modbus-tcp", trials=2, window_s=0.5, repeats=1, rtt_n=5
+    )
+    out = run.assemble(
+        {"transports": {"modbus-tcp": suite}}, describe(), mode="smoke", duration_s=0.0
+    )
+    json.loads(json.dumps(out))  # plain JSON all the way down
+    missing = [k for k in HEADLINE if k not in out]
+    assert missing == []
+    tcp = out["by_transport"]["modbus-tcp"]
+    for key in ("reaction_ms_p99", "jitter_ms_p99", "cpu_pct_of_core", "rss_mb"):
+        assert tcp[key] is not None, key
+    assert tcp["reaction_trials"] == 2
+    assert out["machine"]["cores"] >= 1
+    # scenarios not run are None, never a made-up figure
+    assert out["max_poll_hz"] is None
+    assert out["targets"]["max_poll_hz"]["met"] is None
