@@ -35,11 +35,11 @@ from .sdnotify import Heartbeats, Notifier, Watchdog
 from .store import audit, export, queries
 from .store.db import make_engine
 from .store.errors import StoreError
-from .store.migrate import upgrade_on_start
 from .store.models import AuditEntry
 from .store.outbox import Outbox
 from .store.records import ProcedureLog, RecordError
 from .store.recovery import recover
+from .store.schema_version import HEAD_REVISION, at_head
 from .store.writer import Writer
 
 __all__ = ["Daemon"]
@@ -136,14 +136,20 @@ class Daemon:
         d = self.cfg.daemon
         db = Path(d.database)
         db.parent.mkdir(parents=True, exist_ok=True)
-        self.notifier.status("migrating database")
-        report = await asyncio.to_thread(upgrade_on_start, db)
-        log.info(
-            "database_ready",
-            path=str(db),
-            revision=report.to_revision,
-            backup=None if report.backup_path is None else str(report.backup_path),
-        )
+        if await asyncio.to_thread(at_head, db):
+            log.info("database_ready", path=str(db), revision=HEAD_REVISION, backup=None)
+        else:
+            from .store.migrate import upgrade_on_start  # Alembic only when migrating
+
+            self.notifier.status("migrating database")
+            self.notifier.extend_timeout(60)
+            report = await asyncio.to_thread(upgrade_on_start, db)
+            log.info(
+                "database_ready",
+                path=str(db),
+                revision=report.to_revision,
+                backup=None if report.backup_path is None else str(report.backup_path),
+            )
         engine = make_engine(db)
         rec = await asyncio.to_thread(recover, engine)
         if rec.interrupted:
