@@ -254,7 +254,10 @@ class Daemon:
         assert self.writer is not None
         cfg = self.loaded.mqtt.for_console(console_id)
         pub = Publisher(
-            cfg, session=self.session, software_version=__version__, outbox=Outbox(self.writer)
+            cfg,
+            session=self.session,
+            software_version=__version__,
+            outbox=Outbox(self.writer, console_id),
         )
         pub.start()
         self.publishers.append(pub)

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from .models import OutboxItemRow, OutboxKind, utcnow
+from .models import OutboxItemRow, OutboxKind, Procedure, utcnow
 from .writer import Writer
 
 FORBIDDEN_KEYS = frozenset({"patient_ref"})
@@ -51,16 +51,33 @@ def add(session: Session, kind: OutboxKind | str, payload: Mapping[str, Any]) ->
     return int(result.scalar_one())
 
 
-def pending(session: Session, limit: int = 100) -> list[OutboxItem]:
+def pending(session: Session, limit: int = 100, console: str | None = None) -> list[OutboxItem]:
+    """Undelivered events in id order; with ``console``, only that console's (each
+    console's publisher delivers on its own topics)."""
     if limit < 1:
         raise ValueError("limit must be >= 1")
     rows = session.execute(
         select(OutboxItemRow.id, OutboxItemRow.kind, OutboxItemRow.payload)
         .where(OutboxItemRow.delivered_at.is_(None))
         .order_by(OutboxItemRow.id)
-        .limit(limit)
+        .limit(limit if console is None else limit * 20)
     ).all()
-    return [OutboxItem(int(r[0]), OutboxKind(r[1]), dict(r[2])) for r in rows]
+    items = [OutboxItem(int(r[0]), OutboxKind(r[1]), dict(r[2])) for r in rows]
+    if console is None:
+        return items
+    owners: dict[int, str | None] = {}
+
+    def owner(item: OutboxItem) -> str | None:
+        if "console" in item.payload:
+            return str(item.payload["console"])
+        pid = item.payload.get("procedure_id")
+        if pid is None:
+            return None
+        if pid not in owners:
+            owners[pid] = session.scalar(select(Procedure.console).where(Procedure.id == pid))
+        return owners[pid]
+
+    return [i for i in items if owner(i) == console][:limit]
 
 
 def mark_delivered(session: Session, ids: Iterable[int]) -> int:
@@ -79,14 +96,18 @@ def mark_delivered(session: Session, ids: Iterable[int]) -> int:
 class Outbox:
     """The outbox from asyncio; every call goes through the writer's thread."""
 
-    def __init__(self, writer: Writer) -> None:
+    def __init__(self, writer: Writer, console: str | None = None) -> None:
         self.writer = writer
+        self.console = console
 
     async def add(self, kind: OutboxKind | str, payload: Mapping[str, Any]) -> int:
         return await self.writer.commit_now(lambda s: add(s, kind, payload), label="outbox_add")
 
     async def pending(self, limit: int = 100) -> list[OutboxItem]:
-        return await self.writer.commit_now(lambda s: pending(s, limit), label="outbox_pending")
+        console = self.console
+        return await self.writer.commit_now(
+            lambda s: pending(s, limit, console), label="outbox_pending"
+        )
 
     async def mark_delivered(self, ids: Iterable[int]) -> None:
         wanted = list(ids)
