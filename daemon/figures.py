@@ -95,42 +95,47 @@ class FigureTracker:
     gap_s: float = 0.0
 
     def update(self, probe: ProbeState, snapshot: Snapshot) -> FigureTracker:
-        """Fold in one snapshot (ignored if determined before the phase start)."""
-        t = self
-        t = t._pressure(snapshot.supply_kpa, "supply")
-        t = t._pressure(snapshot.cylinder_kpa, "cylinder")
-        return t._tip(probe.tip_c)
+        """Fold in one snapshot (ignored if determined before the phase start).
 
-    def _pressure(self, r: Reading, which: str) -> FigureTracker:
+        One copy per snapshot: this runs for every probe at every poll."""
+        changes: dict[str, Any] = {}
+        self._pressure(snapshot.supply_kpa, "supply", changes)
+        self._pressure(snapshot.cylinder_kpa, "cylinder", changes)
+        self._tip(probe.tip_c, changes)
+        return replace(self, **changes) if changes else self
+
+    def _pressure(self, r: Reading, which: str, changes: dict[str, Any]) -> None:
         if not r.usable or r.value is None or r.t_mono < self.start_mono_s:
-            return self
+            return
         if which == "supply":
             start = self.supply_start_kpa if self.supply_start_kpa is not None else r.value
-            return replace(self, supply_start_kpa=start, supply_end_kpa=r.value)
-        start = self.cylinder_start_kpa if self.cylinder_start_kpa is not None else r.value
-        return replace(self, cylinder_start_kpa=start, cylinder_end_kpa=r.value)
+            changes.update(supply_start_kpa=start, supply_end_kpa=r.value)
+        else:
+            start = self.cylinder_start_kpa if self.cylinder_start_kpa is not None else r.value
+            changes.update(cylinder_start_kpa=start, cylinder_end_kpa=r.value)
 
-    def _tip(self, r: Reading) -> FigureTracker:
+    def _tip(self, r: Reading, changes: dict[str, Any]) -> None:
         if r.t_mono < self.start_mono_s:
-            return self
+            return
         if not r.usable or r.value is None:
-            return replace(self, unusable_samples=self.unusable_samples + 1)
+            changes["unusable_samples"] = self.unusable_samples + 1
+            return
         t1, v1 = r.t_mono, r.value
         if self.last_t is not None and t1 <= self.last_t:
-            return self  # repeated or out-of-order sample: ignore
-        changes: dict[str, Any] = {
-            "last_t": t1,
-            "last_tip": v1,
-            "samples": self.samples + 1,
-            "min_tip_c": v1 if self.min_tip_c is None else min(self.min_tip_c, v1),
-        }
+            return  # repeated or out-of-order sample: ignore
+        changes.update(
+            last_t=t1,
+            last_tip=v1,
+            samples=self.samples + 1,
+            min_tip_c=v1 if self.min_tip_c is None else min(self.min_tip_c, v1),
+        )
         if self.last_t is None or self.last_tip is None:
             # first usable sample: events already true count from this sample
             if self.phase == "freeze" and self.target_tip_c is not None and v1 <= self.target_tip_c:
                 changes["time_to_target_s"] = t1 - self.start_mono_s
             if self.phase == "thaw" and v1 >= 0.0:
                 changes["thaw_to_0c_s"] = t1 - self.start_mono_s
-            return replace(self, **changes)
+            return
         t0, v0 = self.last_t, self.last_tip
         if t1 - t0 > self.max_gap_s:
             changes["gap_s"] = self.gap_s + (t1 - t0)
@@ -149,7 +154,6 @@ class FigureTracker:
         if self.phase == "thaw" and self.thaw_to_0c_s is None and v1 >= 0.0:
             tc = _cross(t0, v0, t1, v1, 0.0) if t1 - t0 <= self.max_gap_s else t1
             changes["thaw_to_0c_s"] = max(tc, t0) - self.start_mono_s
-        return replace(self, **changes)
 
     def valve_closed(self, mono_s: float) -> FigureTracker:
         """Note when the freeze (or active-thaw) valve was commanded closed."""
