@@ -127,6 +127,7 @@ class Daemon:
         self.heartbeats = Heartbeats()
         self.storage_error: str | None = None
         self._stop = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------ lifecycle
     def request_stop(self) -> None:
@@ -486,7 +487,7 @@ class Daemon:
         if self.plog is None or not self.consoles:
             return
         svc = next(iter(self.consoles.values()))
-        asyncio.get_running_loop().create_task(
+        task = asyncio.get_running_loop().create_task(
             self._action(
                 svc,
                 f"uid{peer.uid}",
@@ -497,6 +498,8 @@ class Daemon:
             ),
             name="record-refusal",
         )
+        self._background.add(task)  # keep a reference until it is written
+        task.add_done_callback(self._background.discard)
 
     def status(self) -> dict[str, Any]:
         w = self.writer.status() if self.writer else None
