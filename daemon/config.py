@@ -10,7 +10,6 @@ than stopping at the first, so ``cryod check-config`` can print them all.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cryod.drivers.profile import Profile, ProfileError, format_validation_error, load_profile
+from cryod.drivers.tomlfile import read_toml
 
 from .limits import ConsoleEnvelope, SafetyLimits
 
@@ -134,13 +134,9 @@ def load_config(path: str | Path, *, check_drivers: bool = True) -> LoadedConfig
     p = Path(path)
     src = str(p)
     try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError([f"{src}: file not found"]) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{src}: cannot read: {exc}"]) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{src}: not valid TOML: {exc}"]) from exc
+        raw = read_toml(p, ValueError)
+    except ValueError as exc:
+        raise ConfigError([str(exc)]) from exc
     return load_config_data(raw, source=src, base=p, check_drivers=check_drivers)
 
 

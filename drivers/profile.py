@@ -8,13 +8,14 @@ out-of-range values; it never clamps.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .tomlfile import read_toml
 
 __all__ = [
     "REQUIRED_PROBE_REGISTERS",
@@ -339,14 +340,7 @@ def load_profile(path: str | Path | None = None) -> Profile:
         p = builtin_profile_path(path)
     else:
         p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ProfileError(f"{p}: file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileError(f"{p}: cannot read: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"{p}: not valid TOML: {exc}") from exc
+    data = read_toml(p, ProfileError)
     try:
         return Profile.model_validate(data)
     except ValidationError as exc:

@@ -26,7 +26,6 @@ the reason. Example::
 from __future__ import annotations
 
 import time
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cryod.drivers.profile import format_validation_error
+from cryod.drivers.tomlfile import read_toml
 
 from .console import FAULT_KINDS
 
@@ -100,14 +100,7 @@ class Scenario(BaseModel):
 
 def load_scenario(path: str | Path) -> Scenario:
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ScenarioError(f"{p}: file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError(f"{p}: cannot read: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(f"{p}: not valid TOML: {exc}") from exc
+    data = read_toml(p, ScenarioError)
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
