@@ -44,10 +44,18 @@ def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, str(default)))
 
 
+#: CI is deterministic: the default seed is fixed; CRYOD_SEED=random explores new ones
+DEFAULT_SEED = 1947858611
+
+
 def seed_from_env(name: str = "CRYOD_SEED") -> int:
-    """The run's seed: from the environment to replay, else a fresh one (printed)."""
+    """The run's seed: from the environment to replay (``random`` for a fresh one),
+    else the fixed default (printed either way)."""
     raw = os.environ.get(name)
-    seed = int(raw) if raw else random.SystemRandom().randrange(1, 2**31)
+    if raw == "random":
+        seed = random.SystemRandom().randrange(1, 2**31)
+    else:
+        seed = int(raw) if raw else DEFAULT_SEED
     print(f"\n{name}={seed}  (set it to replay this run)")
     return seed
 
