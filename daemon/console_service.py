@@ -581,7 +581,9 @@ class ConsoleService:
             cycle_id=row,
             outcome=Outcome(cmd.outcome),
             ended_at=cmd.utc,
-            ended_mono=self.clock.now().mono_s,  # after the close was confirmed
+            # a freeze ends when its valve's close was confirmed (its start is the
+            # confirmed open); a thaw has no valve: it ends at the engine's decision
+            ended_mono=self.clock.now().mono_s if f.phase == "freeze" else now.mono_s,
             min_tip_c=f.min_tip_c,
             time_to_target_s=f.time_to_target_s,
             time_below_m20_s=f.below_m20_s,

@@ -22,6 +22,8 @@ from .harness import DEMO_PROCEDURE, Daemon, Sim, daemon_config, sim_and_daemon
 SPEED = 10.0
 POLL_HZ = 20.0
 POLL_PERIOD_SIM_S = SPEED / POLL_HZ  # one poll period on the engine's (scaled) clock
+# plus the poll-start jitter budget of issue 8 (2 ms of wall time), on the same clock
+JITTER_SIM_S = 0.002 * SPEED
 
 
 def _cryoctl(sock: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -83,12 +85,12 @@ def test_two_freeze_protocol_end_to_end(tmp_path: Path) -> None:
     for c in freezes:
         assert c["outcome"] == "completed"
         # duration within one poll period of the protocol's 90 s
-        assert abs(c["duration_s"] - 90.0) <= POLL_PERIOD_SIM_S + 1e-6, c
+        assert abs(c["duration_s"] - 90.0) <= POLL_PERIOD_SIM_S + JITTER_SIM_S, c
         assert c["min_tip_c"] < -100.0
         assert c["time_below_c"]["-20"] > 60.0
     assert all(c["outcome"] == "completed" for c in thaws)
     # first thaw: 30 s by the clock; last thaw: until the tip is above 10 C (cap 180 s)
-    assert abs(thaws[0]["duration_s"] - 30.0) <= POLL_PERIOD_SIM_S + 1e-6, thaws[0]
+    assert abs(thaws[0]["duration_s"] - 30.0) <= POLL_PERIOD_SIM_S + JITTER_SIM_S, thaws[0]
     assert thaws[1]["duration_s"] < 180.0
     # the recorded minimum is the minimum the console reported in the samples
     db = sqlite3.connect(tmp_path / "cryod.db")
