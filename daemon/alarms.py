@@ -133,7 +133,7 @@ ALARM_SPECS: dict[AlarmCode, AlarmSpec] = dict(
         _spec(C.TC_INVALID, H, A, False, "tip temperature invalid or stale"),
         _spec(C.TC_STUCK, H, A, False, "tip temperature not changing while a valve is open"),
         _spec(C.TC_RATE, H, A, False, "tip temperature changing faster than physics allows"),
-        _spec(C.VALVE_STUCK_OPEN, H, A, True, "tip still cooling after the freeze valve closed"),
+        _spec(C.VALVE_STUCK_OPEN, H, A, True, "gas still flowing after the freeze valve closed"),
         _spec(C.NO_COOLING, H, A, True, "tip not cooling after the freeze valve opened"),
         _spec(C.TARGET_NOT_REACHED, M, N, False, "target tip temperature not reached in time"),
         _spec(C.SKIN_COLD, H, A, False, "skin temperature below its limit"),

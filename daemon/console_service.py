@@ -849,7 +849,8 @@ class ConsoleService:
             }
         ]
 
-    def status(self) -> dict[str, Any]:
+    def engine_status(self) -> dict[str, Any]:
+        """The engine part of ``status()`` (telemetry reads it 4 times a second)."""
         st = self.state
         run = st.run
         engine: dict[str, Any] = {"state": str(st.phase), "reason": st.reason}
@@ -869,6 +870,27 @@ class ConsoleService:
                 protocol=run.protocol.name,
                 probes=list(run.probes),
             )
+        return engine
+
+    def alarms_status(self) -> list[dict[str, Any]]:
+        """The active alarms of ``status()``, the storage alarm included."""
+        return [
+            {
+                "id": self._alarm_rows.get((str(a.code), a.probe)),
+                "code": str(a.code),
+                "priority": str(a.priority),
+                "probe": a.probe,
+                "message": a.detail,
+                "raised_at": a.raised_utc.isoformat(),
+                "raised_ts_ms": int(a.raised_utc.timestamp() * 1000),
+                "acked": a.acknowledged,
+                "latched": a.latching,
+                "present": a.present,
+            }
+            for a in self.supervisor.book.active
+        ] + self._storage_alarm_status()
+
+    def status(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "driver": self.cfg.driver,
@@ -891,24 +913,9 @@ class ConsoleService:
                 if self.last_poll_mono is None
                 else round((time.monotonic() - self.last_poll_mono) * 1000, 1),
             },
-            "engine": engine,
+            "engine": self.engine_status(),
             "snapshot": snapshot_dict(self.snapshot),
-            "alarms": [
-                {
-                    "id": self._alarm_rows.get((str(a.code), a.probe)),
-                    "code": str(a.code),
-                    "priority": str(a.priority),
-                    "probe": a.probe,
-                    "message": a.detail,
-                    "raised_at": a.raised_utc.isoformat(),
-                    "raised_ts_ms": int(a.raised_utc.timestamp() * 1000),
-                    "acked": a.acknowledged,
-                    "latched": a.latching,
-                    "present": a.present,
-                }
-                for a in self.supervisor.book.active
-            ]
-            + self._storage_alarm_status(),
+            "alarms": self.alarms_status(),
             "procedure": None
             if self.procedure_id is None
             else {"id": self.procedure_id, "open": True},

@@ -99,6 +99,11 @@ class SafetyLimits(_Strict):
     warm_min_rise_c: float = Field(default=2.0, gt=0, le=50)
     on_time_grace_s: float = Field(default=2.0, ge=0, le=30)
     readback_grace_s: float = Field(default=1.0, ge=0, le=30)
+    # supervisor: return line, a sign of gas after a close that needs no thermocouple.
+    # Flowing reads 69-103 kPa (domain.md), vented ~0 (gauge): the limit must stay
+    # below the flowing range, or the sign could never fire.
+    return_vented_max_kpa: float = Field(default=20.0, gt=0, le=60)
+    return_vent_s: float = Field(default=3.0, gt=0, le=60)  # time the line takes to vent
     # supervisor: gas supply
     leak_window_s: float = Field(default=10.0, gt=0, le=600)
     leak_idle_kpa_per_s: float = Field(default=3.0, gt=0, le=1000)
@@ -137,6 +142,7 @@ class SafetyLimits(_Strict):
                 "tc_stuck_window_s": self.tc_stuck_window_s / speed,
                 "cooling_check_s": self.cooling_check_s / speed,
                 "close_grace_s": self.close_grace_s / speed,
+                "return_vent_s": self.return_vent_s / speed,
                 "warm_check_s": self.warm_check_s / speed,
                 "leak_idle_kpa_per_s": self.leak_idle_kpa_per_s * speed,
                 "consumption_kpa_per_s_per_probe": self.consumption_kpa_per_s_per_probe * speed,

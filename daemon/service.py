@@ -35,6 +35,7 @@ from .sdnotify import Heartbeats, Notifier, Watchdog
 from .store import audit, export, queries
 from .store.db import make_engine
 from .store.errors import StoreError
+from .store.migrate_proc import migrate_in_child
 from .store.models import AuditEntry
 from .store.outbox import Outbox
 from .store.records import ProcedureLog, RecordError
@@ -72,8 +73,7 @@ class Telemetry:
         self.pub.notify_outbox()
 
     def update(self, svc: ConsoleService) -> None:
-        st = svc.status()
-        eng = st["engine"]
+        eng = svc.engine_status()
         key = (eng.get("state"), eng.get("step"), svc.procedure_id)
         if key != self._last_state:
             self._last_state = key
@@ -90,7 +90,8 @@ class Telemetry:
                     safe=eng.get("state") not in ("freezing", "precheck"),
                 ),
             )
-        alarms = tuple((a["code"], a["probe"], a["acked"]) for a in st["alarms"])
+        listed = svc.alarms_status()
+        alarms = tuple((a["code"], a["probe"], a["acked"]) for a in listed)
         if alarms != self._last_alarms:
             self._last_alarms = alarms
             active = [
@@ -104,7 +105,7 @@ class Telemetry:
                     acknowledged=a["acked"],
                     latched=a["latched"],
                 )
-                for a in st["alarms"]
+                for a in listed
             ]
             self.pub.publish_event(
                 "alarms_active",
@@ -140,11 +141,9 @@ class Daemon:
         if await asyncio.to_thread(at_head, db):
             log.info("database_ready", path=str(db), revision=HEAD_REVISION, backup=None)
         else:
-            from .store.migrate import upgrade_on_start  # Alembic only when migrating
-
             self.notifier.status("migrating database")
             self.notifier.extend_timeout(60)
-            report = await asyncio.to_thread(upgrade_on_start, db)
+            report = await migrate_in_child(db)  # Alembic never loaded in the daemon
             log.info(
                 "database_ready",
                 path=str(db),

@@ -17,6 +17,11 @@ which freeze plan applies; every bound is also checked against the site
 limits here, and on-time is measured here from the commands the shell
 actually executed (``note_command``), not taken from the engine.
 
+A stuck-open freeze valve shows three ways after a commanded close: the
+read-back, the tip still cooling (or not warming), and the probe's return line
+still under pressure once it has had ``return_vent_s`` to vent. The last needs
+no thermocouple, so a frozen or failed one cannot hide the valve.
+
 Once a safe-state alarm is raised the supervisor is *tripped*: ``permits``
 refuses every valve-open command until ``reset`` succeeds (every latched
 alarm acknowledged and its cause gone, and no safe-state alarm present).
@@ -31,15 +36,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from cryod.drivers.base import ConsoleLimits, Snapshot, TcStatus
+from cryod.drivers.base import ConsoleLimits, ProbeState, Snapshot, TcStatus
 
 from .alarms import Alarm, AlarmBook, AlarmCode, Condition, Now, ResetResult, SafeWhen
 from .engine import Command, SetFreeze, SetMaster, SetThaw, is_valve_open
 from .limits import ConsoleEnvelope, FreezePlan, SafetyLimits, Supervision, console_limits_for
 
-__all__ = ["Permit", "SafeStateDemand", "Supervisor", "Verdict"]
+__all__ = ["Permit", "SafeStateDemand", "SlidingFit", "SlidingRange", "Supervisor", "Verdict"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +93,17 @@ class _Valve:
     closed_accum_s: float = 0.0  # on-time of closed freezes, this procedure
     thaw_on: bool = False
     mismatch_since: float | None = None
+    # no gas should pass the probe from here (the close, or a later end of a gas
+    # thaw); None: the return line is not watched
+    vent_from: float | None = None
+    vent_after: str = "close"  # what started the vent, for the alarm detail
 
 
 @dataclass(slots=True)
 class _Tip:
+    window: SlidingRange  # usable tip readings of the stuck window
     last_t: float | None = None
     last_c: float | None = None
-    window: deque[tuple[float, float]] = field(default_factory=deque)
 
 
 def _slope(points: Iterable[tuple[float, float]]) -> float:
@@ -123,6 +132,155 @@ def _slope_stderr(points: Iterable[tuple[float, float]]) -> tuple[float, float]:
     return slope, (resid / (n - 2) / den) ** 0.5
 
 
+class SlidingRange:
+    """Max and min of the samples of the last ``window_s`` seconds, O(1) amortised
+    per sample (the tc-stuck check and the valve count run every poll).
+
+    Eviction is the plain deque's: after an append, samples leave oldest first
+    while ``t - first_t > window_s``. The monotonic queues hold (index, value)
+    and drop what has left by index, so they agree with that rule even for
+    timestamps out of order.
+    """
+
+    __slots__ = ("_hi", "_lo", "_next", "_t", "window_s")
+
+    def __init__(self, window_s: float) -> None:
+        if not window_s >= 0:
+            raise ValueError(f"window_s {window_s} must be >= 0")
+        self.window_s = window_s
+        self._t: deque[float] = deque()
+        self._hi: deque[tuple[int, float]] = deque()  # values decreasing: front is the max
+        self._lo: deque[tuple[int, float]] = deque()  # values increasing: front is the min
+        self._next = 0  # index of the next sample
+
+    def __len__(self) -> int:
+        return len(self._t)
+
+    @property
+    def first_t(self) -> float:
+        return self._t[0]
+
+    @property
+    def max(self) -> float:
+        return self._hi[0][1]
+
+    @property
+    def min(self) -> float:
+        return self._lo[0][1]
+
+    def append(self, t: float, x: float) -> None:
+        i = self._next
+        self._next = i + 1
+        ts, hi, lo = self._t, self._hi, self._lo
+        ts.append(t)
+        while hi and hi[-1][1] <= x:
+            hi.pop()
+        hi.append((i, x))
+        while lo and lo[-1][1] >= x:
+            lo.pop()
+        lo.append((i, x))
+        while t - ts[0] > self.window_s:  # never the sample just appended
+            ts.popleft()
+        first = self._next - len(ts)
+        while hi[0][0] < first:
+            hi.popleft()
+        while lo[0][0] < first:
+            lo.popleft()
+
+
+class _Sums:
+    """Sums of ``t - t_ref``, ``v - v_ref`` and their products over a set of samples."""
+
+    __slots__ = ("st", "stt", "stv", "sv", "svv", "t_ref", "v_ref")
+
+    def __init__(self, t_ref: float, v_ref: float) -> None:
+        self.t_ref, self.v_ref = t_ref, v_ref
+        self.st = self.sv = self.stt = self.stv = self.svv = 0.0
+
+    def add(self, t: float, v: float) -> None:
+        dt, dv = t - self.t_ref, v - self.v_ref
+        self.st += dt
+        self.sv += dv
+        self.stt += dt * dt
+        self.stv += dt * dv
+        self.svv += dv * dv
+
+    def sub(self, t: float, v: float) -> None:
+        dt, dv = t - self.t_ref, v - self.v_ref
+        self.st -= dt
+        self.sv -= dv
+        self.stt -= dt * dt
+        self.stv -= dt * dv
+        self.svv -= dv * dv
+
+
+class SlidingFit:
+    """Least-squares line through the (t, v) samples of the last ``window_s``
+    seconds, O(1) per sample: the leak window may hold 12 000 points.
+
+    Running sums centred on a reference sample, so they stay small next to a
+    cylinder's ~20 000 kPa. Rounding cannot build up: a fresh set of sums
+    (centred on the newest sample) starts collecting new samples, and replaces
+    the current one once every sample older than it has left the window, so no
+    set of sums lives longer than about two windows (all sums start afresh when
+    a gap empties the window). This bounds drift like a periodic exact
+    recompute would, without an O(window) pause on the poll.
+    Eviction as ``SlidingRange``. ``_slope_stderr`` is the plain reference.
+    """
+
+    __slots__ = ("_cur", "_next", "_pending", "points", "window_s")
+
+    def __init__(self, window_s: float) -> None:
+        if not window_s >= 0:
+            raise ValueError(f"window_s {window_s} must be >= 0")
+        self.window_s = window_s
+        self.points: deque[tuple[float, float]] = deque()
+        self._cur = _Sums(0.0, 0.0)  # over every sample in ``points``
+        self._next: _Sums | None = None  # over the samples newer than the oldest _pending
+        self._pending = 0  # samples in ``points`` that ``_next`` does not hold
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    @property
+    def first_t(self) -> float:
+        return self.points[0][0]
+
+    def append(self, t: float, v: float) -> None:
+        pts = self.points
+        pts.append((t, v))
+        self._cur.add(t, v)
+        if self._next is not None:
+            self._next.add(t, v)
+        while t - pts[0][0] > self.window_s:  # never the sample just appended
+            ot, ov = pts.popleft()
+            self._cur.sub(ot, ov)
+            if self._next is not None:
+                self._pending -= 1
+                if self._pending == 0:  # it holds exactly the samples left: take it
+                    self._cur, self._next = self._next, None
+        if len(pts) == 1:  # the first sample, or all before it left (a gap): start afresh
+            self._cur, self._next = _Sums(t, v), None  # one sample at the reference: all 0
+        if self._next is None:
+            self._next, self._pending = _Sums(t, v), len(pts)
+
+    def fit(self) -> tuple[float, float]:
+        """Slope and its standard error, as ``_slope_stderr(self.points)``."""
+        n = len(self.points)
+        s = self._cur
+        st, sv = s.st, s.sv
+        den = s.stt - st * st / n
+        if not den > 1e-9 * s.stt:
+            # all times (nearly) equal: the sums cannot tell, the reference can
+            return _slope_stderr(self.points)
+        sxy = s.stv - st * sv / n
+        slope = sxy / den
+        if n <= 2:
+            return slope, 0.0
+        resid = max(s.svv - sv * sv / n - slope * sxy, 0.0)
+        return slope, (resid / (n - 2) / den) ** 0.5
+
+
 class Supervisor:
     def __init__(
         self, limits: SafetyLimits, envelope: ConsoleEnvelope, poll_period_s: float
@@ -135,12 +293,16 @@ class Supervisor:
         self.book = AlarmBook()
         self._tripped = False
         self._valves = {p: _Valve() for p in range(1, envelope.probes + 1)}
-        self._tips = {p: _Tip() for p in range(1, envelope.probes + 1)}
+        self._tips = {
+            p: _Tip(SlidingRange(limits.tc_stuck_window_s)) for p in range(1, envelope.probes + 1)
+        }
+        # a helium thaw leaves through the probe's return line like the freeze gas
+        self._gas_thaw = "active_thaw_helium" in envelope.capabilities
         self._master_on = False
         self._last_good_mono: float | None = None
         self._started_mono: float | None = None
-        self._cyl: deque[tuple[float, float]] = deque()
-        self._cyl_open: deque[tuple[float, int]] = deque()
+        self._cyl = SlidingFit(limits.leak_window_s)  # cylinder kPa over the leak window
+        self._cyl_open = SlidingRange(limits.leak_window_s)  # freeze valves open, same window
 
     # ---- inputs -----------------------------------------------------------
     @property
@@ -164,15 +326,18 @@ class Supervisor:
         v = self._valves[cmd.probe]
         tip = self._tips[cmd.probe].last_c
         if isinstance(cmd, SetThaw):
+            if v.thaw_on and not cmd.on and self._gas_thaw and v.vent_from is not None:
+                v.vent_from, v.vent_after = t, "gas thaw"  # the line vents again from here
             v.thaw_on = cmd.on
             return
         if cmd.on and v.open_since is None:
             v.open_since, v.tip_at_open = t, tip
-            v.closed_at = v.tip_at_close = None
+            v.closed_at = v.tip_at_close = v.vent_from = None
         elif not cmd.on and v.open_since is not None:
             v.closed_accum_s += t - v.open_since
             v.open_since = None
             v.closed_at, v.tip_at_close = t, tip
+            v.vent_from, v.vent_after = t, "close"
 
     # ---- queries ------------------------------------------------------------
     @property
@@ -250,10 +415,13 @@ class Supervisor:
             conds.append(
                 Condition(AlarmCode.STALE_DATA, None, f"no valid snapshot for {t - ref:.2f} s")
             )
-        freezing = any(v.open_since is not None for v in self._valves.values())
+        # valves change only in note_command, never during a check: count them once
+        n_open = sum(1 for v in self._valves.values() if v.open_since is not None)
+        freezing = n_open > 0
+        plans = {pl.probe: pl for pl in reversed(sup.plans)}  # first plan wins, as sup.plan()
         if snap is not None and fresh:
-            conds.extend(self._check_snapshot(snap, t, sup))
-        conds.extend(self._check_on_time(t, sup))
+            conds.extend(self._check_snapshot(snap, t, sup, n_open, plans))
+        conds.extend(self._check_on_time(t, plans))
         raised, cleared = self.book.update(conds, now)
         trips = tuple(
             a
@@ -269,14 +437,14 @@ class Supervisor:
             )
         return Verdict(raised, cleared, trips, demand, self.book.active)
 
-    def _check_on_time(self, t: float, sup: Supervision) -> list[Condition]:
+    def _check_on_time(self, t: float, plans: dict[int, FreezePlan]) -> list[Condition]:
         out = []
         lim = self.limits
         for p, v in self._valves.items():
             if v.open_since is None:
                 continue
             on = t - v.open_since
-            plan = sup.plan(p)
+            plan = plans.get(p)
             allowed = lim.max_freeze_s_per_cycle
             if plan is not None:
                 allowed = min(allowed, plan.on_time_s)
@@ -296,10 +464,17 @@ class Supervisor:
                 )
         return out
 
-    def _check_snapshot(self, snap: Snapshot, t: float, sup: Supervision) -> list[Condition]:
+    def _check_snapshot(
+        self,
+        snap: Snapshot,
+        t: float,
+        sup: Supervision,
+        n_open: int,
+        plans: dict[int, FreezePlan],
+    ) -> list[Condition]:
         lim, env = self.limits, self.envelope
         out: list[Condition] = []
-        freezing = any(v.open_since is not None for v in self._valves.values())
+        freezing = n_open > 0
         # console faults and the lease
         f = snap.faults
         if f.lease_expired or snap.lease.expired:
@@ -312,7 +487,7 @@ class Supervisor:
         if freezing and not snap.lease.armed:
             out.append(Condition(AlarmCode.LEASE_DISARMED, None, "lease not armed while freezing"))
         # supply
-        out.extend(self._check_supply(snap, t))
+        out.extend(self._check_supply(snap, n_open))
         # skin (only while probes are in use: an unplaced skin sensor reads room air)
         in_use = freezing or bool(sup.watched)
         if snap.skin_c is not None and env.has_skin_channel and in_use:
@@ -328,10 +503,10 @@ class Supervisor:
             p = ps.probe
             if p not in self._valves:
                 continue
-            out.extend(self._check_probe(snap, p, t, sup))
+            out.extend(self._check_probe(snap, p, t, sup, n_open, plans.get(p)))
         return out
 
-    def _check_supply(self, snap: Snapshot, t: float) -> list[Condition]:
+    def _check_supply(self, snap: Snapshot, n_open_now: int) -> list[Condition]:
         lim, env = self.limits, self.envelope
         out: list[Condition] = []
         r = snap.supply_kpa
@@ -345,21 +520,15 @@ class Supervisor:
         # leak: the cylinder falls faster than the open valves explain
         c = snap.cylinder_kpa
         if c.usable and c.value is not None:
-            self._cyl.append((c.t_mono, c.value))
+            self._cyl.append(c.t_mono, c.value)
             # consumption is explained by the valves open at any time in the window,
             # not only now (a valve that just closed still shows in the slope)
-            self._cyl_open.append(
-                (c.t_mono, sum(1 for v in self._valves.values() if v.open_since is not None))
-            )
-            while self._cyl and c.t_mono - self._cyl[0][0] > lim.leak_window_s:
-                self._cyl.popleft()
-            while self._cyl_open and c.t_mono - self._cyl_open[0][0] > lim.leak_window_s:
-                self._cyl_open.popleft()
-            span = c.t_mono - self._cyl[0][0]
+            self._cyl_open.append(c.t_mono, n_open_now)
+            span = c.t_mono - self._cyl.first_t
             if span >= 0.9 * lim.leak_window_s and len(self._cyl) >= 5:
-                slope, stderr = _slope_stderr(self._cyl)
+                slope, stderr = self._cyl.fit()
                 rate = -slope
-                n_open = max(n for _, n in self._cyl_open)
+                n_open = int(self._cyl_open.max)
                 allowed = lim.leak_idle_kpa_per_s + n_open * lim.consumption_kpa_per_s_per_probe
                 # significant, not gauge noise: the fall must exceed what the open
                 # valves explain by three standard errors of the fitted slope
@@ -374,7 +543,15 @@ class Supervisor:
                     )
         return out
 
-    def _check_probe(self, snap: Snapshot, p: int, t: float, sup: Supervision) -> list[Condition]:
+    def _check_probe(
+        self,
+        snap: Snapshot,
+        p: int,
+        t: float,
+        sup: Supervision,
+        n_open: int,
+        plan: FreezePlan | None,
+    ) -> list[Condition]:
         lim, env = self.limits, self.envelope
         out: list[Condition] = []
         ps = snap.probe(p)
@@ -394,6 +571,8 @@ class Supervisor:
                 )
         else:
             v.mismatch_since = None
+        if v.vent_from is not None:  # before the tip checks: it must not depend on them
+            out.extend(self._check_return(ps, v, t, v.vent_from))
         if not watched:
             return out
         tip = ps.tip_c
@@ -413,26 +592,26 @@ class Supervisor:
             jump = abs(c - tipst.last_c)
             if jump > max(lim.tc_rate_min_jump_c, lim.tc_max_rate_c_per_s * dt):
                 out.append(Condition(AlarmCode.TC_RATE, p, f"{jump:.1f} C in {dt:.2f} s"))
+        window = tipst.window
         if tipst.last_t is None or tc > tipst.last_t:
             tipst.last_t, tipst.last_c = tc, c
-            tipst.window.append((tc, c))
-            while tipst.window and tc - tipst.window[0][0] > lim.tc_stuck_window_s:
-                tipst.window.popleft()
+            window.append(tc, c)
         # floor
-        plan = sup.plan(p)
         floor = max(plan.floor_tip_c if plan is not None else lim.floor_tip_c, env.min_tip_c)
         if c < floor:
             out.append(Condition(AlarmCode.TIP_TOO_COLD, p, f"tip {c} C < {floor} C"))
         # stuck: no change over the window while a valve is open
-        if (commanded_open or v.thaw_on) and tipst.window:
-            since = v.open_since if v.open_since is not None else tipst.window[0][0]
-            span = tc - tipst.window[0][0]
-            if t - since >= lim.tc_stuck_window_s and span >= lim.tc_stuck_window_s * 0.8:
-                vals = [x for _, x in tipst.window]
-                if max(vals) - min(vals) <= lim.tc_stuck_epsilon_c:
-                    out.append(
-                        Condition(AlarmCode.TC_STUCK, p, f"tip {c} C unchanged for {span:.1f} s")
-                    )
+        if (commanded_open or v.thaw_on) and window:
+            since = v.open_since if v.open_since is not None else window.first_t
+            span = tc - window.first_t
+            if (
+                t - since >= lim.tc_stuck_window_s
+                and span >= lim.tc_stuck_window_s * 0.8
+                and window.max - window.min <= lim.tc_stuck_epsilon_c
+            ):
+                out.append(
+                    Condition(AlarmCode.TC_STUCK, p, f"tip {c} C unchanged for {span:.1f} s")
+                )
         if commanded_open and v.open_since is not None:
             if v.tip_at_open is None:
                 v.tip_at_open = c
@@ -458,7 +637,7 @@ class Supervisor:
             if v.tip_at_close is None:
                 v.tip_at_close = c
             since_close = t - v.closed_at
-            others_open = any(x.open_since is not None for x in self._valves.values())
+            others_open = n_open > 0
             if since_close >= lim.close_grace_s and c < v.tip_at_close - lim.still_cooling_drop_c:
                 out.append(
                     Condition(
@@ -485,6 +664,44 @@ class Supervisor:
             elif c >= 0 or since_close > 10 * lim.warm_check_s:
                 v.closed_at = v.tip_at_close = None  # thawed: nothing left to watch
         return out
+
+    def _check_return(
+        self, ps: ProbeState, v: _Valve, t: float, vent_from: float
+    ) -> list[Condition]:
+        """Gas still flowing after the close, from the return line alone: once it has
+        had ``return_vent_s`` to vent it must read near atmospheric. A reading that
+        cannot be used cannot confirm that, so it is a fault too. Watched until the
+        line has vented and the tip watch is over (``closed_at`` cleared)."""
+        lim = self.limits
+        if v.thaw_on and self._gas_thaw:
+            return []  # thaw gas in the return line: no sign either way
+        since = t - vent_from
+        if since < lim.return_vent_s:
+            return []  # still venting
+        r = ps.return_kpa
+        p = ps.probe
+        if not r.usable or r.value is None or t - r.t_mono > self.stale_after_s:
+            state = "stale" if r.usable and r.value is not None else str(r.validity)
+            return [
+                Condition(
+                    AlarmCode.VALVE_STUCK_OPEN,
+                    p,
+                    f"return pressure {state} {since:.1f} s after {v.vent_after}: "
+                    "cannot confirm the gas stopped",
+                )
+            ]
+        if r.value > lim.return_vented_max_kpa:
+            return [
+                Condition(
+                    AlarmCode.VALVE_STUCK_OPEN,
+                    p,
+                    f"return line {r.value:.1f} kPa > {lim.return_vented_max_kpa:g} kPa "
+                    f"{since:.1f} s after {v.vent_after}: gas still flowing",
+                )
+            ]
+        if v.closed_at is None:
+            v.vent_from = None  # vented, and the tip watch is over: nothing left to watch
+        return []
 
     # ---- helpers for the shell --------------------------------------------
     def latched_codes(self) -> Iterable[str]:

@@ -20,7 +20,7 @@ import random
 import struct
 import time
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pymodbus.framer.rtu import FramerRTU
@@ -29,7 +29,6 @@ from pymodbus.pdu.register_message import (
     ReadHoldingRegistersRequest,
     ReadInputRegistersRequest,
     WriteMultipleRegistersRequest,
-    WriteSingleRegisterRequest,
 )
 
 from .base import (
@@ -122,8 +121,17 @@ class Request:
     @classmethod
     def write(cls, address: int, words: list[int]) -> Request:
         if len(words) == 1:
-            return cls(WriteSingleRegisterRequest(address=address, registers=words))
+            return cls._write_single(address, words[0])
         return cls(WriteMultipleRegistersRequest(address=address, registers=words))
+
+    @classmethod
+    def _write_single(cls, address: int, word: int) -> Request:
+        """Function 6 built directly (the lease renewal sends one every poll); the same
+        bytes as pymodbus's WriteSingleRegisterRequest (tests/modbus/test_codec_fuzz.py)."""
+        req = cls.__new__(cls)
+        req.function_code, req.address, req.count = 6, address, 1
+        req.pdu = struct.pack(">BHH", 6, address, word)
+        return req
 
     def response_size(self) -> int:
         """PDU bytes of a normal response."""
@@ -161,6 +169,8 @@ def parse_response(req: Request, pdu: bytes) -> list[int]:
     if fc in (3, 4):
         # length and byte count checked above: the registers are the rest, big-endian
         return list(struct.unpack(f">{req.count}H", pdu[2:]))
+    if fc in (6, 16):
+        return []  # the whole answer was compared with the request above
     decoded = _DECODER.decode(pdu)
     if decoded is None or decoded.function_code != fc:
         raise ProtocolError("response PDU does not decode")
@@ -235,6 +245,9 @@ class _BadFrame(ProtocolError):
 class _Transport:
     """One open connection; ``exchange`` sends a request and returns the answer PDU."""
 
+    #: exchange() itself never runs past its deadline (no outer guard timer needed)
+    keeps_deadline = False
+
     def __init__(self, stats: LinkStats) -> None:
         self.stats = stats
 
@@ -248,72 +261,110 @@ class _Transport:
         raise NotImplementedError
 
 
+class _TcpProtocol(asyncio.Protocol):
+    """Collects the console's bytes and wakes the waiting exchange once a whole MBAP
+    frame (or a header no frame can have) is in, or the connection is gone."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.waiter: asyncio.Future[None] | None = None
+        self.gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.waiter is not None and not self.waiter.done() and self.frame_ready():
+            self.waiter.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+        if not self.gone.done():
+            self.gone.set_result(None)
+
+    def frame_ready(self) -> bool:
+        buf = self.buf
+        if len(buf) < 7:
+            return False
+        length = buf[4] << 8 | buf[5]
+        if buf[2] or buf[3] or not 2 <= length <= 254:
+            return True  # garbage header: the exchange says so at once
+        return len(buf) >= 6 + length
+
+
 class _TcpTransport(_Transport):
+    """Modbus TCP on an asyncio protocol: one timer per exchange and no stream layer
+    (this runs twice per poll on the event loop)."""
+
+    keeps_deadline = True  # the whole exchange runs under one timeout_at(deadline)
+
     def __init__(self, stats: LinkStats, host: str, port: int) -> None:
         super().__init__(stats)
         self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
+        self.proto: _TcpProtocol | None = None
         self.tid = random.randrange(1, 0x10000)
 
     async def open(self, timeout_s: float) -> None:
-        self.reader, self.writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port), timeout_s
+        loop = asyncio.get_running_loop()
+        _, proto = await asyncio.wait_for(
+            loop.create_connection(_TcpProtocol, self.host, self.port), timeout_s
         )
+        self.proto = proto
 
     async def close(self) -> None:
-        writer, self.writer, self.reader = self.writer, None, None
-        if writer is not None:
-            writer.close()
+        proto, self.proto = self.proto, None
+        if proto is not None and proto.transport is not None:
+            proto.transport.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 0.5)
-
-    async def _read_n(self, n: int, deadline: float) -> bytes:
-        """Exactly n bytes before the deadline; a partial read is a truncated frame."""
-        assert self.reader is not None
-        loop = asyncio.get_running_loop()
-        got = b""
-        while len(got) < n:
-            remaining = deadline - loop.time()
-            try:
-                if remaining <= 0:
-                    raise TimeoutError
-                async with asyncio.timeout_at(deadline):  # no extra task, unlike wait_for
-                    chunk = await self.reader.read(n - len(got))
-            except TimeoutError:
-                if got:
-                    self.stats.bad_frames += 1
-                    raise _LinkLost(f"truncated frame ({len(got)} of {n} bytes)") from None
-                raise
-            if not chunk:
-                if got:
-                    self.stats.bad_frames += 1
-                raise _LinkLost("connection closed by the console")
-            got += chunk
-        return got
+                await asyncio.wait_for(asyncio.shield(proto.gone), 0.5)
 
     async def exchange(self, unit: int, req: Request, deadline: float) -> bytes:
-        if self.reader is None or self.writer is None:
+        proto = self.proto
+        if proto is None or proto.transport is None or proto.closed:
             raise _LinkLost("not connected")
         self.tid = self.tid % 0xFFFF + 1
-        self.writer.write(tcp_adu(self.tid, unit, req.pdu))
-        await self.writer.drain()
-        while True:
-            head = await self._read_n(7, deadline)
-            length = struct.unpack(">H", head[4:6])[0]
-            if head[2:4] != b"\x00\x00" or not 2 <= length <= 254:
+        proto.transport.write(tcp_adu(self.tid, unit, req.pdu))
+        if proto.transport.get_write_buffer_size() > 0x10000:
+            raise _LinkLost("the console is not reading")
+        buf = proto.buf
+        try:
+            async with asyncio.timeout_at(deadline):  # the only timer of the exchange
+                while True:
+                    if not proto.frame_ready():
+                        if proto.closed:
+                            if buf:
+                                self.stats.bad_frames += 1
+                            raise _LinkLost("connection closed by the console")
+                        proto.waiter = asyncio.get_running_loop().create_future()
+                        try:
+                            await proto.waiter
+                        finally:
+                            proto.waiter = None
+                        continue
+                    length = buf[4] << 8 | buf[5]
+                    if buf[2] or buf[3] or not 2 <= length <= 254:
+                        self.stats.bad_frames += 1
+                        raise _LinkLost(f"garbage MBAP header {bytes(buf[:7]).hex()}")
+                    frame = bytes(buf[: 6 + length])
+                    del buf[: 6 + length]
+                    try:
+                        return decode_tcp_adu(frame, self.tid, unit)
+                    except ProtocolError:
+                        self.stats.bad_frames += 1  # stale answer or wrong unit: skip it
+        except TimeoutError:
+            if buf:
                 self.stats.bad_frames += 1
-                raise _LinkLost(f"garbage MBAP header {head.hex()}")
-            try:
-                body = await self._read_n(length - 1, deadline)
-            except TimeoutError:
-                self.stats.bad_frames += 1
-                raise _LinkLost("truncated frame (header only)") from None
-            try:
-                return decode_tcp_adu(head + body, self.tid, unit)
-            except ProtocolError:
-                self.stats.bad_frames += 1  # stale answer or wrong unit: skip it
-                continue
+                got = len(buf)
+                buf.clear()
+                what = "header only" if got == 7 else f"{got} bytes"
+                raise _LinkLost(f"truncated frame ({what})") from None
+            raise
 
 
 class _RtuTransport(_Transport):
@@ -456,6 +507,42 @@ def _load_profile(name: str, source: str) -> Profile:
 
 
 # ---- the driver --------------------------------------------------------------
+class _Value(NamedTuple):
+    """One measured register, resolved once for the poll path (see ``_value``)."""
+
+    reg: ResolvedRegister
+    kind: int  # 0: uint16, 1: int16, 2: anything else (the generic decoder)
+    scale: float
+    sentinels: frozenset[int]
+    unit: str
+    lo: float  # outside [lo, hi] a value is QUESTIONABLE
+    hi: float
+
+
+class _ProbePlan(NamedTuple):
+    probe: int
+    tip: _Value
+    ret: _Value
+    tc_status: ResolvedRegister
+    trip_cause: ResolvedRegister
+    trip_time: ResolvedRegister
+    status: ResolvedRegister
+    freeze_bit: int | None
+    thaw_bit: int | None
+    armed_bit: int | None
+
+
+# enum lookups without the Enum call machinery (16 per poll)
+_TC_STATUS: dict[int, TcStatus] = {int(m): m for m in TcStatus}
+_TRIP_CAUSE: dict[int, TripCause] = {int(m): m for m in TripCause}
+
+
+def _value_plan(reg: ResolvedRegister, lo: float, hi: float) -> _Value:
+    kind = {"uint16": 0, "int16": 1}.get(reg.spec.type, 2)
+    spec = reg.spec
+    return _Value(reg, kind, spec.scale, frozenset(spec.sentinels.values()), spec.unit, lo, hi)
+
+
 class _ModbusDriver(Driver):
     """Everything but the transport: register map, decoding, confirmation, retries."""
 
@@ -494,6 +581,30 @@ class _ModbusDriver(Driver):
             for i in range(1, profile.console.probes + 1)
         }
         self._span_requests = [Request.read("input", a, c) for a, c in self._span]
+        cs, pr = profile.console, self._pregs
+        self._probe_plans = tuple(
+            _ProbePlan(
+                probe=n,
+                tip=_value_plan(pr["tip_c", n], cs.min_tip_c - 20.0, 80.0),
+                ret=_value_plan(pr["return_kpa", n], 0.0, cs.supply_max_kpa),
+                tc_status=pr["tc_status", n],
+                trip_cause=pr["trip_cause", n],
+                trip_time=pr["trip_time_ms", n],
+                status=pr["probe_status", n],
+                freeze_bit=pr["probe_status", n].spec.bits.get("freeze_open"),
+                thaw_bit=pr["probe_status", n].spec.bits.get("thaw_on"),
+                armed_bit=pr["probe_status", n].spec.bits.get("limits_armed"),
+            )
+            for n in range(1, cs.probes + 1)
+        )
+        sr = self._sregs
+        self._supply_plan = _value_plan(sr["supply_kpa"], 0.0, 65000.0)
+        self._cylinder_plan = _value_plan(sr["cylinder_kpa"], 0.0, 65000.0)
+        self._skin_plan = (
+            _value_plan(sr["skin_c"], -20.0, 60.0)
+            if "skin_channel" in cs.capabilities and "skin_c" in sr
+            else None
+        )
 
     # ---- plumbing ----------------------------------------------------------
     @property
@@ -562,10 +673,14 @@ class _ModbusDriver(Driver):
                     self._stats.retries += 1
                 await self._ensure_open()
                 assert self._transport is not None
+                transport = self._transport
                 deadline = loop.time() + self.timeout_s
                 try:
-                    async with asyncio.timeout(self.timeout_s + 0.05):  # no extra task
-                        pdu = await self._transport.exchange(self.unit_id, req, deadline)
+                    if transport.keeps_deadline:
+                        pdu = await transport.exchange(self.unit_id, req, deadline)
+                    else:
+                        async with asyncio.timeout(self.timeout_s + 0.05):  # no extra task
+                            pdu = await transport.exchange(self.unit_id, req, deadline)
                     words = parse_response(req, pdu)
                 except _BadFrame as exc:
                     self._stats.last_error = str(exc)
@@ -707,26 +822,27 @@ class _ModbusDriver(Driver):
         return self._decode_snapshot(image, t_mono, t_utc)
 
     def _reading(
-        self,
-        image: dict[int, int],
-        reg: ResolvedRegister,
-        t_mono: float,
-        t_utc: float,
-        lo: float,
-        hi: float,
-        invalid: bool = False,
+        self, image: dict[int, int], v: _Value, t_mono: float, t_utc: float, invalid: bool = False
     ) -> Reading:
-        raw = self._int(image, reg)
-        unit = reg.spec.unit
-        if invalid or raw in reg.spec.sentinels.values():
-            return Reading(None, unit, t_mono, t_utc, Validity.INVALID)
-        value = round(raw * reg.spec.scale, 6)
-        ok = lo <= value <= hi
-        return Reading(value, unit, t_mono, t_utc, Validity.VALID if ok else Validity.QUESTIONABLE)
+        kind = v.kind
+        if kind == 0:
+            raw = image[v.reg.address]
+        elif kind == 1:
+            word = image[v.reg.address]
+            raw = word - 0x10000 if word >= 0x8000 else word
+        else:
+            raw = self._int(image, v.reg)
+        if invalid or raw in v.sentinels:
+            return Reading.decoded(None, v.unit, t_mono, t_utc, Validity.INVALID)
+        value = round(raw * v.scale, 6)  # a number: VALID or QUESTIONABLE may carry it
+        ok = v.lo <= value <= v.hi
+        validity = Validity.VALID if ok else Validity.QUESTIONABLE
+        return Reading.decoded(value, v.unit, t_mono, t_utc, validity)
 
     def _decode_snapshot(self, image: dict[int, int], t_mono: float, t_utc: float) -> Snapshot:
-        cs = self.profile.console
-        sreg, preg = self._sregs, self._pregs
+        """The register image as a Snapshot; registers resolved once (``_probe_plans``),
+        since this runs on every poll."""
+        sreg = self._sregs
         status, faults_reg = sreg["status"], sreg["faults"]
         time_ms = self._int(image, sreg["console_time_ms"])
         if self._last_time_ms is not None and time_ms < self._last_time_ms:
@@ -734,44 +850,32 @@ class _ModbusDriver(Driver):
         self._last_time_ms = time_ms
         probes = []
         trips = []
-        for n in range(1, cs.probes + 1):
-            ps = preg["probe_status", n]
-            try:
-                tc = TcStatus(self._int(image, preg["tc_status", n]))
-            except ValueError as exc:
-                raise ProtocolError(f"probe {n}: unknown tc_status") from exc
-            try:
-                trip = TripCause(self._int(image, preg["trip_cause", n]))
-            except ValueError as exc:
-                raise ProtocolError(f"probe {n}: unknown trip_cause") from exc
+        reading, as_int = self._reading, self._int
+        for pp in self._probe_plans:
+            n = pp.probe
+            tc = _TC_STATUS.get(as_int(image, pp.tc_status))
+            if tc is None:
+                raise ProtocolError(f"probe {n}: unknown tc_status")
+            trip = _TRIP_CAUSE.get(as_int(image, pp.trip_cause))
+            if trip is None:
+                raise ProtocolError(f"probe {n}: unknown trip_cause")
             if trip != TripCause.NONE:
-                trip_ms = self._int(image, preg["trip_time_ms", n])
+                trip_ms = as_int(image, pp.trip_time)
                 trips.append(LimitTrip(n, trip, trip_ms / 1000.0))
+            word = as_int(image, pp.status)
             probes.append(
-                ProbeState(
-                    probe=n,
-                    tip_c=self._reading(
-                        image,
-                        preg["tip_c", n],
-                        t_mono,
-                        t_utc,
-                        cs.min_tip_c - 20.0,
-                        80.0,
-                        invalid=tc != TcStatus.OK,
-                    ),
-                    return_kpa=self._reading(
-                        image, preg["return_kpa", n], t_mono, t_utc, 0.0, cs.supply_max_kpa
-                    ),
-                    tc_status=tc,
-                    freeze_open=self._bit(image, ps, "freeze_open"),
-                    thaw_on=self._bit(image, ps, "thaw_on"),
-                    limits_armed=self._bit(image, ps, "limits_armed"),
-                    trip=trip,
+                ProbeState(  # positional, in field order: keywords cost a third more
+                    n,
+                    reading(image, pp.tip, t_mono, t_utc, tc is not TcStatus.OK),
+                    reading(image, pp.ret, t_mono, t_utc),
+                    tc,
+                    pp.freeze_bit is not None and bool(word >> pp.freeze_bit & 1),
+                    pp.thaw_bit is not None and bool(word >> pp.thaw_bit & 1),
+                    pp.armed_bit is not None and bool(word >> pp.armed_bit & 1),
+                    trip,
                 )
             )
-        skin: Reading | None = None
-        if "skin_channel" in cs.capabilities and "skin_c" in sreg:
-            skin = self._reading(image, sreg["skin_c"], t_mono, t_utc, -20.0, 60.0)
+        skin = None if self._skin_plan is None else reading(image, self._skin_plan, t_mono, t_utc)
         faults = ConsoleFaults(
             lease_expired=self._bit(image, faults_reg, "lease_expired"),
             overpressure=self._bit(image, faults_reg, "overpressure"),
@@ -784,16 +888,16 @@ class _ModbusDriver(Driver):
             t_mono=t_mono,
             t_utc=t_utc,
             console_time_s=(time_ms + self._time_wraps * 2**32) / 1000.0,
-            supply_kpa=self._reading(image, sreg["supply_kpa"], t_mono, t_utc, 0.0, 65000.0),
-            cylinder_kpa=self._reading(image, sreg["cylinder_kpa"], t_mono, t_utc, 0.0, 65000.0),
+            supply_kpa=reading(image, self._supply_plan, t_mono, t_utc),
+            cylinder_kpa=reading(image, self._cylinder_plan, t_mono, t_utc),
             skin_c=skin,
             master_open=self._bit(image, status, "master_open"),
             supply_low=self._bit(image, status, "supply_low"),
             lease=LeaseStatus(
                 armed=self._bit(image, status, "lease_armed"),
-                timeout_ms=self._int(image, sreg["lease_timeout_ms_rb"]),
+                timeout_ms=as_int(image, sreg["lease_timeout_ms_rb"]),
                 expired=faults.lease_expired,
-                expiry_count=self._int(image, sreg["lease_expiry_count"]),
+                expiry_count=as_int(image, sreg["lease_expiry_count"]),
             ),
             faults=faults,
             probes=tuple(probes),

@@ -88,6 +88,9 @@ PROBE_FAULTS = (
     "valve-stuck-closed",
 )
 
+#: fault kinds applied when the console samples its sensors (once per tick)
+SENSOR_FAULTS = ("tc-open", "tc-short", "tc-stuck", "tc-noise", "temp-offset")
+
 ValveCause = Literal["command", "lease_expired", "hard_limit", "fault", "console_limit"]
 
 LIMIT_KEYS = ("max_on_time_s", "min_tip_c", "max_supply_kpa", "consecutive")
@@ -139,6 +142,7 @@ class ProbeReading:
 class _Injected:
     value: float | None
     until_mono: float | None  # wall monotonic auto-clear time
+    sensed: bool = False  # a sensor fault: in the measured values since a tick
 
 
 @dataclass(slots=True)
@@ -681,6 +685,15 @@ class SimConsole:
                 return inj
         return self._injected.get((kind, None))
 
+    def _log_sensed(self) -> None:
+        """Log the tick at which a sensor fault first reaches the measured values: that
+        tick, not the injection, is when the console's reading changes (a crossing that
+        the console and any client can see starts there)."""
+        for (kind, probe), inj in self._injected.items():
+            if not inj.sensed and kind in SENSOR_FAULTS:
+                inj.sensed = True
+                self.log_event("fault_sensed", kind=kind, probe=probe, value=inj.value)
+
     def _remove_injected(self, key: tuple[str, int | None], why: str) -> None:
         inj = self._injected.pop(key)
         self.log_event("fault_cleared", kind=key[0], probe=key[1], value=inj.value, reason=why)
@@ -864,6 +877,7 @@ class SimConsole:
 
     def _measure(self) -> None:
         """Sample every sensor once (noise, quantisation, sensor faults)."""
+        self._log_sensed()
         g = self._rng.gauss
         for n, p in enumerate(self._probes, start=1):
             noise = self._fault("tc-noise", n)

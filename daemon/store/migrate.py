@@ -8,8 +8,10 @@ No alembic.ini is needed: the Alembic config is built here and points at the
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import sqlite3
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,3 +163,32 @@ def upgrade_on_start(
         {"from_revision": revision, "to_revision": head, "backup": dest.name},
     )
     return MigrationReport(db_path, revision, head, dest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cryod.daemon.store.migrate DB``: the daemon's start-up migration,
+    run in a child process (daemon/store/migrate_proc.py). One JSON line on stdout:
+    the report, or the StoreError's kind and message (exit status 3)."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m cryod.daemon.store.migrate DATABASE", file=sys.stderr)
+        return 2
+    try:
+        report = upgrade_on_start(args[0])
+    except StoreError as exc:
+        print(json.dumps({"error": exc.kind, "message": exc.message}))
+        return 3
+    print(
+        json.dumps(
+            {
+                "from_revision": report.from_revision,
+                "to_revision": report.to_revision,
+                "backup_path": None if report.backup_path is None else str(report.backup_path),
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

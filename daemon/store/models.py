@@ -235,7 +235,8 @@ class Sample(Base):
     __tablename__ = "samples"
     __table_args__ = (
         Index(None, "console", "t_utc"),
-        Index(None, "procedure_id", "probe", "channel", "t_utc"),
+        # time order: inserts append (migration 0003 says why not per probe/channel)
+        Index(None, "procedure_id", "t_utc"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -8,7 +8,7 @@ snapshot as a whole was read in that poll.
 
 from __future__ import annotations
 
-from cryod.drivers.base import Reading, Snapshot
+from cryod.drivers.base import Snapshot, Validity
 
 from .writer import SampleRow
 
@@ -35,26 +35,32 @@ CONSOLE_CHANNELS = (
 )
 
 
+# Validity -> (stored text, usable): a dict lookup instead of two properties per reading
+_VALIDITY: dict[Validity, tuple[str, bool]] = {v: (v.value, v.usable) for v in Validity}
+# SampleRow(...) runs a Python-level __new__ per row; tuple.__new__ builds the same
+# SampleRow in C (the rows are made on every poll: 66 for 8 probes)
+_new_row = tuple.__new__
+
+
 def snapshot_rows(snap: Snapshot, console: str, procedure_id: int | None) -> list[SampleRow]:
-    # positional SampleRow(console, t_utc, t_mono, probe, channel, value, validity,
-    # procedure_id): this runs on every poll, so no per-row keyword or closure overhead
-    t_utc, t_mono = snap.t_utc, snap.t_mono
-    valid = "valid"
+    """One row per polled value: the console's channels, then each probe's.
 
-    def reading(probe: int, channel: str, r: Reading) -> SampleRow:
-        value = r.value if r.usable else None
-        return SampleRow(
-            console, t_utc, t_mono, probe, channel, value, r.validity.value, procedure_id
-        )
-
-    rows = [
-        reading(0, "supply_kpa", snap.supply_kpa),
-        reading(0, "cylinder_kpa", snap.cylinder_kpa),
-    ]
+    A measured value whose reading is not usable (stale, invalid) is stored
+    as NULL with its validity; read-back states are 0/1 and ``valid``.
+    """
+    t_utc, t_mono, pid = snap.t_utc, snap.t_mono, procedure_id
+    row, validity = SampleRow, _VALIDITY
+    rows: list[SampleRow] = []
+    add = rows.append
+    measured = [("supply_kpa", snap.supply_kpa), ("cylinder_kpa", snap.cylinder_kpa)]
     if snap.skin_c is not None:
-        rows.append(reading(0, "skin_c", snap.skin_c))
+        measured.append(("skin_c", snap.skin_c))
+    for channel, r in measured:
+        text, usable = validity[r.validity]
+        value = r.value if usable else None
+        add(_new_row(row, (console, t_utc, t_mono, 0, channel, value, text, pid)))
     lease, faults = snap.lease, snap.faults
-    for channel, value in (
+    for channel, state in (
         ("master_open", float(snap.master_open)),
         ("supply_low", float(snap.supply_low)),
         ("lease_armed", float(lease.armed)),
@@ -63,17 +69,19 @@ def snapshot_rows(snap: Snapshot, console: str, procedure_id: int | None) -> lis
         ("fault_console_limit", float(faults.console_limit)),
         ("console_time_s", snap.console_time_s),
     ):
-        rows.append(SampleRow(console, t_utc, t_mono, 0, channel, value, valid, procedure_id))
+        add(_new_row(row, (console, t_utc, t_mono, 0, channel, state, "valid", pid)))
     for p in snap.probes:
         n = p.probe
-        rows.append(reading(n, "tip_c", p.tip_c))
-        rows.append(reading(n, "return_kpa", p.return_kpa))
-        for channel, value in (
+        for channel, r in (("tip_c", p.tip_c), ("return_kpa", p.return_kpa)):
+            text, usable = validity[r.validity]
+            value = r.value if usable else None
+            add(_new_row(row, (console, t_utc, t_mono, n, channel, value, text, pid)))
+        for channel, state in (
             ("tc_status", float(p.tc_status)),
             ("freeze_open", float(p.freeze_open)),
             ("thaw_on", float(p.thaw_on)),
             ("limits_armed", float(p.limits_armed)),
             ("trip", float(p.trip)),
         ):
-            rows.append(SampleRow(console, t_utc, t_mono, n, channel, value, valid, procedure_id))
+            add(_new_row(row, (console, t_utc, t_mono, n, channel, state, "valid", pid)))
     return rows

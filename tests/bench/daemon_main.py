@@ -74,6 +74,9 @@ class BenchDaemon(Daemon):
                     "dropped": w.samples_dropped_full,
                     "queued": w.queued_samples,
                     "healthy": w.healthy,
+                    "mean_batch_ms": None
+                    if not w.batches or not w.sample_rows_per_s
+                    else round(1000 * w.samples_written / w.sample_rows_per_s / w.batches, 2),
                 },
             }
 
@@ -108,7 +111,7 @@ def main(argv: list[str]) -> int:
     # where the event loop's CPU goes (the writer's worker thread is not included)
     import cProfile
 
-    prof = cProfile.Profile(time.process_time)
+    prof = cProfile.Profile(time.thread_time)
     prof.enable()
     try:
         return asyncio.run(BenchDaemon(loaded).run())

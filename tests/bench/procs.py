@@ -82,7 +82,14 @@ reconnect_max_s = 5.0
 class BenchDaemon:
     """cryod as a subprocess; ``ready_s`` is process start to READY=1 (sd_notify)."""
 
-    def __init__(self, config: Path, workdir: Path, *, plain: bool = False) -> None:
+    def __init__(
+        self,
+        config: Path,
+        workdir: Path,
+        *,
+        plain: bool = False,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.socket = workdir / "cryod.sock"
         self.log = workdir / "cryod.log"
         notify_path = workdir / "notify.sock"
@@ -93,7 +100,7 @@ class BenchDaemon:
         self._fh = open(self.log, "a")  # noqa: SIM115 - closed in stop()
         module = "cryod.daemon.cli" if plain else "tests.bench.daemon_main"
         args = ["run", "--config", str(config)] if plain else [str(config)]
-        env = {**os.environ, "NOTIFY_SOCKET": str(notify_path)}
+        env = {**os.environ, **(extra_env or {}), "NOTIFY_SOCKET": str(notify_path)}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         self.t_start = time.monotonic()
         self.proc = subprocess.Popen(

@@ -13,15 +13,16 @@ reset, next trial.
 offset goes past the console-held min_tip limit while the daemon polls
 slowly, and the figure is injection to the ``console_limit`` event.
 
-The console samples its sensors once per tick (10 ms on cryosim), so a
-crossing becomes visible only at the next tick; ``from_tick`` figures start
-there (estimated conservatively from the log's sim/mono clock pairs).
+The console samples its sensors once per tick (10 ms on cryosim), so the
+reading crosses the limit at the first tick after the injection, which the
+simulator logs as ``fault_sensed``: ``reaction_ms`` starts there (the
+crossing at the console), ``reaction_from_injection_ms`` at the injection
+(adding up to one console tick that no host can see).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from .stats import summary
 class Trial:
     probe: int
     t_inj: float
-    s_inj: float
+    t_sensed: float | None
     t_close: float | None
     cause: str | None
     t_console_limit: float | None
@@ -129,6 +130,9 @@ def run_trials(
         request(ctl, {"cmd": "fault", "kind": "temp-offset", "probe": p, "value": target - tip})
         inj = tail.wait_for(lambda e: e["event"] == "fault_injected", 2.0)
         assert inj is not None
+        sensed = tail.wait_for(
+            lambda e, p=p: e["event"] == "fault_sensed" and e.get("probe") == p, 2.0
+        )
         t_limit = None
         close = None
         deadline = time.monotonic() + 3.0
@@ -153,7 +157,7 @@ def run_trials(
             Trial(
                 probe=p,
                 t_inj=inj["mono_t_s"],
-                s_inj=inj["sim_t_s"],
+                t_sensed=None if sensed is None else sensed["mono_t_s"],
                 t_close=None if close is None else close["mono_t_s"],
                 cause=None if close is None else close.get("cause"),
                 t_console_limit=t_limit,
@@ -166,37 +170,10 @@ def run_trials(
     with contextlib.suppress(ControlError):
         _wait_clean(d)
         d.call("procedure_close", {"notes": "benchmark", "adverse_events": []})
-    _tick_origin(tail, sim)
     return trials
 
 
-def _tick_origin(tail: EventTail, sim: Sim) -> None:
-    """Remember the console's tick grid origin: min(mono - sim/speed) over its events."""
-    speed = _speed(tail)
-    sim.tick_origin = min(  # type: ignore[attr-defined]
-        e["mono_t_s"] - e["sim_t_s"] / speed for e in tail.history if e.get("sim_t_s")
-    )
-    sim.tick_speed = speed  # type: ignore[attr-defined]
-
-
-def _speed(tail: EventTail) -> float:
-    for e in tail.history:
-        if e["event"] == "power_on":
-            return float(e["speed"])
-    return 1.0
-
-
-def crossing_tick(t_inj: float, s_inj: float, origin: float, speed: float, tick_s: float) -> float:
-    """First console tick after the injection (a lower bound of the real one, so the
-    from-tick reaction is never flattered)."""
-    t_k = origin + s_inj / speed
-    j = math.floor((t_k - origin) / tick_s + 1e-6) + 1
-    return max(t_inj, origin + j * tick_s)
-
-
-def summarise(trials: list[Trial], sim: Sim, *, tick_s: float, mode: str) -> dict[str, Any]:
-    origin = getattr(sim, "tick_origin", None)
-    speed = getattr(sim, "tick_speed", 1.0)
+def summarise(trials: list[Trial], *, mode: str) -> dict[str, Any]:
     if mode == "console":
         ok = [t for t in trials if t.t_console_limit is not None]
         ms = [(t.t_console_limit - t.t_inj) * 1000 for t in ok]  # type: ignore[operator]
@@ -207,24 +184,22 @@ def summarise(trials: list[Trial], sim: Sim, *, tick_s: float, mode: str) -> dic
             "injection_to_console_limit_ms": summary(ms),
             "injection_to_valve_closed_ms": summary(closed),
         }
-    by_daemon = [t for t in trials if t.t_close is not None and t.cause == "command"]
-    ms = [(t.t_close - t.t_inj) * 1000 for t in by_daemon]  # type: ignore[operator]
+    by_daemon = [t for t in trials if t.t_close is not None and t.cause == "command" and t.t_sensed]
+    ms = [(t.t_close - t.t_sensed) * 1000 for t in by_daemon]  # type: ignore[operator]
     out: dict[str, Any] = {
         "trials": len(trials),
         "closed_by_daemon": len(by_daemon),
         "closed_by_console": sum(1 for t in trials if t.cause == "console_limit"),
         "not_closed": sum(1 for t in trials if t.t_close is None),
+        "not_sensed": sum(1 for t in trials if t.t_sensed is None),
         "reaction_ms": summary(ms),
+        "reaction_from_injection_ms": summary(
+            [(t.t_close - t.t_inj) * 1000 for t in by_daemon]  # type: ignore[operator]
+        ),
     }
-    if origin is not None:
-        from_tick = [
-            (t.t_close - crossing_tick(t.t_inj, t.s_inj, origin, speed, tick_s)) * 1000  # type: ignore[operator]
-            for t in by_daemon
-        ]
-        out["reaction_from_tick_ms"] = summary(from_tick)
     per_probe = {}
     for p in sorted({t.probe for t in by_daemon}):
-        vals = [(t.t_close - t.t_inj) * 1000 for t in by_daemon if t.probe == p]  # type: ignore[operator]
+        vals = [(t.t_close - t.t_sensed) * 1000 for t in by_daemon if t.probe == p]  # type: ignore[operator]
         per_probe[str(p)] = summary(vals)["p50"]
     out["reaction_ms_p50_by_probe"] = per_probe
     return out

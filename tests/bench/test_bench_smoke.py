@@ -21,10 +21,11 @@ HEADLINE = (
     "reaction_ms_p50",
     "reaction_ms_p99",
     "reaction_ms_max",
-    "reaction_from_tick_ms_p99",
+    "reaction_from_injection_ms_p99",
     "baseline_rtt_ms_p50",
     "jitter_ms_p99",
     "jitter_ms_p99_broker_down",
+    "jitter_ms_p99_disk_slow",
     "cpu_pct_of_core",
     "rss_mb",
     "max_poll_hz",
@@ -57,4 +58,5 @@ def test_tiny_run_assembles_every_key(tmp_path: Path) -> None:
     assert out["machine"]["cores"] >= 1
     # scenarios not run are None, never a made-up figure
     assert out["max_poll_hz"] is None
+    assert out["jitter_ms_p99_disk_slow"] is None
     assert out["targets"]["max_poll_hz"]["met"] is None

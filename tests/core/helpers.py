@@ -48,6 +48,7 @@ ENV = ConsoleEnvelope(
 )
 LIMITS = SafetyLimits()
 POLL_S = 0.1
+RETURN_FLOWING_KPA = 85.0  # return line while gas flows (domain.md: 69-103 kPa); vented: 0
 
 
 def now(t: float, utc_offset_s: float = 0.0) -> Now:
@@ -75,6 +76,8 @@ def snap(
     thaw_on: Iterable[int] = (),
     tc: Mapping[int, TcStatus] | None = None,
     tip_validity: Mapping[int, Validity] | None = None,
+    returns: Mapping[int, float | None] | None = None,
+    return_validity: Mapping[int, Validity] | None = None,
     supply_validity: Validity = Validity.VALID,
     probes: int = 8,
     seq: int = 0,
@@ -82,6 +85,7 @@ def snap(
     tips = dict(tips or {})
     tc = dict(tc or {})
     tv = dict(tip_validity or {})
+    rets, rv = dict(returns or {}), dict(return_validity or {})
     opened, thawing = set(freeze_open), set(thaw_on)
     ps = []
     for p in range(1, probes + 1):
@@ -90,11 +94,16 @@ def snap(
         validity = tv.get(p, Validity.VALID if status is TcStatus.OK else Validity.INVALID)
         if not validity.usable:
             value = None
+        # by default the return line follows the valve as read back (flowing or vented)
+        ret = rets.get(p, RETURN_FLOWING_KPA if p in opened else 0.0)
+        ret_validity = rv.get(p, Validity.VALID if ret is not None else Validity.INVALID)
+        if not ret_validity.usable:
+            ret = None
         ps.append(
             ProbeState(
                 probe=p,
                 tip_c=rd(value, t, "degC", validity),
-                return_kpa=rd(100.0, t, "kPa"),
+                return_kpa=rd(ret, t, "kPa", ret_validity),
                 tc_status=status,
                 freeze_open=p in opened,
                 thaw_on=p in thawing,

@@ -616,3 +616,35 @@ def test_envelope_from_profile_matches_cryosim() -> None:
     from cryod.drivers.profile import load_profile
 
     assert ConsoleEnvelope.from_profile(load_profile()) == ENV
+
+
+def test_supervision_is_the_same_with_its_memo_as_computed_fresh() -> None:
+    """The engine remembers its last supervision() answer (asked every poll); at every
+    tick of two runs, with Extend and a protocol that differs only in its numbers, the
+    answer equals what an engine with no memory computes."""
+    colder = proto([freeze(90, -80, 45), thaw(30), freeze(90, -80, 45), thaw(60, until=10)])
+    h = ready()
+    seen: set[tuple[object, ...]] = set()
+    t = 0.0
+    for run_proto, probes in ((CLASSIC, (1, 2)), (colder, (1, 2))):
+        t = round(t + 0.5, 3)
+        h.tick(t, snap(t, {1: 35.0, 2: 35.0}))  # tips back at body temperature
+        h.feed(RunProtocol(run_proto, probes), t)
+        assert h.state.phase is Phase.FREEZING
+        tip = 35.0
+        extended = False
+        while h.state.phase not in (Phase.COMPLETE, Phase.ABORTED, Phase.FAULT) and t < 900:
+            t = round(t + 0.5, 3)
+            freezing = h.state.phase is Phase.FREEZING
+            tip = max(tip - 10.0, -120.0) if freezing else min(tip + 4.0, 37.0)
+            h.tick(t, snap(t, {1: tip, 2: tip}))
+            if freezing and not extended and t > 20:
+                h.feed(Extend(30.0), t)
+                extended = True
+            fresh = Engine(h.engine.cfg).supervision(h.state)
+            assert h.engine.supervision(h.state) == fresh
+            seen.add(tuple((p.target_tip_c, p.on_time_s) for p in fresh.plans))
+        assert h.state.phase is Phase.COMPLETE  # a resting phase: the next run may start
+    # both protocols' targets and the extended on-time were all among the answers
+    assert {f for plans in seen for f, _ in plans} == {-60.0, -80.0}
+    assert {o for plans in seen for _, o in plans} >= {90.0, 120.0}

@@ -274,6 +274,32 @@ def test_tc_noise_and_temp_offset() -> None:
     assert statistics.mean(m - t for _, _, m, t in rows) == pytest.approx(0.0, abs=0.1)
 
 
+def test_a_sensor_fault_is_logged_as_sensed_at_the_first_tick_that_samples_it() -> None:
+    """The reading changes at the console's next sample, not at the injection:
+    ``fault_sensed`` marks that tick once per injection (benchmarks time crossings
+    from it); faults that are not sensed by sampling never log it."""
+    c, clock = make()
+    tick(c, clock)
+    before = tip(c, 2)
+    clock.t += TICK_S / 2  # between two ticks
+    c.inject("temp-offset", probe=2, value=-40.0)
+    c.inject("supply-leak", value=5.0)
+    assert tip(c, 2) == before  # not sampled yet
+    assert c.events("fault_sensed") == []
+    injected_at = c.events("fault_injected")[0]["mono_t_s"]
+    tick(c, clock)
+    sensed = c.events("fault_sensed")
+    assert [(e["kind"], e["probe"], e["value"]) for e in sensed] == [("temp-offset", 2, -40.0)]
+    assert sensed[0]["mono_t_s"] > injected_at
+    assert tip(c, 2) < before - 30.0
+    tick(c, clock, 5)
+    assert len(c.events("fault_sensed")) == 1  # once per injection
+    c.clear("temp-offset")
+    c.inject("temp-offset", probe=2, value=-40.0)
+    tick(c, clock)
+    assert len(c.events("fault_sensed")) == 2
+
+
 def test_supply_low_falls_to_value_and_freezes_warmer() -> None:
     c, clock = make()
     c.inject("supply-low", value=12000.0)

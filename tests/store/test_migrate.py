@@ -55,7 +55,7 @@ def test_older_database_is_backed_up_then_upgraded(tmp_path: Path) -> None:
     assert revision(db) == "0001"
     when = dt.datetime(2026, 3, 1, 9, 30, 0, tzinfo=dt.UTC)
     report = migrate.upgrade_on_start(db, now=when)
-    assert (report.from_revision, report.to_revision) == ("0001", "0002")
+    assert (report.from_revision, report.to_revision) == ("0001", "0003")
     assert report.backup_path == tmp_path / "cryod.db.bak-20260301T093000Z"
     # the backup is the old database, whole and consistent
     assert revision(report.backup_path) == "0001"
@@ -68,7 +68,7 @@ def test_older_database_is_backed_up_then_upgraded(tmp_path: Path) -> None:
     assert "outbox" not in tables(report.backup_path)
     assert recovery.integrity_check(report.backup_path) == []
     # the live database is at head with its data
-    assert revision(db) == "0002"
+    assert revision(db) == "0003"
     assert "outbox" in tables(db)
     con = sqlite3.connect(db)
     try:
@@ -79,7 +79,8 @@ def test_older_database_is_backed_up_then_upgraded(tmp_path: Path) -> None:
     finally:
         con.close()
     assert kinds == ["procedure_opened", "cycle_opened", "schema_upgraded"]
-    assert "ix_samples_procedure_id_probe_channel_t_utc" in indexes
+    assert "ix_samples_procedure_id_t_utc" in indexes  # 0003: time order
+    assert "ix_samples_procedure_id_probe_channel_t_utc" not in indexes
     assert audit.verify(db).ok
     assert recovery.integrity_check(db) == []
     # the recovery that follows on start works on the upgraded database
@@ -91,7 +92,7 @@ def test_older_database_is_backed_up_then_upgraded(tmp_path: Path) -> None:
     # a second start has nothing to do and makes no backup
     again = migrate.upgrade_on_start(db, now=when)
     assert again.backup_path is None
-    assert again.from_revision == "0002"
+    assert again.from_revision == "0003"
     assert sorted(p.name for p in tmp_path.glob("cryod.db.bak-*")) == [
         "cryod.db.bak-20260301T093000Z"
     ]
@@ -123,3 +124,27 @@ def test_garbage_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreError) as info:
         migrate.upgrade_on_start(db)
     assert info.value.kind == "corrupt"
+
+
+def test_0003_downgrade_restores_the_per_probe_index(tmp_path: Path) -> None:
+    """The 0003 migration is reversible (an older cryod can be reinstated)."""
+    db = tmp_path / "cryod.db"
+    migrate.upgrade(db, "head")
+    from alembic import command
+
+    eng = make_engine(db)
+    try:
+        with eng.begin() as conn:
+            cfg = migrate.alembic_config(db)
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0002")
+    finally:
+        eng.dispose()
+    con = sqlite3.connect(db)
+    try:
+        indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    finally:
+        con.close()
+    assert revision(db) == "0002"
+    assert "ix_samples_procedure_id_probe_channel_t_utc" in indexes
+    assert "ix_samples_procedure_id_t_utc" not in indexes

@@ -30,7 +30,7 @@ TABLES = {
 def test_fresh_database_is_created_at_head(db_path: Path, engine: Engine) -> None:
     with engine.connect() as conn:
         assert set(inspect(conn).get_table_names()) == TABLES
-        assert migrate.current_revision(conn) == migrate.head_revision() == "0002"
+        assert migrate.current_revision(conn) == migrate.head_revision() == "0003"
         triggers = {
             r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type='trigger'"))
         }
