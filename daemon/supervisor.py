@@ -572,7 +572,7 @@ class Supervisor:
         else:
             v.mismatch_since = None
         if v.vent_from is not None:  # before the tip checks: it must not depend on them
-            out.extend(self._check_return(ps, v, t, v.vent_from))
+            out.extend(self._check_return(ps, v, t))
         if not watched:
             return out
         tip = ps.tip_c
@@ -665,9 +665,7 @@ class Supervisor:
                 v.closed_at = v.tip_at_close = None  # thawed: nothing left to watch
         return out
 
-    def _check_return(
-        self, ps: ProbeState, v: _Valve, t: float, vent_from: float
-    ) -> list[Condition]:
+    def _check_return(self, ps: ProbeState, v: _Valve, t: float) -> list[Condition]:
         """Gas still flowing after the close, from the return line alone: once it has
         had ``return_vent_s`` to vent it must read near atmospheric. A reading that
         cannot be used cannot confirm that, so it is a fault too. Watched until the
@@ -675,6 +673,9 @@ class Supervisor:
         lim = self.limits
         if v.thaw_on and self._gas_thaw:
             return []  # thaw gas in the return line: no sign either way
+        vent_from = v.vent_from
+        if vent_from is None:
+            return []
         since = t - vent_from
         if since < lim.return_vent_s:
             return []  # still venting

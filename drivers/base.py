@@ -88,30 +88,6 @@ class Reading:
     def as_stale(self) -> Reading:
         return replace(self, value=None, validity=Validity.STALE)
 
-    @classmethod
-    def decoded(
-        cls, value: float | None, unit: str, t_mono: float, t_utc: float, validity: Validity
-    ) -> Reading:
-        """A Reading from a decoder that sets value and validity together (INVALID with
-        None, or a number): the fields are stored without ``__post_init__``'s check,
-        at a third of the cost (19 per poll). Anything else uses ``Reading(...)``."""
-        r = _new_object(cls)
-        _set_value(r, value)
-        _set_unit(r, unit)
-        _set_t_mono(r, t_mono)
-        _set_t_utc(r, t_utc)
-        _set_validity(r, validity)
-        return r
-
-
-_new_object = object.__new__
-# the slots' own setters, past the frozen __setattr__ (Reading.decoded)
-_set_value = Reading.__dict__["value"].__set__
-_set_unit = Reading.__dict__["unit"].__set__
-_set_t_mono = Reading.__dict__["t_mono"].__set__
-_set_t_utc = Reading.__dict__["t_utc"].__set__
-_set_validity = Reading.__dict__["validity"].__set__
-
 
 @dataclass(frozen=True, slots=True)
 class ConsoleLimits:

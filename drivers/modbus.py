@@ -292,10 +292,17 @@ class _TcpProtocol(asyncio.Protocol):
         buf = self.buf
         if len(buf) < 7:
             return False
-        length = buf[4] << 8 | buf[5]
-        if buf[2] or buf[3] or not 2 <= length <= 254:
-            return True  # garbage header: the exchange says so at once
-        return len(buf) >= 6 + length
+        length = _mbap_length(buf)
+        return length is None or len(buf) >= 6 + length  # garbage: the exchange says so
+
+
+def _mbap_length(head: bytearray) -> int | None:
+    """The length field of the MBAP header at the start of ``head`` (7 bytes or more);
+    None when no Modbus TCP frame can have that header."""
+    length = head[4] << 8 | head[5]
+    if head[2] or head[3] or not 2 <= length <= 254:
+        return None
+    return length
 
 
 class _TcpTransport(_Transport):
@@ -347,8 +354,8 @@ class _TcpTransport(_Transport):
                         finally:
                             proto.waiter = None
                         continue
-                    length = buf[4] << 8 | buf[5]
-                    if buf[2] or buf[3] or not 2 <= length <= 254:
+                    length = _mbap_length(buf)
+                    if length is None:
                         self.stats.bad_frames += 1
                         raise _LinkLost(f"garbage MBAP header {bytes(buf[:7]).hex()}")
                     frame = bytes(buf[: 6 + length])
@@ -508,7 +515,7 @@ def _load_profile(name: str, source: str) -> Profile:
 
 # ---- the driver --------------------------------------------------------------
 class _Value(NamedTuple):
-    """One measured register, resolved once for the poll path (see ``_value``)."""
+    """One measured register, resolved once for the poll path (see ``_reading``)."""
 
     reg: ResolvedRegister
     kind: int  # 0: uint16, 1: int16, 2: anything else (the generic decoder)
@@ -833,11 +840,11 @@ class _ModbusDriver(Driver):
         else:
             raw = self._int(image, v.reg)
         if invalid or raw in v.sentinels:
-            return Reading.decoded(None, v.unit, t_mono, t_utc, Validity.INVALID)
-        value = round(raw * v.scale, 6)  # a number: VALID or QUESTIONABLE may carry it
+            return Reading(None, v.unit, t_mono, t_utc, Validity.INVALID)
+        value = round(raw * v.scale, 6)
         ok = v.lo <= value <= v.hi
         validity = Validity.VALID if ok else Validity.QUESTIONABLE
-        return Reading.decoded(value, v.unit, t_mono, t_utc, validity)
+        return Reading(value, v.unit, t_mono, t_utc, validity)
 
     def _decode_snapshot(self, image: dict[int, int], t_mono: float, t_utc: float) -> Snapshot:
         """The register image as a Snapshot; registers resolved once (``_probe_plans``),

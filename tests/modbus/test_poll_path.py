@@ -217,22 +217,18 @@ def test_a_write_answer_other_than_the_echo_is_refused(
             parse_response(req, answer)
 
 
-@given(
-    value=st.one_of(st.none(), st.floats(allow_nan=False)),
-    t_mono=st.floats(0, 1e6),
-    validity=st.sampled_from(list(Validity)),
-)
-def test_decoded_reading_is_a_plain_frozen_reading(
-    value: float | None, t_mono: float, validity: Validity
-) -> None:
-    """Reading.decoded stores what Reading() stores, and the result is as frozen; it is
-    only ever given combinations Reading() accepts (the decode above proves its inputs)."""
-    if validity.usable and value is None:
-        with pytest.raises(ValueError, match="usable reading needs a value"):
-            Reading(value, "C", t_mono, 2.0, validity)
-        return
-    fast = Reading.decoded(value, "C", t_mono, 2.0, validity)
-    assert fast == Reading(value, "C", t_mono, 2.0, validity)
-    assert type(fast) is Reading
+@settings(max_examples=100, deadline=None)
+@given(image=images(), t_mono=st.floats(0, 1e6))
+def test_decoded_readings_are_checked_frozen_readings(image: dict[int, int], t_mono: float) -> None:
+    """The decode builds every Reading through Reading(), so its check that a usable
+    reading has a value holds on the poll path too; and the readings are frozen."""
+    snap = driver()._decode_snapshot(image, t_mono, 2.0)
+    readings = [snap.supply_kpa, snap.cylinder_kpa]
+    readings += [r for p in snap.probes for r in (p.tip_c, p.return_kpa)]
+    for r in readings:
+        assert type(r) is Reading
+        assert not (r.validity.usable and r.value is None)
+    with pytest.raises(ValueError, match="usable reading needs a value"):
+        Reading(None, "C", t_mono, 2.0, Validity.VALID)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        fast.value = 1.0  # type: ignore[misc]
+        snap.supply_kpa.value = 1.0  # type: ignore[misc]

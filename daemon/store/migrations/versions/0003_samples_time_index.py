@@ -6,10 +6,10 @@ Create Date: 2026-11-26
 
 Samples arrive in time order, 66 rows per poll across 66 (probe, channel)
 pairs. Under the 0002 index every commit touched one index leaf page per
-pair, so the sample log cost about 1 % of a core at 20 Hz in page writes
-alone; under (procedure_id, t_utc) inserts append at the end of the index.
+pair; under (procedure_id, t_utc) inserts append at the end of the index.
 The queries that read samples (report, recovery) still find them by
-procedure and time, and measured no slower (docs/performance.md).
+procedure and time. ``python -m tests.bench.sample_index`` measures both
+sides (docs/data-model.md).
 """
 
 from __future__ import annotations
