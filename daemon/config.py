@@ -96,6 +96,18 @@ class ConsoleConfig(_Strict):
     def poll_period_s(self) -> float:
         return 1.0 / self.poll_hz
 
+    @property
+    def lease_renew_s(self) -> float:
+        """How often the poll loop renews the lease: a quarter of its timeout in whole
+        poll periods, at least every poll (1 s lease at 20 Hz: every 5th poll).
+
+        Renewing on every poll bought nothing for safety: a dead or stalled host
+        still has its valves closed within one timeout of the last renewal. It
+        cost a Modbus exchange per poll. A quarter keeps three quarters of the
+        timeout as tolerance for a late poll."""
+        polls = max(1, int(self.lease_timeout_ms / 4 / 1000 * self.poll_hz + 1e-9))
+        return polls * self.poll_period_s
+
 
 class DaemonConfig(_Strict):
     daemon: DaemonSection = DaemonSection()

@@ -8,8 +8,9 @@ Order on every poll, fixed so safety never waits behind anything else:
 3. queued operator commands, then the engine's tick; every command the
    engine returns is executed in order, each valve-open one gated by
    ``supervisor.permits``;
-4. the lease is renewed by a write (only when steps 1-3 completed: a stuck
-   loop stops renewing, and the console closes the valves on its own);
+4. the lease is renewed by a write when a quarter of its timeout has passed
+   since the last renewal (only when steps 1-3 completed: a stuck loop stops
+   renewing, and the console closes the valves on its own);
 5. samples go to the writer and telemetry to the publisher without waiting.
 
 Records that must be durable before acting (the cycle row before its valve
@@ -160,6 +161,9 @@ class ConsoleService:
         self.safe_state_commands = 0
         self._touched: set[tuple[str, int]] = set()
         self._link_failed = False
+        # wall-monotonic time the last renewal was sent (None: renew at the next poll)
+        self._renewed_mono: float | None = None
+        self._renew_after_s = cfg.lease_renew_s - 0.5 * cfg.poll_period_s
         self._adopt: tuple[int, dict[int, float]] | None = None  # set by the daemon at start
         self.storage_alarm: StorageAlarm | None = None
         self._stopping = False
@@ -189,6 +193,7 @@ class ConsoleService:
                 self.identity = ident
                 await self._initial_safe_state()
                 await self.driver.arm_lease(self.cfg.lease_timeout_ms)
+                self._renewed_mono = None  # a new lease: the first poll renews it
                 self.connected = True
                 log.info(
                     "console_connected",
@@ -311,16 +316,29 @@ class ConsoleService:
         await self._feed(E.Tick(snap), self.clock.now())
         if snap is not None and self.state.phase is not E.Phase.PRECHECK:
             await self._enforce_closed(snap)
-        # 3. renew the lease (a write), only after everything above completed
-        if snap is not None:
-            try:
-                await self.driver.renew_lease()
-            except DriverError as exc:
-                log.warning("lease_renew_failed", console=self.id, error=str(exc))
+        # 3. renew the lease (a write) when due, only after everything above completed
+        if snap is None:
+            self._renewed_mono = None  # the link failed: renew as soon as it answers again
+        else:
+            if self._renewal_due():
+                sent = time.monotonic()  # the console's deadline runs from after this
+                try:
+                    await self.driver.renew_lease()
+                    self._renewed_mono = sent
+                except DriverError as exc:
+                    self._renewed_mono = None
+                    log.warning("lease_renew_failed", console=self.id, error=str(exc))
             # 4. samples and telemetry, never waiting
             self.writer.submit_samples(snapshot_rows(snap, self.id, self.procedure_id))
             if self.publisher is not None:
                 self.publisher.offer_snapshot(self.id, snap, self.driver.stats)
+
+    def _renewal_due(self) -> bool:
+        """A quarter of the lease (``cfg.lease_renew_s``) has passed since the last
+        renewal; half a poll period early, so a poll that ends a little sooner than
+        the last one does not push the renewal a whole period later."""
+        last = self._renewed_mono
+        return last is None or time.monotonic() - last >= self._renew_after_s
 
     async def _safe_state(self, demand: Any, now: Now) -> None:
         self.safe_state_commands += 1
@@ -786,6 +804,8 @@ class ConsoleService:
 
                     async def write(rid: int = rid) -> None:
                         await self.plog.ack_alarm(rid, by=who)
+                        if self.publisher is not None:  # the "acknowledged" outbox event
+                            self.publisher.notify_outbox()
 
                     self._records.put_nowait(write)
             return {"acknowledged": [str(a.code) for a in acked] + storage}
@@ -821,6 +841,7 @@ class ConsoleService:
             if snap is not None and not snap.lease.armed:
                 with contextlib.suppress(DriverError):
                     await self.driver.arm_lease(self.cfg.lease_timeout_ms)
+                self._renewed_mono = None  # re-armed: this poll renews it
             rejects = await self._feed(E.Reset(result.ok, result.reason), now)
             if not result.ok:
                 raise OperatorError("cause_present", result.reason)

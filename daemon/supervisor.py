@@ -97,6 +97,9 @@ class _Valve:
     # thaw); None: the return line is not watched
     vent_from: float | None = None
     vent_after: str = "close"  # what started the vent, for the alarm detail
+    # the tip reading was found untrustworthy since the valve opened (open, shorted,
+    # invalid, jumping, stuck): no reference for the watch after the close
+    tip_suspect: bool = False
 
 
 @dataclass(slots=True)
@@ -186,6 +189,21 @@ class SlidingRange:
             hi.popleft()
         while lo[0][0] < first:
             lo.popleft()
+
+
+def _distrust_tip(v: _Valve) -> None:
+    """The tip reading was found untrustworthy. Its values say nothing about the valve
+    after a close (a stuck reading that comes unstuck looks like a tip still cooling,
+    and a stuck one like a tip not warming), so there is no tip watch for this close,
+    or for the next one of this opening; the return line still watches it
+    (``_check_return``), and the thermocouple alarm stands on its own."""
+    v.tip_suspect = True
+    if v.open_since is None:
+        _end_tip_watch(v)
+
+
+def _end_tip_watch(v: _Valve) -> None:
+    v.closed_at = v.tip_at_close = None
 
 
 class _Sums:
@@ -333,11 +351,14 @@ class Supervisor:
         if cmd.on and v.open_since is None:
             v.open_since, v.tip_at_open = t, tip
             v.closed_at = v.tip_at_close = v.vent_from = None
+            v.tip_suspect = False
         elif not cmd.on and v.open_since is not None:
             v.closed_accum_s += t - v.open_since
             v.open_since = None
             v.closed_at, v.tip_at_close = t, tip
             v.vent_from, v.vent_after = t, "close"
+            if v.tip_suspect:
+                _end_tip_watch(v)
 
     # ---- queries ------------------------------------------------------------
     @property
@@ -578,12 +599,15 @@ class Supervisor:
         tip = ps.tip_c
         if ps.tc_status is TcStatus.OPEN:
             out.append(Condition(AlarmCode.TC_OPEN, p, "thermocouple open"))
+            _distrust_tip(v)
             return out
         if ps.tc_status is TcStatus.SHORT:
             out.append(Condition(AlarmCode.TC_SHORT, p, "thermocouple shorted"))
+            _distrust_tip(v)
             return out
         if not tip.usable or tip.value is None or t - tip.t_mono > self.stale_after_s:
             out.append(Condition(AlarmCode.TC_INVALID, p, f"tip {tip.validity}"))
+            _distrust_tip(v)
             return out
         c, tc = tip.value, tip.t_mono
         # rate of change between consecutive usable samples
@@ -592,6 +616,7 @@ class Supervisor:
             jump = abs(c - tipst.last_c)
             if jump > max(lim.tc_rate_min_jump_c, lim.tc_max_rate_c_per_s * dt):
                 out.append(Condition(AlarmCode.TC_RATE, p, f"{jump:.1f} C in {dt:.2f} s"))
+                _distrust_tip(v)
         window = tipst.window
         if tipst.last_t is None or tc > tipst.last_t:
             tipst.last_t, tipst.last_c = tc, c
@@ -612,6 +637,7 @@ class Supervisor:
                 out.append(
                     Condition(AlarmCode.TC_STUCK, p, f"tip {c} C unchanged for {span:.1f} s")
                 )
+                _distrust_tip(v)
         if commanded_open and v.open_since is not None:
             if v.tip_at_open is None:
                 v.tip_at_open = c

@@ -147,7 +147,8 @@ class Publisher:
         software_version: str,
         outbox: Outbox,
         outbox_batch: int = 100,
-        outbox_poll_s: float = 1.0,
+        outbox_poll_s: float = 10.0,  # a safety net: every outbox write wakes the sender
+        outbox_retry_s: float = 1.0,  # after an outbox read or mark failed
         publish_timeout_s: float = 10.0,
         utc: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -161,6 +162,8 @@ class Publisher:
         self._outbox = outbox
         self._outbox_batch = outbox_batch
         self._outbox_poll_s = outbox_poll_s
+        self._outbox_retry_s = outbox_retry_s
+        self._outbox_failed = False  # the last drain hit a storage error: retry soon
         self._publish_timeout_s = publish_timeout_s
         self._utc = utc
         self._mono = monotonic
@@ -343,6 +346,7 @@ class Publisher:
         log.log(logging.DEBUG if repeated else logging.WARNING, "mqtt connection: %s", text)
 
     def _note_outbox_error(self, exc: Exception) -> None:
+        self._outbox_failed = True
         self._status.outbox_errors += 1
         self._status.last_outbox_error = f"{type(exc).__name__}: {exc}"
         log.error("mqtt outbox: %s", self._status.last_outbox_error)
@@ -487,7 +491,9 @@ class Publisher:
             if self._outbox_hint or self._mono() >= next_outbox:
                 self._outbox_hint = False
                 more = await self._drain_outbox(client)
-                next_outbox = self._mono() + self._outbox_poll_s
+                next_outbox = self._mono() + (
+                    self._outbox_retry_s if self._outbox_failed else self._outbox_poll_s
+                )
                 if more:
                     self._outbox_hint = True
                     continue
@@ -509,10 +515,12 @@ class Publisher:
                 continue
             wait_s = max(0.0, next_outbox - self._mono())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait_s)
+                async with asyncio.timeout(wait_s):  # no task per wait, as wait_for makes
+                    await self._wake.wait()
 
     async def _drain_outbox(self, client: aiomqtt.Client) -> bool:
         """Publish one batch of outbox events in order; True if a full batch came back."""
+        self._outbox_failed = False
         try:
             items = list(await self._outbox.pending(self._outbox_batch))
         except Exception as exc:  # noqa: BLE001 - storage trouble must not drop the broker

@@ -35,7 +35,7 @@ def daemon_toml(
     *,
     speed: float = 1.0,
     poll_hz: float = 20.0,
-    lease_timeout_ms: int = 500,
+    lease_timeout_ms: int | None = None,  # None: the daemon's default (1000 ms)
     mqtt_port: int | None = None,
     log_level: str = "info",
 ) -> Path:
@@ -59,7 +59,7 @@ driver = "{sim.driver["driver"]}"
 simulated = true
 time_scale = {speed}
 poll_hz = {poll_hz}
-lease_timeout_ms = {lease_timeout_ms}
+{"" if lease_timeout_ms is None else f"lease_timeout_ms = {lease_timeout_ms}"}
 [consoles.options]
 {opts}
 """

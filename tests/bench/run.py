@@ -24,6 +24,8 @@ from .stats import percentile
 
 TRANSPORTS = ("modbus-tcp", "modbus-rtu", "serial")
 POLL_HZ = 20.0
+# the poll path's own steps (tests/bench/micro.py) that every poll runs on the event loop
+HOT_STEPS = ("decode", "supervisor", "engine", "rows")
 
 
 def _plan(args: argparse.Namespace) -> dict[str, Any]:
@@ -39,6 +41,7 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
             "scaling": [1, 4],
             "scale_window_s": 3.0,
             "startup_repeats": 1,
+            "micro_repeats": 5,
         }
     return {
         "trials": 200,
@@ -51,6 +54,7 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
         "scaling": [1, 4, 16],
         "scale_window_s": 10.0,
         "startup_repeats": 5,
+        "micro_repeats": 15,
     }
 
 
@@ -157,6 +161,14 @@ def assemble(
     linear = None if len(units) < 2 else bool(units[-1] <= 1.2 * units[0])
     rtt = tcp.get("baseline_rtt_ms_p50")
     p99 = tcp.get("reaction_ms_p99")
+    steps = (results.get("micro") or {}).get("steps") or {}
+    hot_us = (
+        round(sum(steps[s]["best_us"] for s in HOT_STEPS), 1)
+        if all(s in steps for s in HOT_STEPS)
+        else None
+    )
+    cpu = tcp.get("cpu_pct_of_core")
+    cpu_us_per_poll = None if cpu is None else round(cpu / 100 * 1e6 / POLL_HZ, 1)
     ratios = {
         "reaction_p99_minus_period_over_rtt": None
         if p99 is None or not rtt
@@ -167,6 +179,11 @@ def assemble(
         "jitter_p99_over_rtt": None
         if tcp.get("jitter_ms_p99") is None or not rtt
         else round(tcp["jitter_ms_p99"] / rtt, 2),
+        # the daemon's whole CPU per poll (every thread, asyncio, MQTT, SQLite) in units
+        # of this machine's hot cost of the poll path's own steps
+        "cpu_per_poll_over_hot_steps": None
+        if cpu_us_per_poll is None or not hot_us
+        else round(cpu_us_per_poll / hot_us, 1),
     }
     rtu_tx = rtu.get("wire_115200_read_ms")
     rtu_p99 = rtu.get("reaction_ms_p99")
@@ -224,6 +241,8 @@ def assemble(
             "late_polls": sum(w["late_polls"] for w in disk_windows),
         },
         "cpu_pct_of_core": tcp.get("cpu_pct_of_core"),
+        "cpu_us_per_poll": cpu_us_per_poll,
+        "poll_path_hot_us": hot_us,
         "rss_mb": tcp.get("rss_mb"),
         "max_poll_hz": mr.get("max_poll_hz"),
         "samples_logged_per_s": mr.get("samples_logged_per_s"),
@@ -252,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default="bench-results.json", help="where the JSON goes")
     ap.add_argument(
         "--only",
-        default="transports,disk,console,rate,scaling,startup",
+        default="transports,disk,console,rate,scaling,startup,micro",
         help="comma-separated scenarios to run (default: all)",
     )
     ap.add_argument("--transports", default=",".join(TRANSPORTS))
@@ -332,6 +351,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             say("start-up to READY")
             results["startup"] = part(
                 "startup", "startup", scenarios.startup, root, plan["startup_repeats"]
+            )
+        if "micro" in only:
+            say("poll path per step, hot (tests.bench.micro)")
+            results["micro"] = part(
+                "micro", "micro", scenarios.poll_path_steps, plan["micro_repeats"]
             )
     out = assemble(
         results,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -12,7 +15,7 @@ from typing import Any
 from tests.mqtt.broker import Mosquitto
 
 from . import baseline, reaction, slowdisk, steady
-from .procs import BenchDaemon, Sim, daemon_toml
+from .procs import REPO, BenchDaemon, Sim, daemon_toml
 from .stats import spread
 
 TICK_S = 0.01  # cryosim's console tick (profile tick_s)
@@ -31,7 +34,7 @@ def rig(
     *,
     poll_hz: float = 20.0,
     mqtt: bool = True,
-    lease_timeout_ms: int = 500,
+    lease_timeout_ms: int | None = None,  # the daemon's default, as deployed
     consoles: int | None = None,
     daemon_env: dict[str, str] | None = None,
 ) -> Iterator[tuple[list[Sim], BenchDaemon, Mosquitto | None]]:
@@ -223,3 +226,19 @@ def startup(root: Path, repeats: int) -> dict[str, Any]:
         "first_start_s": round(times[0], 3),
         "restart_s": spread(times[1:], 3),
     }
+
+
+def poll_path_steps(repeats: int) -> dict[str, Any]:
+    """Per-step CPU of the poll path run hot (``python -m tests.bench.micro``, its own
+    process): this machine's speed on the daemon's own code, so that runs on different
+    machines can be compared (``ratios.cpu_per_poll_over_hot_steps``)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.bench.micro", "--repeats", str(repeats)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+        check=True,
+    )
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out

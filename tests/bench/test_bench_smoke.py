@@ -27,6 +27,8 @@ HEADLINE = (
     "jitter_ms_p99_broker_down",
     "jitter_ms_p99_disk_slow",
     "cpu_pct_of_core",
+    "cpu_us_per_poll",
+    "poll_path_hot_us",
     "rss_mb",
     "max_poll_hz",
     "samples_logged_per_s",
@@ -45,8 +47,12 @@ def test_tiny_run_assembles_every_key(tmp_path: Path) -> None:
     suite = scenarios.transport_suite(
         tmp_path, "modbus-tcp", trials=2, window_s=0.5, repeats=1, rtt_n=5
     )
+    micro = scenarios.poll_path_steps(repeats=1)
     out = run.assemble(
-        {"transports": {"modbus-tcp": suite}}, describe(), mode="smoke", duration_s=0.0
+        {"transports": {"modbus-tcp": suite}, "micro": micro},
+        describe(),
+        mode="smoke",
+        duration_s=0.0,
     )
     json.loads(json.dumps(out))  # plain JSON all the way down
     missing = [k for k in HEADLINE if k not in out]
@@ -58,5 +64,12 @@ def test_tiny_run_assembles_every_key(tmp_path: Path) -> None:
     assert out["machine"]["cores"] >= 1
     # scenarios not run are None, never a made-up figure
     assert out["max_poll_hz"] is None
+    # the machine's yardstick: the poll path's own steps, hot, and the daemon's whole
+    # CPU per poll in units of it
+    assert set(run.HOT_STEPS) <= set(micro["steps"])
+    assert out["poll_path_hot_us"] == round(
+        sum(micro["steps"][s]["best_us"] for s in run.HOT_STEPS), 1
+    )
+    assert out["ratios"]["cpu_per_poll_over_hot_steps"] > 0
     assert out["jitter_ms_p99_disk_slow"] is None
     assert out["targets"]["max_poll_hz"]["met"] is None

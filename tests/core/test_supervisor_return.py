@@ -440,3 +440,66 @@ def test_return_limits_for_sim_speed() -> None:
     fast = SafetyLimits(return_vent_s=3.0, return_vented_max_kpa=20.0).for_sim_speed(10.0)
     assert fast.return_vent_s == pytest.approx(0.3)
     assert fast.return_vented_max_kpa == 20.0
+
+
+# ---- a thermocouple found untrustworthy is no reference after the close -----------
+
+
+def _stuck_then_closed(s: Stream) -> tuple[float, float]:
+    """Open probe 1, cool it, then its reading freezes at -10 C until ``tc_stuck``
+    trips and the valve is closed; returns (time of the close, the frozen reading)."""
+    s.cmd(SetFreeze(1, True))
+    t0 = s.t
+    s.run(3.0, lambda t: 35 - 15 * (t - t0), RETURN_FLOWING_KPA, PLAN1)
+    frozen = 35 - 15 * (s.t - t0)
+    s.run(LIMITS.tc_stuck_window_s + 1.0, lambda t: frozen, RETURN_FLOWING_KPA, PLAN1)
+    assert any(a.key == (C.TC_STUCK, 1) for v in s.verdicts for a in v.raised)
+    s.cmd(SetFreeze(1, False))
+    return s.t, frozen
+
+
+def test_a_stuck_thermocouple_that_comes_unstuck_after_the_close_is_no_stuck_valve() -> None:
+    """Found by the fault matrix: the tip had gone on cooling behind the frozen
+    reading, so when the reading came back it was colder than at the close, which the
+    tip watch took for gas still flowing. The return line vents: no stuck valve."""
+    s = Stream()
+    tc, frozen = _stuck_then_closed(s)
+    true_tip = frozen - 50.0  # where the tip really got to
+    s.run(
+        LIMITS.warm_check_s + 1.0,
+        lambda t: true_tip + (t - tc) + wobble(t),  # unstuck: the real, warming tip
+        vented(tc),
+    )
+    assert s.stuck_open() == []
+
+
+def test_a_stuck_thermocouple_still_stuck_after_the_close_is_no_stuck_valve() -> None:
+    """A reading that stays frozen does not warm: that is the thermocouple's fault
+    (already alarmed), not a sign about the valve."""
+    s = Stream()
+    tc, frozen = _stuck_then_closed(s)
+    s.run(LIMITS.warm_check_s + 1.0, lambda t: frozen, vented(tc))
+    assert s.stuck_open() == []
+
+
+def test_a_stuck_valve_behind_a_thermocouple_found_stuck_is_still_caught() -> None:
+    s = Stream()
+    tc, frozen = _stuck_then_closed(s)
+    s.run(LIMITS.return_vent_s + 1.0, lambda t: frozen - 50.0 - (t - tc), RETURN_FLOWING_KPA)
+    (alarm,) = s.stuck_open()
+    assert "return line" in alarm.detail
+    assert LIMITS.return_vent_s <= alarm.raised_mono_s - tc < LIMITS.return_vent_s + POLL_S + 1e-9
+    assert s.master_demanded()
+
+
+def test_the_tip_watch_is_back_at_the_next_opening() -> None:
+    """Distrust lasts for one opening: after a clean open and close, a tip still
+    cooling is a stuck valve again."""
+    s = Stream()
+    tc, _ = _stuck_then_closed(s)
+    s.run(75.0, lambda t: min(-40.0 + (t - tc), 35.0), vented(tc))  # thawed to 35 C
+    assert s.stuck_open() == []
+    tc2 = s.freeze()  # the same supervisor: the thermocouple is fine again
+    s.run(LIMITS.close_grace_s + 1.0, lambda t: -90.0 - 10 * (t - tc2), vented(tc2))
+    (alarm,) = s.stuck_open()
+    assert "still cooling" in alarm.detail

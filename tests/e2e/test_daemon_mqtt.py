@@ -80,3 +80,48 @@ async def test_daemon_publishes_valid_telemetry_and_cycles(tmp_path: Path) -> No
     assert seqs == sorted(seqs)
     span = tel[-1].t_mono - tel[0].t_mono
     assert len(tel) <= 2.0 * span + 3
+
+
+async def test_alarm_events_reach_subscribers_without_waiting_for_the_outbox_poll(
+    tmp_path: Path,
+) -> None:
+    """Raised and acknowledged alarm events are published within a second or two,
+    not at the publisher's 10 s safety-net read of the outbox."""
+    broker = Mosquitto(tmp_path / "mq")
+    broker.start()
+    sim = await asyncio.to_thread(Sim, tmp_path, speed=SPEED)
+    daemon: Daemon | None = None
+    try:
+        async with Collector(broker.port, client_id="e2e-alarms") as col:
+            cfg = daemon_config(
+                tmp_path,
+                sim,
+                speed=SPEED,
+                extra=f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nsite = "test"\n',
+            )
+            daemon = d = await asyncio.to_thread(Daemon, cfg, tmp_path)
+            await asyncio.to_thread(d.call, "procedure_open", DEMO_PROCEDURE)
+            await col.wait_for(lambda m: m.topic.endswith("/state"), timeout_s=10)
+            await asyncio.sleep(11)  # past the start-up read and one safety-net read
+            await asyncio.to_thread(sim.ctl, "fault", "overpressure")
+            raised = await col.wait_for(
+                lambda m: m.topic.endswith("/alarms") and m.payload.get("event") == "raised",
+                timeout_s=3,
+            )
+            await asyncio.to_thread(sim.ctl, "clear")
+            await asyncio.sleep(2)  # then nothing may be read from the outbox by a timer
+            t_ack = asyncio.get_running_loop().time()
+            await asyncio.to_thread(d.call, "ack")
+            acked = await col.wait_for(
+                lambda m: m.topic.endswith("/alarms") and m.payload.get("event") == "acknowledged",
+                timeout_s=3,
+            )
+            assert acked.t_mono - t_ack < 3.0
+            assert acked.payload["event_id"] > raised.payload["event_id"]
+    finally:
+        if daemon is not None:
+            await asyncio.to_thread(daemon.stop)
+        await asyncio.to_thread(sim.stop)
+        broker.stop()
+    for m in col.on("alarms"):
+        validate(m.topic, m.payload)

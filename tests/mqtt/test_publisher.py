@@ -443,7 +443,7 @@ async def test_outbox_failure_and_personal_data_never_stop_the_publisher(
     assert col.on("alarms") == []
     assert not any("X123" in str(m.payload) for m in col.messages)
     assert s.rejected == 1
-    assert s.outbox_errors == 1  # retried at the next outbox poll, without dropping the broker
+    assert s.outbox_errors == 1  # retried after outbox_retry_s (1 s), without dropping the broker
     assert s.last_outbox_error == "RuntimeError: database is locked"
     assert s.connections == 1
     assert len(outbox) == 0
@@ -452,3 +452,33 @@ async def test_outbox_failure_and_personal_data_never_stop_the_publisher(
 async def test_a_publisher_needs_a_console() -> None:
     with pytest.raises(ValueError, match="for_console"):
         Publisher(MqttConfig(site="demo"), session=1, software_version="x", outbox=MemoryOutbox())
+
+
+class _CountingOutbox(MemoryOutbox):
+    """Counts the reads: each one is a database transaction in the daemon."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    async def pending(self, limit: int) -> list[Any]:
+        self.reads += 1
+        return await super().pending(limit)
+
+
+async def test_an_idle_outbox_is_read_only_when_woken(
+    broker: Mosquitto, make_pub: Callable[..., Publisher]
+) -> None:
+    """The periodic read is a safety net (10 s): new rows wake the sender themselves."""
+    outbox = _CountingOutbox()
+    pub = make_pub(_cfg(broker.port), outbox)
+    async with Collector(broker.port) as col:
+        pub.start()
+        await col.wait_for(lambda m: m.topic.endswith("/status"), 5)
+        await asyncio.sleep(2.5)
+        assert outbox.reads == 1, "read again with nothing new"  # the start-up read only
+        good = outbox.add("cycle", _cycle(2))
+        pub.notify_outbox()
+        cyc = await col.wait_for(lambda m: m.topic.endswith("/cycles"), 2)
+    assert cyc.payload["event_id"] == good
+    assert outbox.reads == 2

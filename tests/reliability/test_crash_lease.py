@@ -14,7 +14,7 @@ issue's figure is 50 of 50, see docs/reliability.md):
 Bound, from the simulator's event log: every renewal precedes the moment the
 host went away (t0), so the console's deadline is at most t0 + lease and the
 valves close at its first tick after that: close - t0 <= lease + tick (+ the
-tick loop's scheduling jitter). The lower bound lease - poll period - jitter
+tick loop's scheduling jitter). The lower bound lease - renewal interval - jitter
 shows it was the lease, not something else, that closed them.
 """
 
@@ -35,7 +35,7 @@ from tests.e2e.harness import Daemon, Sim
 from .rig import (
     JITTER_S,
     LEASE_MS,
-    POLL_S,
+    RENEW_S,
     TICK_S,
     cycles,
     env_int,
@@ -54,7 +54,7 @@ from .rig import (
 TRIALS = env_int("CRYOD_TRIALS", 5)
 FREEZE_S = 60.0  # simulated: 6 s of wall time at speed 10
 UPPER_S = LEASE_MS / 1000 + TICK_S + JITTER_S
-LOWER_S = LEASE_MS / 1000 - POLL_S - JITTER_S
+LOWER_S = LEASE_MS / 1000 - RENEW_S - JITTER_S
 
 MODES = {
     "kill9": "modbus-tcp",
