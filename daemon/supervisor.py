@@ -104,6 +104,10 @@ class _Valve:
 
 @dataclass(slots=True)
 class _Tip:
+    """A probe's tip history while it is watched; forgotten when the watch ends, so
+    the first reading of the next watch is not compared with one from before the gap
+    (that one may be a fault since cleared: a jump no thermocouple made)."""
+
     window: SlidingRange  # usable tip readings of the stuck window
     last_t: float | None = None
     last_c: float | None = None
@@ -595,6 +599,8 @@ class Supervisor:
         if v.vent_from is not None:  # before the tip checks: it must not depend on them
             out.extend(self._check_return(ps, v, t))
         if not watched:
+            if tipst.last_t is not None:  # history covers watched time only: forget it
+                self._tips[p] = _Tip(SlidingRange(lim.tc_stuck_window_s))
             return out
         tip = ps.tip_c
         if ps.tc_status is TcStatus.OPEN:

@@ -267,6 +267,19 @@ def test_tc_rate_faster_than_physics() -> None:
     assert s.raised()[(C.TC_RATE, 1)] is Priority.HIGH
 
 
+def test_tip_history_is_forgotten_when_the_watch_ends() -> None:
+    """Found by the benchmark: a probe left unwatched with a faulty last reading
+    (-120 C, since cleared) raised tc_rate at its next watch, comparing a normal
+    reading with that one from before the gap."""
+    s = S()
+    s.run(0.5, WATCH1, tips={1: -120.0})
+    s.run(2.0, Supervision(), tips={1: 30.0})  # not watched: the fault is cleared meanwhile
+    s.run(0.5, WATCH1, tips={1: 30.0})
+    assert (C.TC_RATE, 1) not in s.raised()
+    s.run(0.1, WATCH1, tips={1: -20.0})  # within a watch a jump is still one
+    assert s.raised()[(C.TC_RATE, 1)] is Priority.HIGH
+
+
 def test_stuck_open_valve_tip_still_cooling_closes_master() -> None:
     s = S()
     s.open()
