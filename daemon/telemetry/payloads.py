@@ -96,41 +96,37 @@ def _forbidden(key: str) -> bool:
 
 def assert_no_personal_data(payload: Any, *, path: str = "$") -> None:
     """Raise PersonalDataError if any key, at any depth, looks like personal data."""
-    if not _has_personal_data(payload):  # the common case: no path is built
-        return
-    if isinstance(payload, Mapping):
-        for key, value in payload.items():
-            if not isinstance(key, str):
-                raise PersonalDataError(f"{path}: non-string key {key!r}")
-            if _forbidden(key):
-                raise PersonalDataError(
-                    f"{path}.{key}: key may carry personal data; MQTT payloads identify "
-                    "the procedure by its numeric id only"
-                )
-            assert_no_personal_data(value, path=f"{path}.{key}")
-    elif isinstance(payload, (list, tuple)):
-        for i, item in enumerate(payload):
-            assert_no_personal_data(item, path=f"{path}[{i}]")
+    found = _personal_data(payload)
+    if found is not None:
+        where, why = found
+        raise PersonalDataError(f"{path}{where}: {why}")
 
 
 # values that hold no keys: skipped without the (slower) Mapping check
 _LEAF_TYPES: Final = frozenset({str, int, float, bool, type(None)})
 
 
-def _has_personal_data(payload: Any) -> bool:
-    """Whether ``assert_no_personal_data`` would raise (the same walk, without paths:
-    telemetry runs it twice a second)."""
+def _personal_data(payload: Any) -> tuple[str, str] | None:
+    """(path below ``payload``, reason) of the first key that may carry personal data,
+    or None. The path is built only for a key refused (telemetry runs this twice a
+    second)."""
     if isinstance(payload, Mapping):
         for key, value in payload.items():
-            if not isinstance(key, str) or _forbidden(key):
-                return True
-            if type(value) not in _LEAF_TYPES and _has_personal_data(value):
-                return True
+            if not isinstance(key, str):
+                return "", f"non-string key {key!r}"
+            if _forbidden(key):
+                return (
+                    f".{key}",
+                    "key may carry personal data; MQTT payloads identify "
+                    "the procedure by its numeric id only",
+                )
+            if type(value) not in _LEAF_TYPES and (found := _personal_data(value)):
+                return f".{key}{found[0]}", found[1]
     elif isinstance(payload, (list, tuple)):
-        for item in payload:
-            if type(item) not in _LEAF_TYPES and _has_personal_data(item):
-                return True
-    return False
+        for i, item in enumerate(payload):
+            if type(item) not in _LEAF_TYPES and (found := _personal_data(item)):
+                return f"[{i}]{found[0]}", found[1]
+    return None
 
 
 def encode(payload: Mapping[str, Any]) -> bytes:

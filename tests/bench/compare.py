@@ -53,6 +53,7 @@ def child(windows: int, window_s: float) -> int:
     root = Path(tempfile.mkdtemp(prefix="cryod-compare-"))
     with (
         scenarios.workdir(root, "steady") as wd,
+        # the lease named: older trees' rigs defaulted to 500 ms, not the daemon's 1000
         scenarios.rig(wd, ["modbus-tcp"], lease_timeout_ms=1000) as (_s, d, _b),
     ):
         steady.start_freeze_all(d)

@@ -57,6 +57,7 @@ from cryod.drivers.modbus import ModbusTcpDriver
 from cryod.drivers.profile import load_profile
 from cryod.simulators.console import SimConsole
 from cryod.simulators.modbus_server import serve_modbus_tcp
+from tests.e2e.harness import DEMO_PROCEDURE
 
 STEPS = ("decode", "supervisor", "supervisor_long", "engine", "rows", "insert")
 POLL_HZ = 20.0
@@ -65,16 +66,7 @@ LONG_WINDOW_S = 60.0
 PROTOCOL = "classic-double-90"
 CONSOLE = "c1"
 UTC0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
-PROCEDURE = {
-    "console": CONSOLE,
-    "operator": "bench",
-    "patient_ref": "PSN-0042",
-    "indication": "mortons_neuroma",
-    "site": "third intermetatarsal space",
-    "side": "left",
-    "imaging": "ultrasound",
-    "anaesthesia": "local",
-}
+PROCEDURE = {**DEMO_PROCEDURE, "console": CONSOLE, "operator": "bench"}
 
 
 def _now(t: float) -> Now:
