@@ -94,14 +94,17 @@ class AlarmCode(enum.StrEnum):
     CONSOLE_LEASE_EXPIRED = "console_lease_expired"
     CONSOLE_OVERPRESSURE = "console_overpressure"
     CONSOLE_LIMIT_TRIP = "console_limit_trip"
+    SAFE_STATE_UNCONFIRMED = "safe_state_unconfirmed"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AlarmSpec:
+    """Priority, when the alarm demands the safe state (``safe_state.py``: every
+    output off, the master valve included), and a summary."""
+
     code: AlarmCode
     priority: Priority
     safe: SafeWhen
-    close_master: bool  # a valve or gas-path fault: the master valve closes too
     summary: str
 
     @property
@@ -110,9 +113,9 @@ class AlarmSpec:
 
 
 def _spec(
-    code: AlarmCode, prio: Priority, safe: SafeWhen, master: bool, summary: str
+    code: AlarmCode, prio: Priority, safe: SafeWhen, summary: str
 ) -> tuple[AlarmCode, AlarmSpec]:
-    return code, AlarmSpec(code, prio, safe, master, summary)
+    return code, AlarmSpec(code=code, priority=prio, safe=safe, summary=summary)
 
 
 H, M, L = Priority.HIGH, Priority.MEDIUM, Priority.LOW
@@ -121,29 +124,35 @@ C = AlarmCode
 
 ALARM_SPECS: dict[AlarmCode, AlarmSpec] = dict(
     [
-        _spec(C.TIP_TOO_COLD, H, A, False, "tip colder than the protocol/console minimum"),
-        _spec(C.FREEZE_TOO_LONG, H, A, False, "freeze valve open longer than allowed"),
-        _spec(C.FREEZE_CUMULATIVE, H, A, False, "cumulative freeze time of the procedure exceeded"),
-        _spec(C.SUPPLY_LOW, M, F, False, "supply pressure below the working band"),
-        _spec(C.SUPPLY_HIGH, H, A, True, "supply pressure above the maximum"),
-        _spec(C.SUPPLY_INVALID, H, F, True, "supply pressure reading invalid"),
-        _spec(C.SUPPLY_LEAK, H, A, True, "supply falling faster than consumption explains"),
-        _spec(C.TC_OPEN, H, A, False, "tip thermocouple open"),
-        _spec(C.TC_SHORT, H, A, False, "tip thermocouple shorted"),
-        _spec(C.TC_INVALID, H, A, False, "tip temperature invalid or stale"),
-        _spec(C.TC_STUCK, H, A, False, "tip temperature not changing while a valve is open"),
-        _spec(C.TC_RATE, H, A, False, "tip temperature changing faster than physics allows"),
-        _spec(C.VALVE_STUCK_OPEN, H, A, True, "gas still flowing after the freeze valve closed"),
-        _spec(C.NO_COOLING, H, A, True, "tip not cooling after the freeze valve opened"),
-        _spec(C.TARGET_NOT_REACHED, M, N, False, "target tip temperature not reached in time"),
-        _spec(C.SKIN_COLD, H, A, False, "skin temperature below its limit"),
-        _spec(C.SKIN_COOL, M, N, False, "skin temperature approaching its limit"),
-        _spec(C.SKIN_TC_FAULT, M, N, False, "skin thermocouple invalid"),
-        _spec(C.STALE_DATA, H, A, False, "no valid snapshot for too long"),
-        _spec(C.LEASE_DISARMED, H, F, False, "console lease not armed while freezing"),
-        _spec(C.CONSOLE_LEASE_EXPIRED, H, A, True, "console lease expired (console closed valves)"),
-        _spec(C.CONSOLE_OVERPRESSURE, H, A, True, "console hard over-pressure limit"),
-        _spec(C.CONSOLE_LIMIT_TRIP, H, A, False, "a console-held per-probe limit tripped"),
+        _spec(C.TIP_TOO_COLD, H, A, "tip colder than the protocol/console minimum"),
+        _spec(C.FREEZE_TOO_LONG, H, A, "freeze valve open longer than allowed"),
+        _spec(C.FREEZE_CUMULATIVE, H, A, "cumulative freeze time of the procedure exceeded"),
+        _spec(C.SUPPLY_LOW, M, F, "supply pressure below the working band"),
+        _spec(C.SUPPLY_HIGH, H, A, "supply pressure above the maximum"),
+        _spec(C.SUPPLY_INVALID, H, F, "supply pressure reading invalid"),
+        _spec(C.SUPPLY_LEAK, H, A, "supply falling faster than consumption explains"),
+        _spec(C.TC_OPEN, H, A, "tip thermocouple open"),
+        _spec(C.TC_SHORT, H, A, "tip thermocouple shorted"),
+        _spec(C.TC_INVALID, H, A, "tip temperature invalid or stale"),
+        _spec(C.TC_STUCK, H, A, "tip temperature not changing while a valve is open"),
+        _spec(C.TC_RATE, H, A, "tip temperature changing faster than physics allows"),
+        _spec(C.VALVE_STUCK_OPEN, H, A, "gas still flowing after the freeze valve closed"),
+        _spec(C.NO_COOLING, H, A, "tip not cooling after the freeze valve opened"),
+        _spec(C.TARGET_NOT_REACHED, M, N, "target tip temperature not reached in time"),
+        _spec(C.SKIN_COLD, H, A, "skin temperature below its limit"),
+        _spec(C.SKIN_COOL, M, N, "skin temperature approaching its limit"),
+        _spec(C.SKIN_TC_FAULT, M, N, "skin thermocouple invalid"),
+        _spec(C.STALE_DATA, H, A, "no valid snapshot for too long"),
+        _spec(C.LEASE_DISARMED, H, F, "console lease not armed while freezing"),
+        _spec(C.CONSOLE_LEASE_EXPIRED, H, A, "console lease expired (console closed valves)"),
+        _spec(C.CONSOLE_OVERPRESSURE, H, A, "console hard over-pressure limit"),
+        _spec(C.CONSOLE_LIMIT_TRIP, H, A, "a console-held per-probe limit tripped"),
+        _spec(
+            C.SAFE_STATE_UNCONFIRMED,
+            H,
+            A,
+            "an output commanded off was not confirmed off by the console",
+        ),
     ]
 )
 del H, M, L, A, F, N, C

@@ -1,17 +1,22 @@
 """One console's I/O shell: the poll loop around the pure supervisor and engine.
 
-Order on every poll, fixed so safety never waits behind anything else:
+The sequencing is the pure ``Coordinator``'s; this shell does the I/O it asks
+for, one effect at a time, and reports each result back. Order on every poll,
+fixed so safety never waits behind anything else:
 
 1. read a snapshot (bounded by the driver's timeouts; a failure is ``None``);
 2. the supervisor checks it and, on a trip, the safe state is commanded
    *before* the engine hears of anything;
-3. queued operator commands, then the engine's tick; every command the
-   engine returns is executed in order, each valve-open one gated by
-   ``supervisor.permits``;
+3. queued operator commands, then the engine's tick and the sticky safe state;
 4. the lease is renewed by a write when a quarter of its timeout has passed
    since the last renewal (only when steps 1-3 completed: a stuck loop stops
    renewing, and the console closes the valves on its own);
 5. samples go to the writer and telemetry to the publisher without waiting.
+
+The one safe state (``safe_state.py``) is executed on connect, on a trip, on
+a failed command, on a storage failure, on an operator abort and on shutdown.
+At shutdown the lease is disarmed only once a fresh snapshot shows every
+output off; otherwise it is left to expire, and the console closes them.
 
 Records that must be durable before acting (the cycle row before its valve
 opens) are awaited; everything else is recorded in order by a separate
@@ -33,9 +38,23 @@ from typing import Any
 from cryod import __version__
 from cryod.drivers.base import Driver, DriverError, Identity, LinkError, Reading, Snapshot
 
+from . import commands as C
 from . import engine as E
 from .alarms import Alarm, Now
 from .config import ConsoleConfig
+from .coordinator import (
+    AlarmCleared,
+    AlarmRaised,
+    Coordinator,
+    Done,
+    Effect,
+    Failed,
+    LimitsHeld,
+    Refused,
+    Result,
+    ValveOpened,
+    describe,
+)
 from .limits import ConsoleEnvelope
 from .logging import get_logger
 from .protocols import Protocol
@@ -61,7 +80,7 @@ class OperatorError(Exception):
 
 @dataclass
 class _Request:
-    event: E.Event | None
+    event: C.Event | None
     fn: Callable[[], Any] | None
     future: asyncio.Future[Any]
 
@@ -81,7 +100,11 @@ class StorageAlarm:
 
 
 STORAGE_ALARM_CODE = "storage_failure"
-_RUN_EVENTS = (E.RunProtocol, E.AdHocFreeze, E.AdHocThaw)
+#: the most a console's shutdown may take (the safe state and its confirmation); the
+#: consoles stop in parallel, and systemd's TimeoutStopSec (20 s) leaves the rest of
+#: its time for the log and MQTT (tests/service checks the unit against this)
+SHUTDOWN_BUDGET_S = 10.0
+_RUN_EVENTS = (C.RunProtocol, C.AdHocFreeze, C.AdHocThaw)
 
 
 class Clock:
@@ -130,7 +153,10 @@ class ConsoleService:
         plog: ProcedureLog,
         publisher: Any = None,
         session: int = 0,
+        adopt: tuple[int, dict[int, float]] | None = None,
     ) -> None:
+        """``adopt``: a procedure a previous run left open (its id and the freeze time
+        its probes already had), continued here without resuming any freeze."""
         self.cfg = cfg
         self.id = cfg.id
         self.driver = driver
@@ -142,9 +168,11 @@ class ConsoleService:
         self.clock = Clock(cfg.time_scale)
         # the core sees durations on the (possibly scaled) engine clock
         period_s = cfg.poll_period_s * cfg.time_scale
-        self.engine = E.Engine(E.EngineConfig(cfg.limits, envelope, period_s))
-        self.state = self.engine.initial()
-        self.supervisor = Supervisor(cfg.limits, envelope, period_s)
+        self.coord = Coordinator(
+            engine=E.Engine(E.EngineConfig(cfg.limits, envelope, period_s)),
+            supervisor=Supervisor(cfg.limits, envelope, period_s),
+            probes=envelope.probes,
+        )
         self.identity: Identity | None = None
         self.snapshot: Snapshot | None = None
         self.procedure_id: int | None = None
@@ -152,21 +180,30 @@ class ConsoleService:
         self._alarm_rows: dict[tuple[str, int | None], int] = {}
         self._inbox: asyncio.Queue[_Request] = asyncio.Queue(maxsize=64)
         self._records: asyncio.Queue[Callable[[], Any]] = asyncio.Queue()
-        self._rejects: list[E.Reject] = []
         self.connected = False
         self.late_polls = 0
         self.polls = 0
         self.last_poll_mono: float | None = None
         self.poll_starts: deque[float] = deque(maxlen=4096)  # for the benchmark
-        self.safe_state_commands = 0
-        self._touched: set[tuple[str, int]] = set()
         self._link_failed = False
+        self._failing: set[str] = set()  # outputs whose last command failed (logged once)
         # wall-monotonic time the last renewal was sent (None: renew at the next poll)
         self._renewed_mono: float | None = None
         self._renew_after_s = cfg.lease_renew_s - 0.5 * cfg.poll_period_s
-        self._adopt: tuple[int, dict[int, float]] | None = None  # set by the daemon at start
+        self._adopt = adopt
         self.storage_alarm: StorageAlarm | None = None
-        self._stopping = False
+
+    @property
+    def engine(self) -> E.Engine:
+        return self.coord.engine
+
+    @property
+    def supervisor(self) -> Supervisor:
+        return self.coord.supervisor
+
+    @property
+    def state(self) -> E.EngineState:
+        return self.coord.state
 
     # ------------------------------------------------------------ lifecycle
     async def run(self) -> None:
@@ -191,7 +228,8 @@ class ConsoleService:
                 ident = await self.driver.identify()
                 self._check_identity(ident)
                 self.identity = ident
-                await self._initial_safe_state()
+                if not await self._initial_safe_state():
+                    raise LinkError("the safe state was not confirmed at connect")
                 await self.driver.arm_lease(self.cfg.lease_timeout_ms)
                 self._renewed_mono = None  # a new lease: the first poll renews it
                 self.connected = True
@@ -231,29 +269,37 @@ class ConsoleService:
                 f"simulated console, but it identifies as {ident.model!r}"
             )
 
-    async def _initial_safe_state(self) -> None:
-        """Start safe whatever the console was doing: never resume a freeze."""
-        await self.driver.safe_state()
-        for p in range(1, self.envelope.probes + 1):
-            with contextlib.suppress(DriverError):
-                await self.driver.set_thaw(p, False)
+    async def _initial_safe_state(self) -> bool:
+        """Start safe whatever the console was doing (never resume a freeze): the one
+        safe state, every step attempted. True when the console confirmed every step."""
+        self._link_failed = False
+        self.coord.connected(self.clock.now())
+        await self._run_effects()
+        return not self.supervisor.unconfirmed
 
     async def _shutdown(self) -> None:
-        """Safe state first, then the engine's records; the caller flushes the log."""
-        self._stopping = True
-        if self.connected:
+        """The safe state first (every step attempted, retried until the console
+        confirms every output off or the lease must have taken over), then the lease
+        disarmed if, and only if, a fresh snapshot shows every output off; then the
+        recorder's queue is written. The caller flushes the log."""
+        if self.identity is not None:  # the console answered once: it may have outputs on
             try:
-                await asyncio.wait_for(self.driver.safe_state(), 2.0)
+                async with asyncio.timeout(SHUTDOWN_BUDGET_S):
+                    if await self._shutdown_safe_state():
+                        await self.driver.arm_lease(0)
+                        self._record("lease_disarmed", {"console": self.id})
+                    else:
+                        log.error(
+                            "safe_state_not_confirmed_at_shutdown",
+                            console=self.id,
+                            outputs=[
+                                f"{k}{'' if p is None else f' {p}'}"
+                                for k, p in self.supervisor.unconfirmed
+                            ],
+                            detail="lease left armed: the console closes on its expiry",
+                        )
             except (DriverError, TimeoutError) as exc:
-                log.error("safe_state_on_shutdown_failed", console=self.id, error=str(exc))
-            now = self.clock.now()
-            if self.state.phase in E.ACTIVE:
-                self.state, cmds = self.engine.step(self.state, E.Abort(), now)
-                for cmd in cmds:
-                    if isinstance(cmd, E.CloseCycle | E.Record):
-                        await self._execute(cmd, now)
-            with contextlib.suppress(DriverError, TimeoutError):
-                await asyncio.wait_for(self.driver.arm_lease(0), 1.0)
+                log.error("shutdown_incomplete", console=self.id, error=str(exc) or "timeout")
         with contextlib.suppress(DriverError, TimeoutError):
             await asyncio.wait_for(self.driver.close(), 1.0)
         # let the recorder write what is queued
@@ -261,6 +307,28 @@ class ConsoleService:
             fn = self._records.get_nowait()
             with contextlib.suppress(Exception):
                 await fn()
+
+    async def _shutdown_safe_state(self) -> bool:
+        """Execute the safe state, then poll (no lease renewal) until a fresh snapshot
+        shows every output off. Gives up once the lease must have expired: from then
+        on the console's own watchdog holds the outputs closed."""
+        self._link_failed = False
+        self.coord.shutdown(self.clock.now())
+        await self._run_effects()
+        lease_s = self.cfg.lease_timeout_ms / 1000
+        last = self._renewed_mono if self._renewed_mono is not None else time.monotonic()
+        give_up = max(last + lease_s, time.monotonic()) + 2 * self.cfg.poll_period_s
+        while True:
+            snap = await self._read()
+            self.coord.begin_poll(snap, self.clock.now())
+            await self._run_effects()
+            self.coord.tick(self.clock.now())
+            await self._run_effects()
+            if snap is not None and _all_off(snap) and not self.supervisor.unconfirmed:
+                return True
+            if time.monotonic() >= give_up:
+                return False
+            await asyncio.sleep(self.cfg.poll_period_s)
 
     # ------------------------------------------------------------ poll loop
     async def _poll_loop(self) -> None:
@@ -283,10 +351,10 @@ class ConsoleService:
             await self.poll_once()
             self.last_poll_mono = time.monotonic()
 
-    async def poll_once(self) -> None:
-        self.polls += 1
-        self._touched.clear()  # valves commanded during this poll
-        self._link_failed = False  # set by the first link error of this poll
+    async def _read(self) -> Snapshot | None:
+        """One snapshot, or None when the link failed (every further command of this
+        poll is then reported as not sent, without waiting out its timeouts)."""
+        self._link_failed = False
         try:
             snap: Snapshot | None = self.clock.rescale(await self.driver.read_snapshot())
             self.connected = True
@@ -297,25 +365,24 @@ class ConsoleService:
                 log.warning("poll_failed", console=self.id, error=str(exc))
             self.connected = False
         self.snapshot = snap
-        now = self.clock.now()
+        return snap
+
+    async def poll_once(self) -> None:
+        self.polls += 1
+        snap = await self._read()
         # 1. the supervisor first
-        verdict = self.supervisor.check(snap, now, self.engine.supervision(self.state))
-        for alarm in verdict.raised:  # queued at once, before any slow command
-            self._alarm_raised(alarm)
-        for alarm in verdict.cleared:
-            self._alarm_cleared(alarm)
-        if verdict.demand is not None:
-            await self._safe_state(verdict.demand, now)
-        for alarm in verdict.trips:
-            await self._feed(E.SupervisorTrip(alarm), now)
-        if self.storage_alarm is not None and not self.storage_alarm.handled:
-            await self._storage_safe_state(self.storage_alarm, now)
-        # 2. operator commands, then the tick
+        self.coord.begin_poll(snap, self.clock.now())
+        await self._run_effects()
+        alarm = self.storage_alarm
+        if alarm is not None and not alarm.handled:
+            alarm.handled = True
+            self.coord.storage_failed(f"{alarm.kind}: {alarm.detail}", self.clock.now())
+            await self._run_effects()
+        # 2. operator commands, then the tick and the sticky safe state
         while not self._inbox.empty():
             await self._serve(self._inbox.get_nowait())
-        await self._feed(E.Tick(snap), self.clock.now())
-        if snap is not None and self.state.phase is not E.Phase.PRECHECK:
-            await self._enforce_closed(snap)
+        self.coord.tick(self.clock.now())
+        await self._run_effects()
         # 3. renew the lease (a write) when due, only after everything above completed
         if snap is None:
             self._renewed_mono = None  # the link failed: renew as soon as it answers again
@@ -340,55 +407,10 @@ class ConsoleService:
         last = self._renewed_mono
         return last is None or time.monotonic() - last >= self._renew_after_s
 
-    async def _safe_state(self, demand: Any, now: Now) -> None:
-        self.safe_state_commands += 1
-        log.error(
-            "safe_state",
-            console=self.id,
-            reasons=list(demand.reasons),
-            close_master=demand.close_master,
-        )
-        for cmd in self._open_first(demand.commands(self.envelope.probes)):
-            try:
-                await self._drive(cmd)
-                self.supervisor.note_command(cmd, now)
-            except DriverError as exc:
-                log.error(
-                    "safe_state_command_failed", console=self.id, command=repr(cmd), error=str(exc)
-                )
-        self._record(
-            "safe_state",
-            {
-                "console": self.id,
-                "reasons": list(demand.reasons),
-                "close_master": demand.close_master,
-            },
-        )
-
-    def _open_first(self, cmds: list[Any]) -> list[Any]:
-        """Safe-state commands with what is open now first (the master, when demanded,
-        before all): each command is a write and a read-back, so on a slow link the
-        order decides how long gas keeps flowing. Every command still runs."""
-        snap = self.snapshot
-        if snap is None:
-            return cmds
-        freezing = {p.probe for p in snap.probes if p.freeze_open}
-        thawing = {p.probe for p in snap.probes if p.thaw_on}
-
-        def rank(cmd: Any) -> int:
-            if isinstance(cmd, E.SetMaster):
-                return 0
-            if isinstance(cmd, E.SetFreeze) and cmd.probe in freezing:
-                return 1
-            if isinstance(cmd, E.SetThaw) and cmd.probe in thawing:
-                return 2
-            return 3
-
-        return sorted(cmds, key=rank)  # stable: otherwise the supervisor's order
-
     def storage_failed(self, kind: str, detail: str) -> None:
         """The writer reported a storage failure: raise the latched high-priority alarm;
-        the next poll ends any freeze (record before acting can no longer hold)."""
+        the next poll drives the safe state and ends any run (record before acting can
+        no longer hold)."""
         if self.storage_alarm is not None:
             self.storage_alarm.detail = detail
             return
@@ -402,143 +424,95 @@ class ConsoleService:
             detail=f"{kind}: {detail}",
         )
 
-    async def _storage_safe_state(self, alarm: StorageAlarm, now: Now) -> None:
-        alarm.handled = True
-        if self.state.phase not in E.ACTIVE:
-            return
-        self.safe_state_commands += 1
-        log.error("safe_state", console=self.id, reasons=[STORAGE_ALARM_CODE], close_master=True)
-        # the engine's abort, with the real reason shown from the first moment on
-        state, cmds = self.engine.step(self.state, E.Abort(), now)
-        self.state = replace(state, reason=f"{STORAGE_ALARM_CODE}: {alarm.kind}")
-        for cmd in cmds:
-            follow = await self._execute(cmd, now)
-            if follow is not None:
-                await self._feed(follow, now)
+    # ------------------------------------------------------------ effects
+    async def _run_effects(self) -> None:
+        """Execute what the coordinator asks for, one effect at a time, reporting
+        each result back before asking for the next."""
+        coord = self.coord
+        while (effect := coord.next_effect()) is not None:
+            result = await self._execute(effect)
+            if result is not None:
+                coord.report(effect, result, self.clock.now())
 
-    # ------------------------------------------------------------ engine I/O
-    async def _feed(self, event: E.Event, now: Now) -> list[E.Reject]:
-        """Step the engine and execute what it returns, feeding confirmations back."""
-        rejects: list[E.Reject] = []
-        work: deque[E.Event] = deque([event])
-        failed_closes: set[E.Command] = set()
-        while work:
-            ev = work.popleft()
-            self.state, cmds = self.engine.step(self.state, ev, now)
-            for cmd in cmds:
-                if isinstance(cmd, E.Reject):
-                    rejects.append(cmd)
-                follow = await self._execute(cmd, now)
-                if isinstance(follow, E.CommandFailed) and _closing(follow.command):
-                    # a close that failed makes the engine fail safe, which asks for the
-                    # same closes again: feed each failure once, then leave the retry to
-                    # the next poll (_enforce_closed) so the loop never spins on a dead link
-                    if follow.command in failed_closes:
-                        continue
-                    failed_closes.add(follow.command)
-                if follow is not None:
-                    work.append(follow)
-        return rejects
-
-    async def _enforce_closed(self, snap: Snapshot) -> None:
-        """Sticky safe state: a freeze valve the console reports open while the engine
-        does not mean it to be is commanded closed again, every poll, until it is."""
-        run = self.state.run
-        meant = (
-            set(run.probes) if run is not None and self.state.phase is E.Phase.FREEZING else set()
-        )
-        for p in snap.probes:
-            # the snapshot was read before this poll's commands: skip what they changed
-            if (
-                p.freeze_open
-                and p.probe not in meant
-                and ("SetFreeze", p.probe) not in self._touched
-            ):
-                log.error(
-                    "freeze_valve_open_unexpectedly",
-                    console=self.id,
-                    probe=p.probe,
-                    engine=str(self.state.phase),
-                )
-                try:
-                    await self.driver.set_freeze(p.probe, False)
-                    self.supervisor.note_command(E.SetFreeze(p.probe, False), self.clock.now())
-                except DriverError as exc:
-                    log.error("close_retry_failed", console=self.id, probe=p.probe, error=str(exc))
-        if (
-            snap.master_open
-            and self.state.phase not in E.ACTIVE
-            and ("master", 0) not in self._touched
-        ):
-            # the master valve closes whenever no run is active
-            log.error(
-                "master_valve_open_unexpectedly", console=self.id, engine=str(self.state.phase)
-            )
+    async def _execute(self, effect: Effect) -> Result | None:
+        if isinstance(effect, C.SetFreeze | C.SetThaw | C.SetMaster):
+            return await self._drive(effect)
+        if isinstance(effect, C.OpenCycle):
+            return await self._open_cycle(effect)
+        if isinstance(effect, C.WriteConsoleLimits):
             try:
-                await self.driver.set_master(False)
-                self.supervisor.note_command(E.SetMaster(False), self.clock.now())
+                await self.driver.write_limits(effect.probe, effect.limits)
+                return LimitsHeld(limits=await self.driver.read_limits(effect.probe))
             except DriverError as exc:
-                log.error("close_retry_failed", console=self.id, valve="master", error=str(exc))
-
-    async def _execute(self, cmd: E.Command, now: Now) -> E.Event | None:
-        if isinstance(cmd, E.OpenCycle):
-            return await self._open_cycle(cmd, now)
-        if isinstance(cmd, E.WriteConsoleLimits):
-            return await self._write_limits(cmd)
-        if isinstance(cmd, E.SetFreeze | E.SetThaw | E.SetMaster):
-            if E.is_valve_open(cmd):
-                permit = self.supervisor.permits(cmd)
-                if not permit.ok:
-                    return E.CommandFailed(cmd, f"supervisor: {permit.reason}")
-            try:
-                await self._drive(cmd)
-            except DriverError as exc:
-                return E.CommandFailed(cmd, str(exc))
-            self.supervisor.note_command(cmd, now)
-            if isinstance(cmd, E.SetFreeze) and cmd.on:
-                self._valve_opened(cmd.probe, self.clock.now())  # when the console confirmed
-            return None
-        if isinstance(cmd, E.CloseCycle):
-            self._close_cycle(cmd, now)
-            return None
-        if isinstance(cmd, E.Reject):
+                return Failed(reason=str(exc))
+        if isinstance(effect, C.CloseCycle):
+            self._close_cycle(effect)
+        elif isinstance(effect, C.Record):
+            self._record(effect.kind, {"console": self.id, **effect.details})
+            if effect.kind == "safe_state_executed" and not effect.details.get("confirmed"):
+                log.error("safe_state_not_confirmed", console=self.id, **effect.details)
+        elif isinstance(effect, C.Reject):
             log.info(
                 "command_rejected",
                 console=self.id,
-                command=cmd.command,
-                code=cmd.code,
-                detail=cmd.detail,
+                command=effect.command,
+                code=effect.code,
+                detail=effect.detail,
             )
-            return None
-        if isinstance(cmd, E.Record):
-            self._record(cmd.kind, {"console": self.id, **cmd.details})
-            return None
-        raise TypeError(f"unknown engine command {cmd!r}")
+        elif isinstance(effect, AlarmRaised):
+            self._alarm_raised(effect.alarm)
+        elif isinstance(effect, AlarmCleared):
+            self._alarm_cleared(effect.alarm)
+        elif isinstance(effect, ValveOpened):
+            self._valve_opened(effect.cycle_ref)
+        elif isinstance(effect, Refused):
+            log.warning(
+                "output_refused",
+                console=self.id,
+                output=describe(effect.command),
+                reason=effect.reason,
+            )
+            self._record(
+                "output_refused",
+                {"console": self.id, "output": describe(effect.command), "reason": effect.reason},
+            )
+        return None
 
-    async def _drive(self, cmd: E.SetFreeze | E.SetThaw | E.SetMaster) -> None:
-        self._touched.add(
-            ("master", 0) if isinstance(cmd, E.SetMaster) else (type(cmd).__name__, cmd.probe)
-        )
+    async def _drive(self, cmd: C.SetFreeze | C.SetThaw | C.SetMaster) -> Result:
+        """Switch one output and confirm it. Once the link failed in this poll, a
+        further command would wait out its own timeouts (seconds in all) and delay the
+        alarm and the engine: it is reported as not sent, and the next poll retries."""
+        name = describe(cmd)
         if self._link_failed:
-            # the link already failed in this poll: each further command would wait out its
-            # own timeouts (seconds in all) and delay the alarm and the engine; the lease
-            # covers the console meanwhile and the next poll retries (_enforce_closed)
-            raise LinkError("link down in this poll; command not sent")
+            self._failing.add(name)
+            return Failed(reason="link down in this poll", sent=False)
         try:
-            if isinstance(cmd, E.SetFreeze):
+            if isinstance(cmd, C.SetFreeze):
                 await self.driver.set_freeze(cmd.probe, cmd.on)
-            elif isinstance(cmd, E.SetThaw):
+            elif isinstance(cmd, C.SetThaw):
                 await self.driver.set_thaw(cmd.probe, cmd.on)
             else:
                 await self.driver.set_master(cmd.on)
-        except LinkError:
-            self._link_failed = True
-            raise
+        except DriverError as exc:
+            if isinstance(exc, LinkError):
+                self._link_failed = True
+            if name not in self._failing:  # logged once until it succeeds again
+                self._failing.add(name)
+                log.error(
+                    "output_command_failed",
+                    console=self.id,
+                    output=name,
+                    on=cmd.on,
+                    error=str(exc),
+                )
+            return Failed(reason=str(exc))
+        self._failing.discard(name)
+        return Done()
 
-    async def _open_cycle(self, cmd: E.OpenCycle, now: Now) -> E.Event:
+    async def _open_cycle(self, cmd: C.OpenCycle) -> Result:
         """Record before acting: the row is committed before anything opens."""
         if self.procedure_id is None:
-            return E.CommandFailed(cmd, "no procedure open")
+            return Failed(reason="no procedure open")
         await self._records_barrier()  # the previous cycle's close lands first
         snap = self.snapshot
         supply = snap.supply_kpa.value if snap is not None and snap.supply_kpa.usable else None
@@ -548,7 +522,7 @@ class ConsoleService:
             phase=Phase(cmd.phase),
             step_index=cmd.step_index,
             started_at=cmd.utc,
-            started_mono=now.mono_s,  # the engine's time of the phase start, not of the I/O
+            started_mono=cmd.mono_s,  # the engine's time of the phase start, not of the I/O
             protocol=cmd.protocol,
             planned_s=cmd.planned_s,
             target_tip_c=cmd.target_tip_c,
@@ -559,49 +533,36 @@ class ConsoleService:
             row = await self.plog.open_cycle(spec)
         except Exception as exc:  # noqa: BLE001 - any storage failure refuses the freeze
             log.error("cycle_open_failed", console=self.id, error=str(exc))
-            return E.CommandFailed(cmd, f"cycle not recorded: {exc}")
+            return Failed(reason=f"cycle not recorded: {exc}")
         self._cycle_rows[cmd.cycle_ref] = row
-        return E.CycleCommitted(cmd.cycle_ref)
+        return Done()
 
-    async def _write_limits(self, cmd: E.WriteConsoleLimits) -> E.Event:
-        try:
-            await self.driver.write_limits(cmd.probe, cmd.limits)
-            held = await self.driver.read_limits(cmd.probe)
-        except DriverError as exc:
-            return E.LimitsRefused(cmd.probe, f"console did not take the limits: {exc}")
-        if held != cmd.limits:
-            return E.LimitsRefused(
-                cmd.probe, f"console did not echo the limits back (holds {held}, sent {cmd.limits})"
-            )
-        return E.LimitsConfirmed(cmd.probe)
-
-    def _valve_opened(self, probe: int, now: Now) -> None:
+    def _valve_opened(self, cycle_ref: int) -> None:
         """The freeze really started: note it on the (already committed) cycle row."""
-        run = self.state.run
-        cyc = None if run is None else run.cycle(probe)
-        row = None if cyc is None else self._cycle_rows.get(cyc.cycle_ref)
+        row = self._cycle_rows.get(cycle_ref)
         if row is None:
             return
-        rid = row
+        now = self.clock.now()
 
         async def write() -> None:
-            await self.plog.mark_valve_open(rid, now.utc, now.mono_s)
+            await self.plog.mark_valve_open(row, now.utc, now.mono_s)
 
         self._records.put_nowait(write)
 
-    def _close_cycle(self, cmd: E.CloseCycle, now: Now) -> None:
+    def _close_cycle(self, cmd: C.CloseCycle) -> None:
         row = self._cycle_rows.pop(cmd.cycle_ref, None)
         if row is None:
             return
         f = cmd.figures
         snap = self.snapshot
+        now = self.clock.now()
         spec = CycleClose(
             cycle_id=row,
             outcome=Outcome(cmd.outcome),
             ended_at=cmd.utc,
             # a freeze ends when its valve's close was confirmed (its start is the
             # confirmed open); a thaw has no valve: it ends at the engine's decision
-            ended_mono=self.clock.now().mono_s if f.phase == "freeze" else now.mono_s,
+            ended_mono=now.mono_s if f.phase == "freeze" else cmd.mono_s,
             min_tip_c=f.min_tip_c,
             time_to_target_s=f.time_to_target_s,
             time_below_m20_s=f.below_m20_s,
@@ -697,7 +658,7 @@ class ConsoleService:
     # ------------------------------------------------------------ operator API
     async def submit(
         self,
-        event: E.Event | None = None,
+        event: C.Event | None = None,
         fn: Callable[[], Any] | None = None,
         *,
         timeout_s: float = 10.0,
@@ -724,7 +685,7 @@ class ConsoleService:
                 req.future.set_result(result)
                 return
             assert req.event is not None
-            rejects = await self._feed(req.event, self.clock.now())
+            rejects = await self._feed(req.event)
             if rejects:
                 r = rejects[0]
                 req.future.set_exception(OperatorError(r.code, r.detail or r.code))
@@ -734,15 +695,19 @@ class ConsoleService:
             if not req.future.done():
                 req.future.set_exception(exc)
 
+    async def _feed(self, event: C.Event) -> list[C.Reject]:
+        """One engine event through the coordinator, its effects executed."""
+        rejects = self.coord.feed(event, self.clock.now())
+        await self._run_effects()
+        return rejects
+
     async def adopt_procedure(self, procedure_id: int, cumulative_s: dict[int, float]) -> None:
         """A procedure left open by a previous run (crash or restart): continue it, with
         the freeze time its probes already had. Its cycles were marked interrupted; no
         freeze is resumed."""
         self.procedure_id = procedure_id
-        self.supervisor.procedure_opened(cumulative_s)
-        now = self.clock.now()
-        await self._feed(E.ProcedureOpened(), now)
-        self.state = replace(self.state, cumulative_s=tuple(sorted(cumulative_s.items())))
+        self.coord.procedure_opened(self.clock.now(), cumulative_s)
+        await self._run_effects()
         self._record(
             "procedure_adopted",
             {"console": self.id, "procedure_id": procedure_id, "cumulative_freeze_s": cumulative_s},
@@ -763,8 +728,8 @@ class ConsoleService:
             data["host_only_limits"] = self.engine.cfg.host_only
             pid = await self.plog.open_procedure(ProcedureOpen.model_validate(data))
             self.procedure_id = pid
-            self.supervisor.procedure_opened()
-            await self._feed(E.ProcedureOpened(), self.clock.now())
+            self.coord.procedure_opened(self.clock.now())
+            await self._run_effects()
             return pid
 
         return int(await self.submit(fn=go))
@@ -779,20 +744,19 @@ class ConsoleService:
             pid = self.procedure_id
             close = ProcedureClose.model_validate({**data, "procedure_id": pid})
             await self.plog.close_procedure(close)
-            await self._feed(E.ProcedureClosed(), self.clock.now())
+            await self._feed(C.ProcedureClosed())
             self.procedure_id = None
             return pid
 
         return int(await self.submit(fn=go))
 
     async def run_protocol(self, protocol: Protocol, probes: tuple[int, ...]) -> Any:
-        return await self.submit(E.RunProtocol(protocol, probes))
+        return await self.submit(C.RunProtocol(protocol, probes))
 
     async def acknowledge(self, who: str) -> Any:
         async def go() -> dict[str, Any]:
-            now = self.clock.now()
-            acked = self.supervisor.acknowledge(now)
-            await self._feed(E.Ack(), now)
+            acked = self.coord.acknowledge(self.clock.now())
+            await self._run_effects()
             storage = []
             if self.storage_alarm is not None and not self.storage_alarm.acked:
                 self.storage_alarm.acked = True
@@ -831,18 +795,12 @@ class ConsoleService:
             snap = None
             with contextlib.suppress(DriverError):
                 snap = self.clock.rescale(await self.driver.read_snapshot())
-            now = self.clock.now()
-            verdict = self.supervisor.check(snap, now, self.engine.supervision(self.state))
-            for alarm in verdict.raised:
-                self._alarm_raised(alarm)
-            result = self.supervisor.reset(now)
-            for a in result.cleared:
-                self._alarm_cleared(a)
+            result, rejects = self.coord.reset(snap, self.clock.now())
             if snap is not None and not snap.lease.armed:
                 with contextlib.suppress(DriverError):
                     await self.driver.arm_lease(self.cfg.lease_timeout_ms)
                 self._renewed_mono = None  # re-armed: this poll renews it
-            rejects = await self._feed(E.Reset(result.ok, result.reason), now)
+            await self._run_effects()
             if not result.ok:
                 raise OperatorError("cause_present", result.reason)
             if rejects:
@@ -944,8 +902,9 @@ class ConsoleService:
         }
 
 
-def _closing(cmd: E.Command) -> bool:
-    return isinstance(cmd, E.SetFreeze | E.SetThaw | E.SetMaster) and not cmd.on
+def _all_off(snap: Snapshot) -> bool:
+    """The console reports every output off: master closed, no freeze, no thaw."""
+    return not snap.master_open and not any(p.freeze_open or p.thaw_on for p in snap.probes)
 
 
 def _reading(r: Any) -> dict[str, Any] | None:

@@ -7,26 +7,20 @@ every duration, ``utc`` for records) comes with each event, so the engine is
 tested exhaustively without sleeping, and a wall-clock step cannot change a
 duration. ``EngineState`` is immutable.
 
-Contract with the I/O shell (the asyncio service):
+The contract with the I/O shell is code, not prose: ``coordinator.py``
+steps this engine and the supervisor, gates every output-on command through
+the supervisor, feeds confirmations back (``CycleCommitted``,
+``LimitsConfirmed``/``LimitsRefused``, ``CommandFailed``) and expands
+``SafeState`` into the one ordered list of ``safe_state.py``. What the engine
+guarantees on its side:
 
-* Feed every operator command, every poll result (``Tick(snapshot)`` or
-  ``Tick(None)`` when a poll failed) and every confirmation as an event.
-* Execute the returned commands **in order**, each to completion, before the
-  next event. ``Record`` and ``Reject`` go to the audit log; the shell also
-  logs every ``Reject``.
-* ``OpenCycle``: commit the cycle row (``host_only_limits`` included), then
-  feed ``CycleCommitted(cycle_ref)``. ``WriteConsoleLimits``: write and read
-  back, then feed ``LimitsConfirmed(probe)`` or ``LimitsRefused(probe, why)``.
-  Any command that fails: feed ``CommandFailed(command, reason)``.
-* Record before acting: the engine never emits ``SetFreeze(on)`` for a probe
+* Record before acting: it never emits ``SetFreeze(on=True)`` for a probe
   before its cycle row is committed AND its console limits are confirmed
   (unless the site allows host-only limits on a console without the
   ``console_limits`` capability; the cycle then says ``host_only_limits``).
-* The supervisor runs before the engine on every snapshot; the shell gates
-  every valve-open command through ``supervisor.permits(command)`` (a refused
-  one is fed back as ``CommandFailed``) and feeds each new safe-state alarm
-  as ``SupervisorTrip(alarm)``. ``engine.supervision(state)`` is what the
-  supervisor needs to know about the run.
+* Every way into fault or abort emits ``SafeState`` before the records of the
+  cycles it ends. ``engine.supervision(state)`` is what the supervisor needs to
+  know about the run.
 * Reset sequence: ``driver.reset_faults()``, a fresh snapshot through the
   supervisor, ``supervisor.reset(now)``, then ``Reset(cause_gone=result.ok,
   reason=result.reason)``.
@@ -42,13 +36,41 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
-from typing import Literal
 
 from cryod.drivers.base import ConsoleLimits, Snapshot
 
-from .alarms import Alarm, Now
-from .figures import CycleFigures, FigureTracker, SnapshotFold
+from .alarms import Now
+from .commands import (
+    Abort,
+    Ack,
+    AdHocFreeze,
+    AdHocThaw,
+    CloseCycle,
+    Command,
+    CommandFailed,
+    Continue,
+    CycleCommitted,
+    Event,
+    Extend,
+    LimitsConfirmed,
+    LimitsRefused,
+    OpenCycle,
+    Outcome,
+    ProcedureClosed,
+    ProcedureOpened,
+    Record,
+    Reject,
+    Reset,
+    RunProtocol,
+    SafeState,
+    SetFreeze,
+    SetMaster,
+    SetThaw,
+    Stop,
+    Tick,
+    WriteConsoleLimits,
+)
+from .figures import FigureTracker, SnapshotFold
 from .interlocks import InterlockFailure, check_freeze_interlocks
 from .limits import (
     ConsoleEnvelope,
@@ -72,39 +94,10 @@ from .protocols import (
 __all__ = [
     "ACTIVE",
     "RESTING",
-    "Abort",
-    "Ack",
-    "AdHocFreeze",
-    "AdHocThaw",
-    "CloseCycle",
-    "Command",
-    "CommandFailed",
-    "Continue",
-    "CycleCommitted",
     "Engine",
     "EngineConfig",
     "EngineState",
-    "Event",
-    "Extend",
-    "LimitsConfirmed",
-    "LimitsRefused",
-    "Now",
-    "OpenCycle",
     "Phase",
-    "ProcedureClosed",
-    "ProcedureOpened",
-    "Record",
-    "Reject",
-    "Reset",
-    "RunProtocol",
-    "SetFreeze",
-    "SetMaster",
-    "SetThaw",
-    "Stop",
-    "SupervisorTrip",
-    "Tick",
-    "WriteConsoleLimits",
-    "is_valve_open",
 ]
 
 
@@ -122,213 +115,6 @@ class Phase(enum.StrEnum):
 
 RESTING = frozenset({Phase.IDLE, Phase.COMPLETE, Phase.STOPPED, Phase.ABORTED})
 ACTIVE = frozenset({Phase.PRECHECK, Phase.FREEZING, Phase.THAWING, Phase.HOLD})
-
-# ---------------------------------------------------------------- events
-
-
-@dataclass(frozen=True, slots=True)
-class RunProtocol:
-    protocol: Protocol
-    probes: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class AdHocFreeze:
-    probe: int
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class AdHocThaw:
-    probe: int
-    seconds: float | None = None
-    mode: str = "passive"
-
-
-@dataclass(frozen=True, slots=True)
-class Stop:
-    """End the current phase early (a freeze goes to its thaw, then the run ends)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Extend:
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class Continue:
-    """Leave a hold."""
-
-
-@dataclass(frozen=True, slots=True)
-class Abort:
-    """Safe state now: every freeze and thaw valve and the master valve close."""
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Reset:
-    cause_gone: bool  # from supervisor.reset(now).ok, after the console's faults were reset
-    reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ProcedureOpened:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class ProcedureClosed:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Tick:
-    snapshot: Snapshot | None  # None: the poll failed
-
-
-@dataclass(frozen=True, slots=True)
-class CycleCommitted:
-    cycle_ref: int
-
-
-@dataclass(frozen=True, slots=True)
-class LimitsConfirmed:
-    probe: int
-
-
-@dataclass(frozen=True, slots=True)
-class LimitsRefused:
-    probe: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class CommandFailed:
-    command: Command
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class SupervisorTrip:
-    alarm: Alarm
-
-
-Event = (
-    RunProtocol
-    | AdHocFreeze
-    | AdHocThaw
-    | Stop
-    | Extend
-    | Continue
-    | Abort
-    | Ack
-    | Reset
-    | ProcedureOpened
-    | ProcedureClosed
-    | Tick
-    | CycleCommitted
-    | LimitsConfirmed
-    | LimitsRefused
-    | CommandFailed
-    | SupervisorTrip
-)
-OPERATOR_EVENTS = (
-    RunProtocol,
-    AdHocFreeze,
-    AdHocThaw,
-    Stop,
-    Extend,
-    Continue,
-    Abort,
-    Ack,
-    Reset,
-    ProcedureOpened,
-    ProcedureClosed,
-)
-
-# ---------------------------------------------------------------- commands
-
-Outcome = Literal["completed", "stopped", "aborted", "faulted"]
-
-
-@dataclass(frozen=True, slots=True)
-class OpenCycle:
-    cycle_ref: int  # engine-allocated, unique per engine lifetime; the shell maps it to its row
-    probe: int
-    phase: Literal["freeze", "thaw"]
-    step_index: int
-    protocol: str
-    planned_s: float | None  # freeze: planned duration; thaw: its time cap
-    target_tip_c: float | None
-    floor_tip_c: float | None
-    thaw_mode: str | None
-    until_tip_above_c: float | None
-    host_only_limits: bool
-    ad_hoc: bool
-    utc: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class WriteConsoleLimits:
-    probe: int
-    limits: ConsoleLimits
-
-
-@dataclass(frozen=True, slots=True)
-class SetFreeze:
-    probe: int
-    on: bool
-
-
-@dataclass(frozen=True, slots=True)
-class SetThaw:
-    probe: int
-    on: bool
-
-
-@dataclass(frozen=True, slots=True)
-class SetMaster:
-    on: bool
-
-
-@dataclass(frozen=True, slots=True)
-class CloseCycle:
-    cycle_ref: int
-    probe: int
-    outcome: Outcome
-    figures: CycleFigures
-    utc: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Reject:
-    command: str
-    code: str
-    detail: str
-    utc: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    kind: str
-    details: dict[str, object]
-    utc: datetime
-
-
-Command = (
-    OpenCycle | WriteConsoleLimits | SetFreeze | SetThaw | SetMaster | CloseCycle | Reject | Record
-)
-
-
-def is_valve_open(cmd: object) -> bool:
-    """True for a command that opens a valve (these pass supervisor.permits first)."""
-    return isinstance(cmd, SetFreeze | SetThaw | SetMaster) and cmd.on
-
 
 # ---------------------------------------------------------------- state
 
@@ -420,10 +206,12 @@ class _Out:
         self.cmds.extend(cmds)
 
     def record(self, kind: str, **details: object) -> None:
-        self.cmds.append(Record(kind, dict(details), self.now.utc))
+        self.cmds.append(Record(kind=kind, details=dict(details), utc=self.now.utc))
 
     def reject(self, event: object, code: str, detail: str = "") -> None:
-        self.cmds.append(Reject(type(event).__name__, code, detail, self.now.utc))
+        self.cmds.append(
+            Reject(command=type(event).__name__, code=code, detail=detail, utc=self.now.utc)
+        )
 
 
 _UNSUPERVISED = Supervision()
@@ -478,7 +266,10 @@ class Engine:
         new = self._dispatch(st, event, out)
         if new.phase is not st.phase:
             out.cmds.insert(
-                0, Record("state", {"from": str(st.phase), "to": str(new.phase)}, now.utc)
+                0,
+                Record(
+                    kind="state", details={"from": str(st.phase), "to": str(new.phase)}, utc=now.utc
+                ),
             )
         return new, out.cmds
 
@@ -498,8 +289,13 @@ class Engine:
             out.record("operator", command="continue", step=st.run.step_index)
             return self._enter_step(st, st.run, st.run.step_index + 1, out)
         if isinstance(ev, Abort):
-            out.record("operator", command="abort", state=str(st.phase))
-            return self._safe(st, out, "aborted", Phase.ABORTED, "operator abort", master=True)
+            if ev.cause == "operator":
+                out.record("operator", command="abort", state=str(st.phase))
+                reason = "operator abort"
+            else:
+                out.record("abort", cause=ev.cause, detail=ev.detail, state=str(st.phase))
+                reason = f"{ev.cause}: {ev.detail}" if ev.detail else ev.cause
+            return self._safe(st, out, "aborted", Phase.ABORTED, reason)
         if isinstance(ev, Ack):
             out.record("operator", command="ack", state=str(st.phase))
             return replace(st, acked=True) if st.phase is Phase.FAULT else st
@@ -531,15 +327,8 @@ class Engine:
         # SupervisorTrip
         alarm = ev.alarm
         out.record("supervisor_trip", code=str(alarm.code), probe=alarm.probe, detail=alarm.detail)
-        st = self._safe(
-            st,
-            out,
-            "faulted",
-            Phase.FAULT,
-            f"supervisor: {alarm.code}",
-            master=alarm.spec.close_master,
-        )
-        return replace(st, trips=(*st.trips, str(alarm.code)), acked=False)
+        st = self._safe(st, out, "faulted", Phase.FAULT, f"supervisor: {alarm.code}")
+        return replace(st, trips=_with(st.trips, str(alarm.code)), acked=False)
 
     # ---- operator commands ----------------------------------------------
     def _start_run(
@@ -671,7 +460,8 @@ class Engine:
             out.record("extended", planned_s=new_total, host_only_limits=True)
             return replace(st, run=replace(run, planned_s=new_total))
         for p in run.probes:
-            out.add(WriteConsoleLimits(p, self.console_limits(self._plan(p, step, new_total))))
+            limits = self.console_limits(self._plan(p, step, new_total))
+            out.add(WriteConsoleLimits(probe=p, limits=limits))
         return replace(st, run=replace(run, pending_extend_s=ev.seconds, ext_confirmed=frozenset()))
 
     def _reset(self, st: EngineState, ev: Reset, out: _Out) -> EngineState:
@@ -704,7 +494,7 @@ class Engine:
             return self._open_if_ready(st, run, out)
         step = run.step
         if st.phase is Phase.THAWING and isinstance(step, ThawStep) and step.mode == "active":
-            out.add(SetThaw(cyc.probe, True))
+            out.add(SetThaw(probe=cyc.probe, on=True))
             return replace(
                 st, run=self._with_cycle(run, replace(cyc, committed=True, thaw_on=True))
             )
@@ -753,16 +543,11 @@ class Engine:
             return self._limits_refused(st, cmd.probe, ev.reason, out)
         # a valve command or the audit log failed: the state of the console or
         # of the record is unknown, so fail safe
-        closing = isinstance(cmd, SetFreeze | SetThaw | SetMaster) and not cmd.on
-        st = self._safe(
-            st,
-            out,
-            "faulted",
-            Phase.FAULT,
-            f"{type(cmd).__name__} failed: {ev.reason}",
-            master=closing or isinstance(cmd, SetFreeze | SetThaw | SetMaster),
+        reason = f"{type(cmd).__name__} failed: {ev.reason}"
+        st = self._safe(st, out, "faulted", Phase.FAULT, reason)
+        return replace(
+            st, trips=_with(st.trips, f"command_failed:{type(cmd).__name__}"), acked=False
         )
-        return replace(st, trips=(*st.trips, f"command_failed:{type(cmd).__name__}"), acked=False)
 
     # ---- time ---------------------------------------------------------------
     def _tick(self, st: EngineState, ev: Tick, out: _Out) -> EngineState:
@@ -875,21 +660,20 @@ class Engine:
             for p in run.probes:
                 out.add(
                     OpenCycle(
-                        ref,
-                        p,
-                        "thaw",
-                        idx,
-                        run.protocol.name,
-                        step.duration_s
+                        cycle_ref=ref,
+                        probe=p,
+                        phase="thaw",
+                        step_index=idx,
+                        protocol=run.protocol.name,
+                        planned_s=step.duration_s
                         if step.duration_s is not None
                         else self.cfg.limits.max_thaw_s,
-                        None,
-                        None,
-                        step.mode,
-                        step.until_tip_above_c,
-                        self.cfg.host_only,
-                        run.ad_hoc,
-                        now.utc,
+                        thaw_mode=step.mode,
+                        until_tip_above_c=step.until_tip_above_c,
+                        host_only_limits=self.cfg.host_only,
+                        ad_hoc=run.ad_hoc,
+                        utc=now.utc,
+                        mono_s=now.mono_s,
                     )
                 )
                 tracker = FigureTracker("thaw", now.mono_s, None, len(run.probes))
@@ -913,23 +697,22 @@ class Engine:
             plan = self._plan(p, step, step.duration_s)
             out.add(
                 OpenCycle(
-                    ref,
-                    p,
-                    "freeze",
-                    idx,
-                    run.protocol.name,
-                    step.duration_s,
-                    step.target_tip_c,
-                    plan.floor_tip_c,
-                    None,
-                    None,
-                    host_only,
-                    run.ad_hoc,
-                    now.utc,
+                    cycle_ref=ref,
+                    probe=p,
+                    phase="freeze",
+                    step_index=idx,
+                    protocol=run.protocol.name,
+                    planned_s=step.duration_s,
+                    target_tip_c=step.target_tip_c,
+                    floor_tip_c=plan.floor_tip_c,
+                    host_only_limits=host_only,
+                    ad_hoc=run.ad_hoc,
+                    utc=now.utc,
+                    mono_s=now.mono_s,
                 )
             )
             if not host_only:
-                out.add(WriteConsoleLimits(p, self.console_limits(plan)))
+                out.add(WriteConsoleLimits(probe=p, limits=self.console_limits(plan)))
             cycles.append(ProbeCycle(p, ref, limits_ok=host_only))
             ref += 1
         run = replace(
@@ -948,10 +731,10 @@ class Engine:
         step = run.step
         assert isinstance(step, FreezeStep)
         now = out.now.mono_s
-        out.add(SetMaster(True))
+        out.add(SetMaster(on=True))
         cycles = []
         for c in run.cycles:
-            out.add(SetFreeze(c.probe, True))
+            out.add(SetFreeze(probe=c.probe, on=True))
             tracker = FigureTracker("freeze", now, step.target_tip_c, len(run.probes))
             cycles.append(replace(c, tracker=tracker))
         run = replace(
@@ -964,58 +747,69 @@ class Engine:
         )
         return replace(st, phase=Phase.FREEZING, run=run)
 
-    def _close_current(self, st: EngineState, run: Run, out: _Out, outcome: Outcome) -> EngineState:
-        """Close the valves of the current phase and every open cycle row."""
+    def _close_current(
+        self,
+        st: EngineState,
+        run: Run,
+        out: _Out,
+        outcome: Outcome,
+        *,
+        close_outputs: bool = True,
+    ) -> EngineState:
+        """End the current phase: close its valves (unless the safe state already
+        closes every output) and every open cycle row."""
         now = out.now.mono_s
         cum = dict(st.cumulative_s)
         if st.phase is Phase.FREEZING:
-            for c in run.cycles:
-                out.add(SetFreeze(c.probe, False))
+            if close_outputs:
+                for c in run.cycles:
+                    out.add(SetFreeze(probe=c.probe, on=False))
             for p in run.probes:
                 cum[p] = cum.get(p, 0.0) + (now - run.phase_start_mono_s)
-        if st.phase is Phase.THAWING:
+        if st.phase is Phase.THAWING and close_outputs:
             for c in run.cycles:
                 if c.thaw_on:
-                    out.add(SetThaw(c.probe, False))
+                    out.add(SetThaw(probe=c.probe, on=False))
         for c in run.cycles:
             tracker = c.tracker or FigureTracker(
                 "freeze" if st.phase is Phase.PRECHECK else "thaw", now
             )
             if st.phase is Phase.FREEZING or c.thaw_on:
                 tracker = tracker.valve_closed(now)
-            out.add(CloseCycle(c.cycle_ref, c.probe, outcome, tracker.figures(now), out.now.utc))
+            out.add(
+                CloseCycle(
+                    cycle_ref=c.cycle_ref,
+                    probe=c.probe,
+                    outcome=outcome,
+                    figures=tracker.figures(now),
+                    utc=out.now.utc,
+                    mono_s=now,
+                )
+            )
         return replace(st, run=replace(run, cycles=()), cumulative_s=tuple(sorted(cum.items())))
 
     def _end_run(self, st: EngineState, out: _Out, phase: Phase, reason: str) -> EngineState:
         """The run is over: no gas is needed until the next one, so the master
         valve closes (a freeze valve failing open later then releases nothing)."""
-        out.add(SetMaster(False))
+        out.add(SetMaster(on=False))
         out.record("run_ended", outcome=str(phase), reason=reason)
         return replace(st, phase=phase, run=None, reason=reason)
 
     def _safe(
-        self,
-        st: EngineState,
-        out: _Out,
-        outcome: Outcome,
-        phase: Phase,
-        reason: str,
-        *,
-        master: bool,
+        self, st: EngineState, out: _Out, outcome: Outcome, phase: Phase, reason: str
     ) -> EngineState:
-        """Safe state: every freeze valve closed (the run's first), no thaw, the
-        master valve closed when asked, open cycles ended with ``outcome``."""
-        if master:
-            out.add(SetMaster(False))
+        """The safe state (every output off, in the one order of ``safe_state.py``),
+        then every open cycle ended with ``outcome``: the valves close first and
+        the record of how the cycle ended follows."""
         run = st.run
-        first = run.probes if run is not None else ()
-        order = [*first, *(p for p in range(1, self.cfg.envelope.probes + 1) if p not in first)]
-        for p in order:
-            out.add(SetFreeze(p, False))
-        for p in order:
-            out.add(SetThaw(p, False))
+        out.add(SafeState(reason=reason, first=() if run is None else run.probes))
         if run is not None and st.phase in ACTIVE:
-            st = self._close_current(st, run, out, outcome)
-        out.record("safe_state", reason=reason, master_closed=master)
+            st = self._close_current(st, run, out, outcome, close_outputs=False)
+        out.record("safe_state", reason=reason)
         keep = phase if (phase is Phase.FAULT or st.phase in ACTIVE) else st.phase
         return replace(st, phase=keep, run=None, reason=reason)
+
+
+def _with(items: tuple[str, ...], item: str) -> tuple[str, ...]:
+    """``items`` with ``item`` added once (a cause already behind the fault stays once)."""
+    return items if item in items else (*items, item)

@@ -25,7 +25,7 @@ from cryod import __version__
 from cryod.drivers.base import LinkStats, Snapshot
 from cryod.drivers.registry import load_driver
 
-from . import engine as E
+from . import commands as C
 from .config import LoadedConfig, driver_options
 from .console_service import ConsoleService, OperatorError
 from .control import ControlError, ControlServer, Peer
@@ -194,9 +194,8 @@ class Daemon:
                         plog=self.plog,
                         publisher=pub,
                         session=self.session,
+                        adopt=open_procs.get(ccfg.id),  # left open by a previous run
                     )
-                    if ccfg.id in open_procs:  # adopted after a restart; never a freeze
-                        svc._adopt = open_procs[ccfg.id]
                     self.consoles[ccfg.id] = svc
                     tg.create_task(svc.run(), name=f"console-{ccfg.id}")
                     self.heartbeats.register(f"poll-{ccfg.id}", max(2.0, 10 * ccfg.poll_period_s))
@@ -371,12 +370,12 @@ class Daemon:
             return await svc.run_protocol(proto, probes)
 
         async def h_freeze(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
-            return await svc.submit(E.AdHocFreeze(int(a["probe"]), float(a["seconds"])))
+            return await svc.submit(C.AdHocFreeze(int(a["probe"]), float(a["seconds"])))
 
         async def h_thaw(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
             secs = a.get("seconds")
             return await svc.submit(
-                E.AdHocThaw(
+                C.AdHocThaw(
                     int(a["probe"]),
                     None if secs is None else float(secs),
                     str(a.get("mode", "passive")),
@@ -384,7 +383,7 @@ class Daemon:
             )
 
         async def h_extend(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
-            return await svc.submit(E.Extend(float(a["seconds"])))
+            return await svc.submit(C.Extend(float(a["seconds"])))
 
         async def h_ack(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
             return await svc.acknowledge(who)
@@ -393,13 +392,13 @@ class Daemon:
             return await svc.reset()
 
         async def stop(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
-            return await svc.submit(E.Stop())
+            return await svc.submit(C.Stop())
 
         async def cont(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
-            return await svc.submit(E.Continue())
+            return await svc.submit(C.Continue())
 
         async def abort(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
-            return await svc.submit(E.Abort())
+            return await svc.submit(C.Abort())
 
         async def procedures(args: dict[str, Any], peer: Peer) -> Any:
             return [

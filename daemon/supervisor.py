@@ -41,7 +41,16 @@ from dataclasses import dataclass
 from cryod.drivers.base import ConsoleLimits, ProbeState, Snapshot, TcStatus
 
 from .alarms import Alarm, AlarmBook, AlarmCode, Condition, Now, ResetResult, SafeWhen
-from .engine import Command, SetFreeze, SetMaster, SetThaw, is_valve_open
+from .commands import (
+    Command,
+    Output,
+    OutputCommand,
+    SetFreeze,
+    SetMaster,
+    SetThaw,
+    is_valve_open,
+    output_of,
+)
 from .limits import ConsoleEnvelope, FreezePlan, SafetyLimits, Supervision, console_limits_for
 
 __all__ = ["Permit", "SafeStateDemand", "SlidingFit", "SlidingRange", "Supervisor", "Verdict"]
@@ -55,18 +64,9 @@ class Permit:
 
 @dataclass(frozen=True, slots=True)
 class SafeStateDemand:
-    """All freeze valves and thaws closed; the master valve too on a valve/gas fault."""
+    """The safe state is demanded (``safe_state.py`` says what it is), and why."""
 
-    close_master: bool
     reasons: tuple[str, ...]
-
-    def commands(self, probes: int) -> list[Command]:
-        out: list[Command] = []
-        if self.close_master:
-            out.append(SetMaster(False))
-        out.extend(SetFreeze(p, False) for p in range(1, probes + 1))
-        out.extend(SetThaw(p, False) for p in range(1, probes + 1))
-        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +325,8 @@ class Supervisor:
         self._started_mono: float | None = None
         self._cyl = SlidingFit(limits.leak_window_s)  # cylinder kPa over the leak window
         self._cyl_open = SlidingRange(limits.leak_window_s)  # freeze valves open, same window
+        # outputs commanded off that the console has not confirmed off, and why
+        self._unconfirmed: dict[Output, tuple[OutputCommand, str]] = {}
 
     # ---- inputs -----------------------------------------------------------
     @property
@@ -337,8 +339,23 @@ class Supervisor:
         for p, v in self._valves.items():
             v.closed_accum_s = (cumulative_s or {}).get(p, 0.0)
 
+    def note_not_confirmed(self, cmd: OutputCommand, now: Now, reason: str) -> None:
+        """A command switching an output off failed or could not be sent: the output
+        is unconfirmed (the ``safe_state_unconfirmed`` alarm at the next check) until a
+        later command succeeds or a snapshot shows it off."""
+        if not cmd.on:
+            self._unconfirmed[output_of(cmd)] = (cmd, reason)
+
+    @property
+    def unconfirmed(self) -> tuple[Output, ...]:
+        """Outputs commanded off and not yet confirmed off, in command order."""
+        return tuple(self._unconfirmed)
+
     def note_command(self, cmd: Command, now: Now) -> None:
-        """The shell executed ``cmd`` (call after every valve command)."""
+        """The shell executed ``cmd`` and the console confirmed it (call after every
+        output command)."""
+        if isinstance(cmd, SetMaster | SetFreeze | SetThaw):
+            self._unconfirmed.pop(output_of(cmd), None)
         t = now.mono_s
         if isinstance(cmd, SetMaster):
             self._master_on = cmd.on
@@ -445,8 +462,15 @@ class Supervisor:
         freezing = n_open > 0
         plans = {pl.probe: pl for pl in reversed(sup.plans)}  # first plan wins, as sup.plan()
         if snap is not None and fresh:
+            self._confirm_from(snap, now)
             conds.extend(self._check_snapshot(snap, t, sup, n_open, plans))
         conds.extend(self._check_on_time(t, plans))
+        if self._unconfirmed:
+            detail = "; ".join(
+                f"{kind}{'' if probe is None else f' {probe}'}: {why}"
+                for (kind, probe), (_, why) in self._unconfirmed.items()
+            )
+            conds.append(Condition(AlarmCode.SAFE_STATE_UNCONFIRMED, None, detail))
         raised, cleared = self.book.update(conds, now)
         trips = tuple(
             a
@@ -456,11 +480,24 @@ class Supervisor:
         demand = None
         if trips:
             self._tripped = True
-            demand = SafeStateDemand(
-                close_master=any(a.spec.close_master for a in trips),
-                reasons=tuple(str(a.code) for a in trips),
-            )
+            demand = SafeStateDemand(reasons=tuple(str(a.code) for a in trips))
         return Verdict(raised, cleared, trips, demand, self.book.active)
+
+    def _confirm_from(self, snap: Snapshot, now: Now) -> None:
+        """A fresh snapshot that shows an unconfirmed output off confirms it: the
+        close is noted from here (the console's lease may have done it)."""
+        for output, (cmd, _) in list(self._unconfirmed.items()):
+            kind, probe = output
+            if kind == "master":
+                off = not snap.master_open
+            elif probe is None or not 1 <= probe <= len(snap.probes):
+                continue
+            elif kind == "freeze":
+                off = not snap.probe(probe).freeze_open
+            else:
+                off = not snap.probe(probe).thaw_on
+            if off:
+                self.note_command(cmd, now)
 
     def _check_on_time(self, t: float, plans: dict[int, FreezePlan]) -> list[Condition]:
         out = []

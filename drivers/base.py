@@ -319,23 +319,3 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     async def read_limits(self, probe: int) -> ConsoleLimits | None:
         """Read back the limits the console holds for a probe (None if it holds none)."""
-
-    async def safe_state(self) -> None:
-        """Best effort: close every freeze valve, stop thaw, close the master valve.
-
-        Each step is tried even if an earlier one fails; the first error is
-        re-raised at the end so the caller knows the console did not confirm.
-        """
-        ident = await self.identify()
-        first: DriverError | None = None
-        for probe in range(1, ident.probes + 1):
-            try:
-                await self.set_freeze(probe, False)
-            except DriverError as exc:
-                first = first or exc
-        try:
-            await self.set_master(False)
-        except DriverError as exc:
-            first = first or exc
-        if first is not None:
-            raise first

@@ -655,22 +655,6 @@ class SerialLineDriver(Driver):
             self._bad(f"LIMITS reply: {exc}")
             raise ProtocolError(f"bad LIMITS reply: {reply.body()} ({exc})") from None
 
-    async def safe_state(self) -> None:
-        """Close every freeze valve, stop every thaw, close the master valve;
-        each step is tried, the first error re-raised at the end."""
-        ident = self._identity or await self.identify()
-        first: DriverError | None = None
-        steps: list[tuple[str, int | None]] = [("FREEZE", n) for n in range(1, ident.probes + 1)]
-        steps += [("THAW", n) for n in range(1, ident.probes + 1)]
-        steps.append(("MASTER", None))
-        for verb, probe in steps:
-            try:
-                await self._set(verb, probe, False)
-            except DriverError as exc:
-                first = first or exc
-        if first is not None:
-            raise first
-
 
 def _need(frame: Frame, key: str) -> str:
     value = frame.get(key)

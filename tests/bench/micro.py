@@ -43,8 +43,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from cryod.daemon import commands as C
 from cryod.daemon import engine as E
 from cryod.daemon.alarms import Now
+from cryod.daemon.coordinator import AlarmRaised, Coordinator, Done, Effect, LimitsHeld, Result
 from cryod.daemon.limits import ConsoleEnvelope, SafetyLimits, Supervision
 from cryod.daemon.protocols import load_protocol
 from cryod.daemon.store import migrate, records
@@ -113,8 +115,9 @@ class Trace:
 
 
 class _Shell:
-    """The daemon's poll, cut to what the core needs: supervisor first, then the
-    engine's tick, commands executed through the driver, confirmations fed back."""
+    """The daemon's poll through the real coordinator (the supervisor first, then the
+    engine's tick), its effects executed through the driver. A second supervisor
+    with 60 s windows watches the same commands."""
 
     def __init__(self, console: SimConsole, clock: list[float], driver: ModbusTcpDriver) -> None:
         profile = console.profile
@@ -124,39 +127,54 @@ class _Shell:
         long_limits = self.limits.model_copy(
             update={"leak_window_s": LONG_WINDOW_S, "tc_stuck_window_s": LONG_WINDOW_S}
         )
-        self.engine = E.Engine(E.EngineConfig(self.limits, self.env, PERIOD_S))
-        self.state = self.engine.initial()
-        self.sup = Supervisor(self.limits, self.env, PERIOD_S)
+        self.coord = Coordinator(
+            engine=E.Engine(E.EngineConfig(self.limits, self.env, PERIOD_S)),
+            supervisor=Supervisor(self.limits, self.env, PERIOD_S),
+            probes=self.env.probes,
+        )
         self.sup_long = Supervisor(long_limits, self.env, PERIOD_S)
         self.t = 0.0
 
-    async def feed(self, event: E.Event, now: Now) -> None:
-        work = [event]
-        while work:
-            self.state, cmds = self.engine.step(self.state, work.pop(0), now)
-            for cmd in cmds:
-                follow = await self.execute(cmd, now)
-                if follow is not None:
-                    work.append(follow)
+    @property
+    def engine(self) -> E.Engine:
+        return self.coord.engine
 
-    async def execute(self, cmd: E.Command, now: Now) -> E.Event | None:
-        if isinstance(cmd, E.OpenCycle):
-            return E.CycleCommitted(cmd.cycle_ref)
-        if isinstance(cmd, E.WriteConsoleLimits):
-            await self.driver.write_limits(cmd.probe, cmd.limits)
-            return E.LimitsConfirmed(cmd.probe)
-        if isinstance(cmd, E.SetFreeze | E.SetThaw | E.SetMaster):
-            if E.is_valve_open(cmd) and not self.sup.permits(cmd).ok:
-                raise RuntimeError(f"supervisor refused {cmd}: {self.sup.permits(cmd).reason}")
-            if isinstance(cmd, E.SetFreeze):
-                await self.driver.set_freeze(cmd.probe, cmd.on)
-            elif isinstance(cmd, E.SetThaw):
-                await self.driver.set_thaw(cmd.probe, cmd.on)
-            else:
-                await self.driver.set_master(cmd.on)
-            self.sup.note_command(cmd, now)
-            self.sup_long.note_command(cmd, now)
-        return None
+    @property
+    def sup(self) -> Supervisor:
+        return self.coord.supervisor
+
+    @property
+    def state(self) -> E.EngineState:
+        return self.coord.state
+
+    async def run_effects(self, now: Now) -> None:
+        while (effect := self.coord.next_effect()) is not None:
+            if isinstance(effect, AlarmRaised):
+                raise RuntimeError(f"alarm in the bench trace at {self.t:.2f} s: {effect.alarm}")
+            result = await self.execute(effect, now)
+            if result is not None:
+                self.coord.report(effect, result, now)
+
+    async def execute(self, effect: Effect, now: Now) -> Result | None:
+        if isinstance(effect, C.OpenCycle):
+            return Done()
+        if isinstance(effect, C.WriteConsoleLimits):
+            await self.driver.write_limits(effect.probe, effect.limits)
+            return LimitsHeld(limits=await self.driver.read_limits(effect.probe))
+        if isinstance(effect, C.SetFreeze):
+            await self.driver.set_freeze(effect.probe, effect.on)
+        elif isinstance(effect, C.SetThaw):
+            await self.driver.set_thaw(effect.probe, effect.on)
+        elif isinstance(effect, C.SetMaster):
+            await self.driver.set_master(effect.on)
+        else:
+            return None
+        self.sup_long.note_command(effect, now)
+        return Done()
+
+    async def feed(self, event: C.Event, now: Now) -> None:
+        self.coord.feed(event, now)
+        await self.run_effects(now)
 
     async def poll(self) -> Poll:
         self.t = round(self.t + PERIOD_S, 9)
@@ -165,11 +183,13 @@ class _Shell:
         snap = _retime(await self.driver.read_snapshot(), self.t)
         now = _now(self.t)
         sv = self.engine.supervision(self.state)
-        for sup in (self.sup, self.sup_long):
-            verdict = sup.check(snap, now, sv)
-            if verdict.raised:
-                raise RuntimeError(f"alarm in the bench trace at {self.t:.2f} s: {verdict.raised}")
-        await self.feed(E.Tick(snap), now)
+        verdict = self.sup_long.check(snap, now, sv)
+        if verdict.raised:
+            raise RuntimeError(f"alarm in the bench trace at {self.t:.2f} s: {verdict.raised}")
+        self.coord.begin_poll(snap, now)
+        await self.run_effects(now)
+        self.coord.tick(now)
+        await self.run_effects(now)
         await self.driver.renew_lease()
         return Poll(snap, now, sv)
 
@@ -199,9 +219,9 @@ async def build_trace(n_polls: int, warm_s: float) -> Trace:
         await driver.identify()
         await driver.arm_lease(1000)
         await sh.poll()
-        await sh.feed(E.ProcedureOpened(), _now(sh.t))
+        await sh.feed(C.ProcedureOpened(), _now(sh.t))
         proto = load_protocol(PROTOCOL, sh.limits, sh.env.min_tip_c, sh.env.capabilities)
-        await sh.feed(E.RunProtocol(proto, tuple(range(1, sh.env.probes + 1))), _now(sh.t))
+        await sh.feed(C.RunProtocol(proto, tuple(range(1, sh.env.probes + 1))), _now(sh.t))
         while sh.state.phase is not E.Phase.FREEZING:
             await sh.poll()
             if sh.t > 30.0:
@@ -275,7 +295,7 @@ def bench_supervisor_long(tr: Trace, repeats: int, calls: int) -> tuple[float, f
 
 
 def bench_engine(tr: Trace, repeats: int, calls: int) -> tuple[float, float]:
-    engine, ticks = tr.engine, [(E.Tick(p.snap), p.now) for p in tr.polls]
+    engine, ticks = tr.engine, [(C.Tick(p.snap), p.now) for p in tr.polls]
 
     def run() -> float:
         st = tr.state  # the engine is pure: every repeat starts from the same state

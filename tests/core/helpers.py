@@ -1,32 +1,38 @@
-"""Builders for the pure-core tests: snapshots, clocks, and a harness that
-plays the I/O shell's part (confirms cycle rows and limits, runs the supervisor
-first and gates valve-open commands) without any I/O."""
+"""Builders for the pure-core tests: snapshots, clocks, and a harness that is the
+real coordinator with an auto-confirmer in place of the I/O shell."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from cryod.daemon.alarms import Now
-from cryod.daemon.engine import (
+from cryod.daemon.alarms import Alarm, Now
+from cryod.daemon.commands import (
     Command,
-    CommandFailed,
-    CycleCommitted,
-    Engine,
-    EngineConfig,
-    EngineState,
     Event,
-    LimitsConfirmed,
     OpenCycle,
-    SupervisorTrip,
+    OutputCommand,
+    SetFreeze,
+    SetMaster,
+    SetThaw,
     Tick,
     WriteConsoleLimits,
-    is_valve_open,
 )
-from cryod.daemon.limits import ConsoleEnvelope, SafetyLimits
+from cryod.daemon.coordinator import (
+    AlarmCleared,
+    AlarmRaised,
+    Coordinator,
+    Done,
+    Failed,
+    LimitsHeld,
+    Refused,
+    ValveOpened,
+)
+from cryod.daemon.engine import Engine, EngineConfig, EngineState
+from cryod.daemon.limits import ConsoleEnvelope, SafetyLimits, Supervision
 from cryod.daemon.protocols import Protocol, parse_protocol
-from cryod.daemon.supervisor import Supervisor, Verdict
+from cryod.daemon.supervisor import Permit, Supervisor, Verdict
 from cryod.drivers.base import (
     ConsoleFaults,
     LeaseStatus,
@@ -81,6 +87,7 @@ def snap(
     supply_validity: Validity = Validity.VALID,
     probes: int = 8,
     seq: int = 0,
+    master_open: bool = True,
 ) -> Snapshot:
     tips = dict(tips or {})
     tc = dict(tc or {})
@@ -122,7 +129,7 @@ def snap(
             cylinder, t, "kPa", Validity.VALID if cylinder is not None else Validity.INVALID
         ),
         skin_c=None if skin is None else rd(skin, t),
-        master_open=True,
+        master_open=master_open,
         supply_low=False,
         lease=LeaseStatus(
             armed=lease_armed, timeout_ms=lease_timeout_ms, expired=lease_expired, expiry_count=0
@@ -165,12 +172,29 @@ def hold(max_s: float | None = None) -> dict[str, object]:
     return s
 
 
+class UnsupervisedForEngineTests(Supervisor):
+    """A supervisor that sees nothing and permits everything, for the engine's own
+    tests only (their snapshots are sparse: a real supervisor would trip on stale
+    data between them). Every other core test, and every shell, runs the real one."""
+
+    def check(self, snap: Snapshot | None, now_: Now, sup: Supervision) -> Verdict:
+        return Verdict((), (), (), None, ())
+
+    def permits(self, cmd: Command) -> Permit:
+        return Permit(True)
+
+
 @dataclass
 class Harness:
-    """Engine + (optionally) supervisor, driven like the shell drives them.
+    """The real ``Coordinator`` with an auto-confirmer: the shell's sequencing as it
+    ships, with every console command confirmed at once and no I/O.
 
-    ``trace`` holds ("event", e) and ("cmd", c) in the order they happened.
-    ``auto`` confirms OpenCycle and WriteConsoleLimits at once.
+    ``trace`` holds ("event", e) for what the test fed and ("cmd", c) for every
+    command executed, in order. ``auto`` confirms OpenCycle and WriteConsoleLimits
+    at once (otherwise the test feeds the confirmations). ``supervise`` runs the
+    real supervisor; without it only the engine's own tests run
+    (``UnsupervisedForEngineTests``). ``fail`` makes output commands fail: a
+    callable given each command, returning a reason (or None to confirm it).
     """
 
     limits: SafetyLimits = LIMITS
@@ -178,52 +202,77 @@ class Harness:
     auto: bool = True
     supervise: bool = False
     utc_offset_s: float = 0.0
-    engine: Engine = field(init=False)
-    state: EngineState = field(init=False)
-    sup: Supervisor = field(init=False)
+    fail: Callable[[OutputCommand], str | None] | None = None
+    coord: Coordinator = field(init=False)
     trace: list[tuple[str, object]] = field(default_factory=list)
     refused: list[Command] = field(default_factory=list)
-    verdicts: list[Verdict] = field(default_factory=list)
+    alarms: list[Alarm] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.engine = Engine(EngineConfig(self.limits, self.env, POLL_S))
-        self.state = self.engine.initial()
-        self.sup = Supervisor(self.limits, self.env, POLL_S)
+        sup_cls = Supervisor if self.supervise else UnsupervisedForEngineTests
+        self.coord = Coordinator(
+            engine=Engine(EngineConfig(self.limits, self.env, POLL_S)),
+            supervisor=sup_cls(self.limits, self.env, POLL_S),
+            probes=self.env.probes,
+        )
+
+    @property
+    def engine(self) -> Engine:
+        return self.coord.engine
+
+    @property
+    def sup(self) -> Supervisor:
+        return self.coord.supervisor
+
+    @property
+    def state(self) -> EngineState:
+        return self.coord.state
+
+    @state.setter
+    def state(self, value: EngineState) -> None:
+        self.coord.state = value
 
     @property
     def cmds(self) -> list[Command]:
         return [c for k, c in self.trace if k == "cmd"]  # type: ignore[misc]
 
+    def turn_cmds(self) -> list[Command]:
+        """The commands executed since the last tick began this poll's turn."""
+        starts = [i for i, (k, e) in enumerate(self.trace) if k == "event" and isinstance(e, Tick)]
+        return [c for k, c in self.trace[starts[-1] if starts else 0 :] if k == "cmd"]  # type: ignore[misc]
+
     def feed(self, ev: Event, t: float) -> list[Command]:
+        """Feed one event (a Tick runs the supervisor first, as every poll does) and
+        execute everything it leads to; returns the commands executed."""
         n = now(t, self.utc_offset_s)
-        if self.supervise and isinstance(ev, Tick):
-            verdict = self.sup.check(ev.snapshot, n, self.engine.supervision(self.state))
-            if verdict.demand is not None:
-                for c in verdict.demand.commands(self.env.probes):
-                    self.trace.append(("supervisor", c))
-                    self.sup.note_command(c, n)
-            self.verdicts.append(verdict)
-            for a in verdict.trips:
-                self.feed(SupervisorTrip(a), t)
         self.trace.append(("event", ev))
-        self.state, cmds = self.engine.step(self.state, ev, n)
-        out = list(cmds)
-        follow: list[Event] = []
-        for c in cmds:
-            if self.supervise and is_valve_open(c) and not self.sup.permits(c).ok:
-                # a refused command fails the rest of its batch (shell contract)
-                self.refused.append(c)
-                follow.append(CommandFailed(c, self.sup.permits(c).reason))
-                break
-            self.trace.append(("cmd", c))
-            if self.supervise:
-                self.sup.note_command(c, n)
-            if self.auto and isinstance(c, OpenCycle):
-                follow.append(CycleCommitted(c.cycle_ref))
-            if self.auto and isinstance(c, WriteConsoleLimits):
-                follow.append(LimitsConfirmed(c.probe))
-        for f in follow:
-            out.extend(self.feed(f, t))
+        if isinstance(ev, Tick):
+            self.coord.begin_poll(ev.snapshot, n)
+            self.coord.tick(n)
+        else:
+            self.coord.feed(ev, n)
+        return self.drain(n)
+
+    def drain(self, n: Now) -> list[Command]:
+        out: list[Command] = []
+        while (effect := self.coord.next_effect()) is not None:
+            if isinstance(effect, AlarmRaised):
+                self.alarms.append(effect.alarm)
+                continue
+            if isinstance(effect, Refused):
+                self.refused.append(effect.command)
+                continue
+            if isinstance(effect, AlarmCleared | ValveOpened):
+                continue
+            self.trace.append(("cmd", effect))
+            out.append(effect)
+            if isinstance(effect, SetFreeze | SetThaw | SetMaster):
+                why = None if self.fail is None else self.fail(effect)
+                self.coord.report(effect, Done() if why is None else Failed(reason=why), n)
+            elif self.auto and isinstance(effect, OpenCycle):
+                self.coord.report(effect, Done(), n)
+            elif self.auto and isinstance(effect, WriteConsoleLimits):
+                self.coord.report(effect, LimitsHeld(limits=effect.limits), n)
         return out
 
     def tick(self, t: float, s: Snapshot | None = None, **kw: object) -> list[Command]:

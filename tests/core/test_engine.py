@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from cryod.daemon.alarms import ALARM_SPECS, Alarm, AlarmCode
-from cryod.daemon.engine import (
+from cryod.daemon.commands import (
     OPERATOR_EVENTS,
     Abort,
     Ack,
@@ -18,14 +18,11 @@ from cryod.daemon.engine import (
     CommandFailed,
     Continue,
     CycleCommitted,
-    Engine,
-    EngineConfig,
     Event,
     Extend,
     LimitsConfirmed,
     LimitsRefused,
     OpenCycle,
-    Phase,
     ProcedureClosed,
     ProcedureOpened,
     Record,
@@ -41,6 +38,7 @@ from cryod.daemon.engine import (
     WriteConsoleLimits,
     is_valve_open,
 )
+from cryod.daemon.engine import Engine, EngineConfig, Phase
 from cryod.daemon.limits import ConsoleEnvelope, SafetyLimits
 from cryod.drivers.base import ConsoleFaults, TcStatus, Validity
 
@@ -128,7 +126,7 @@ def events(h: Harness, t: float) -> dict[str, Event]:
         "committed": CycleCommitted(ref),
         "limits_ok": LimitsConfirmed(1),
         "limits_refused": LimitsRefused(1, "no echo"),
-        "cmd_failed": CommandFailed(SetFreeze(1, True), "timeout"),
+        "cmd_failed": CommandFailed(SetFreeze(probe=1, on=True), "timeout"),
         "trip": SupervisorTrip(alarm()),
     }
 
@@ -195,10 +193,14 @@ def test_every_state_times_every_event(phase: Phase, name: str) -> None:
         closed = {c.cycle_ref for c in cmds if isinstance(c, CloseCycle)}
         assert before.run is not None
         assert {c.cycle_ref for c in before.run.cycles} <= closed
-    # the fault state is entered only with every freeze valve commanded closed
+    # the fault state is entered only with every output commanded off in this poll's
+    # turn (a safe-state pass already made in the turn is not repeated)
     if h.state.phase is P.FAULT and before.phase is not P.FAULT:
-        closed_probes = {c.probe for c in cmds if isinstance(c, SetFreeze) and not c.on}
-        assert closed_probes == set(range(1, ENV.probes + 1))
+        turn = h.turn_cmds()
+        closed_probes = {c.probe for c in turn if isinstance(c, SetFreeze) and not c.on}
+        thaw_off = {c.probe for c in turn if isinstance(c, SetThaw) and not c.on}
+        assert closed_probes == thaw_off == set(range(1, ENV.probes + 1))
+        assert SetMaster(on=False) in turn
 
 
 def _opens(h: Harness) -> list[tuple[int, int]]:
@@ -227,7 +229,7 @@ def test_record_before_act(order: str) -> None:
     h.feed(seq[-1], 0.2)
     assert h.state.phase is Phase.FREEZING
     assert sorted(p for _, p in _opens(h)) == [1, 2]
-    # every open comes after both confirmations for its probe, and after SetMaster(on)
+    # every open comes after both confirmations for its probe, and after SetMaster(on=on)
     for idx, probe in _opens(h):
         before = [e for k, e in h.trace[:idx] if k == "event"]
         ref = next(o.cycle_ref for o in opens if o.probe == probe)
@@ -382,7 +384,7 @@ def test_full_protocol_runs_to_complete_with_figures() -> None:
     assert h.state.cumulative(1) == pytest.approx(180.0, abs=1.1)
     # the run is over: the master valve closes after the last row is closed
     last_close = max(i for i, c in enumerate(h.cmds) if isinstance(c, CloseCycle))
-    assert SetMaster(False) in h.cmds[last_close:]
+    assert SetMaster(on=False) in h.cmds[last_close:]
 
 
 def test_stop_in_freeze_goes_to_thaw_then_ends() -> None:
@@ -390,7 +392,7 @@ def test_stop_in_freeze_goes_to_thaw_then_ends() -> None:
     h.feed(RunProtocol(CLASSIC, (1,)), 0.0)
     h.tick(10.0)
     cmds = h.feed(Stop(), 10.0)
-    assert SetFreeze(1, False) in cmds
+    assert SetFreeze(probe=1, on=False) in cmds
     assert [c.outcome for c in cmds if isinstance(c, CloseCycle)] == ["stopped"]
     assert h.state.phase is Phase.THAWING
     h.tick(40.0)
@@ -440,9 +442,9 @@ def test_active_thaw_waits_for_its_row() -> None:
     assert not [c for c in cmds if isinstance(c, SetThaw)]
     ref = next(c for c in cmds if isinstance(c, OpenCycle)).cycle_ref
     cmds = h.feed(CycleCommitted(ref), 0.1)
-    assert SetThaw(1, True) in cmds
+    assert SetThaw(probe=1, on=True) in cmds
     cmds = h.tick(20.2)
-    assert SetThaw(1, False) in cmds
+    assert SetThaw(probe=1, on=False) in cmds
     assert h.state.phase is Phase.COMPLETE
 
 
@@ -535,7 +537,7 @@ def test_trip_ends_cycles_faulted_and_blocks_until_ack_and_reset() -> None:
     h, t = reach(Phase.FREEZING)
     ref = h.state.run.cycles[0].cycle_ref  # type: ignore[union-attr]
     cmds = h.feed(SupervisorTrip(alarm(AlarmCode.VALVE_STUCK_OPEN)), t + 1)
-    assert cmds.index(SetMaster(False)) < cmds.index(SetFreeze(1, False))
+    assert cmds.index(SetMaster(on=False)) < cmds.index(SetFreeze(probe=1, on=False))
     assert [(c.cycle_ref, c.outcome) for c in cmds if isinstance(c, CloseCycle)] == [
         (ref, "faulted")
     ]
@@ -568,9 +570,9 @@ def test_new_trip_in_fault_needs_a_new_ack() -> None:
 
 def test_failed_close_faults_and_closes_master() -> None:
     h, t = reach(Phase.FREEZING)
-    cmds = h.feed(CommandFailed(SetFreeze(1, False), "timeout"), t)
+    cmds = h.feed(CommandFailed(SetFreeze(probe=1, on=False), "timeout"), t)
     assert h.state.phase is Phase.FAULT
-    assert SetMaster(False) in cmds
+    assert SetMaster(on=False) in cmds
 
 
 # ---- clocks -------------------------------------------------------------------

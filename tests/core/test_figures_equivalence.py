@@ -14,14 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cryod.daemon.engine import (
+from cryod.daemon.commands import (
     CloseCycle,
-    Phase,
-    ProbeCycle,
     ProcedureOpened,
     RunProtocol,
     Tick,
 )
+from cryod.daemon.engine import Phase, ProbeCycle
 from cryod.daemon.figures import LETHAL_C, CycleFigures, FigureTracker, SnapshotFold
 from cryod.drivers.base import ProbeState, Reading, Snapshot, Validity
 

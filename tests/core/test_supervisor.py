@@ -8,16 +8,16 @@ import math
 import pytest
 
 from cryod.daemon.alarms import AlarmCode, Priority
-from cryod.daemon.engine import (
+from cryod.daemon.commands import (
     Ack,
     CloseCycle,
-    Phase,
     Reset,
     RunProtocol,
     SetFreeze,
     SetMaster,
     SetThaw,
 )
+from cryod.daemon.engine import Phase
 from cryod.daemon.limits import FreezePlan, SafetyLimits, Supervision
 from cryod.daemon.supervisor import Supervisor, Verdict
 from cryod.drivers.base import ConsoleFaults, LimitTrip, TcStatus, TripCause, Validity
@@ -48,10 +48,10 @@ class S:
         self.verdicts: list[Verdict] = []
 
     def open(self, probe: int = 1) -> None:
-        self.sup.note_command(SetFreeze(probe, True), now(self.t))
+        self.sup.note_command(SetFreeze(probe=probe, on=True), now(self.t))
 
     def close(self, probe: int = 1) -> None:
-        self.sup.note_command(SetFreeze(probe, False), now(self.t))
+        self.sup.note_command(SetFreeze(probe=probe, on=False), now(self.t))
 
     def run(self, seconds: float, sv: Supervision = WATCH1, **kw: object) -> Verdict:
         """Advance ``seconds`` of polls; tips may be a callable of time."""
@@ -74,22 +74,23 @@ class S:
     def tripped_codes(self) -> set[AlarmCode]:
         return {a.code for v in self.verdicts for a in v.trips}
 
-    def master_demanded(self) -> bool:
-        return any(v.demand and v.demand.close_master for v in self.verdicts)
+    def safe_state_demanded(self) -> bool:
+        """The safe state (every output off, the master valve first) was demanded."""
+        return any(v.demand is not None for v in self.verdicts)
 
 
 def assert_latched_until_ack_and_reset(s: S, code: AlarmCode, clear: dict[str, object]) -> None:
     """The alarm stays after its cause goes, until acknowledged AND reset."""
     s.run(0.5, **clear)  # cause gone
     assert s.sup.book.get(code, 1) or s.sup.book.get(code, None)
-    assert not s.sup.permits(SetFreeze(1, True)).ok
+    assert not s.sup.permits(SetFreeze(probe=1, on=True)).ok
     r = s.sup.reset(now(s.t))
     assert not r.ok
     assert "not acknowledged" in r.reason
     s.sup.acknowledge(now(s.t))
     r = s.sup.reset(now(s.t))
     assert r.ok, r.reason
-    assert s.sup.permits(SetFreeze(1, True)).ok
+    assert s.sup.permits(SetFreeze(probe=1, on=True)).ok
 
 
 def test_healthy_stream_raises_nothing() -> None:
@@ -100,7 +101,7 @@ def test_healthy_stream_raises_nothing() -> None:
     s.close()
     s.run(30.0, WATCH1, tips=lambda t: min(-90 + 6 * (t - 32), 35) + wobble(t))
     assert s.raised() == {}
-    assert s.sup.permits(SetFreeze(1, True)).ok
+    assert s.sup.permits(SetFreeze(probe=1, on=True)).ok
 
 
 def test_tip_too_cold_high_latched() -> None:
@@ -126,7 +127,7 @@ def test_cause_present_blocks_reset() -> None:
     r = s.sup.reset(now(s.t))
     assert not r.ok
     assert "cause still present" in r.reason
-    assert not s.sup.permits(SetFreeze(1, True)).ok
+    assert not s.sup.permits(SetFreeze(probe=1, on=True)).ok
 
 
 def test_freeze_too_long_per_cycle() -> None:
@@ -170,10 +171,10 @@ def test_freeze_cumulative_per_procedure() -> None:
     s.run(0.5, WATCH1, tips={1: 30.0})
     s.sup.acknowledge(now(s.t))
     assert s.sup.reset(now(s.t)).ok
-    assert not s.sup.permits(SetFreeze(1, True)).ok  # the procedure's budget is used up
-    assert s.sup.permits(SetFreeze(2, True)).ok
+    assert not s.sup.permits(SetFreeze(probe=1, on=True)).ok  # the procedure's budget is used up
+    assert s.sup.permits(SetFreeze(probe=2, on=True)).ok
     s.sup.procedure_opened()
-    assert s.sup.permits(SetFreeze(1, True)).ok
+    assert s.sup.permits(SetFreeze(probe=1, on=True)).ok
 
 
 def test_supply_low_medium_not_latched_trips_only_while_freezing() -> None:
@@ -181,10 +182,10 @@ def test_supply_low_medium_not_latched_trips_only_while_freezing() -> None:
     s.run(0.5, supply=19000.0)
     assert s.raised()[(C.SUPPLY_LOW, None)] is Priority.MEDIUM
     assert not s.tripped_codes()
-    assert not s.sup.permits(SetFreeze(1, True)).ok  # but no freeze starts
+    assert not s.sup.permits(SetFreeze(probe=1, on=True)).ok  # but no freeze starts
     s.run(0.5)  # back in band: clears by itself
     assert s.sup.book.get(C.SUPPLY_LOW) is None
-    assert s.sup.permits(SetFreeze(1, True)).ok
+    assert s.sup.permits(SetFreeze(probe=1, on=True)).ok
     s.open()
     s.run(0.5, plan(), supply=19000.0, tips={1: 30.0})
     assert C.SUPPLY_LOW in s.tripped_codes()
@@ -195,7 +196,7 @@ def test_supply_high_closes_master() -> None:
     s = S()
     s.run(0.3, supply=ENV.supply_working_kpa[1] + 100)
     assert s.raised()[(C.SUPPLY_HIGH, None)] is Priority.HIGH
-    assert s.master_demanded()
+    assert s.safe_state_demanded()
     assert_latched_until_ack_and_reset(s, C.SUPPLY_HIGH, {})
 
 
@@ -215,7 +216,7 @@ def test_leak_cylinder_falling_faster_than_consumption() -> None:
         v = s2.sup.check(snap(s2.t, cylinder=40000 - 10 * s2.t), now(s2.t), Supervision())
         s2.verdicts.append(v)
     assert s2.raised()[(C.SUPPLY_LEAK, None)] is Priority.HIGH
-    assert s2.master_demanded()
+    assert s2.safe_state_demanded()
 
 
 def test_no_leak_when_consumption_explains_the_drop() -> None:
@@ -287,7 +288,7 @@ def test_stuck_open_valve_tip_still_cooling_closes_master() -> None:
     s.close()
     s.run(LIMITS.close_grace_s + 1.0, WATCH1, tips=lambda t: 35 - 10 * t)  # keeps falling
     assert s.raised()[(C.VALVE_STUCK_OPEN, 1)] is Priority.HIGH
-    assert s.master_demanded()
+    assert s.safe_state_demanded()
 
 
 def test_stuck_open_valve_by_read_back() -> None:
@@ -295,7 +296,7 @@ def test_stuck_open_valve_by_read_back() -> None:
     s.run(0.2)
     s.run(LIMITS.readback_grace_s + 0.3, Supervision(), freeze_open=[3])
     assert s.raised()[(C.VALVE_STUCK_OPEN, 3)] is Priority.HIGH
-    assert s.master_demanded()
+    assert s.safe_state_demanded()
 
 
 def test_stuck_open_valve_tip_not_warming() -> None:
@@ -315,7 +316,7 @@ def test_no_cooling_after_valve_open() -> None:
     assert (C.NO_COOLING, 1) not in s.raised()
     s.run(1.0, plan(), tips=lambda t: 35.0 - (t * 10) % 2)
     assert s.raised()[(C.NO_COOLING, 1)] is Priority.HIGH
-    assert s.master_demanded()
+    assert s.safe_state_demanded()
 
 
 def test_target_not_reached_medium_no_trip() -> None:
@@ -398,16 +399,16 @@ def test_lease_disarmed_while_freezing() -> None:
 
 def test_permits_gate() -> None:
     s = S()
-    assert not s.sup.permits(SetFreeze(1, True)).ok  # no snapshot yet
+    assert not s.sup.permits(SetFreeze(probe=1, on=True)).ok  # no snapshot yet
     s.run(0.2)
-    for cmd in (SetFreeze(1, True), SetThaw(1, True), SetMaster(True)):
+    for cmd in (SetFreeze(probe=1, on=True), SetThaw(probe=1, on=True), SetMaster(on=True)):
         assert s.sup.permits(cmd).ok
     s.run(0.2, WATCH1, tc={1: TcStatus.OPEN})
-    for cmd in (SetFreeze(1, True), SetThaw(1, True), SetMaster(True)):
+    for cmd in (SetFreeze(probe=1, on=True), SetThaw(probe=1, on=True), SetMaster(on=True)):
         p = s.sup.permits(cmd)
         assert not p.ok
         assert "tc_open" in p.reason
-    for cmd in (SetFreeze(1, False), SetThaw(1, False), SetMaster(False)):
+    for cmd in (SetFreeze(probe=1, on=False), SetThaw(probe=1, on=False), SetMaster(on=False)):
         assert s.sup.permits(cmd).ok
 
 
@@ -431,7 +432,7 @@ def test_console_limits_wider_than_supervisor() -> None:
 
 def test_trip_faults_the_engine_and_no_valve_reopens_until_reset() -> None:
     h = Harness(supervise=True)
-    from cryod.daemon.engine import ProcedureOpened
+    from cryod.daemon.commands import ProcedureOpened
 
     h.feed(ProcedureOpened(), 0.0)
     h.tick(0.0)
@@ -444,8 +445,9 @@ def test_trip_faults_the_engine_and_no_valve_reopens_until_reset() -> None:
     t = round(t + 0.1, 3)
     h.tick(t, snap(t, {1: -6.0}, tc={1: TcStatus.OPEN}))  # thermocouple fails mid-freeze
     assert h.state.phase is Phase.FAULT
-    sup_cmds = [c for k, c in h.trace if k == "supervisor"]
-    assert SetFreeze(1, False) in sup_cmds
+    trip_at = max(i for i, (k, e) in enumerate(h.trace) if k == "event")
+    after_trip = [c for k, c in h.trace[trip_at:] if k == "cmd"]
+    assert after_trip[:2] == [SetMaster(on=False), SetFreeze(probe=1, on=False)]
     closes = [c for c in h.cmds if isinstance(c, CloseCycle)]
     assert [c.outcome for c in closes] == ["faulted"]
     # ack + reset while the cause is still present: refused by both
@@ -456,7 +458,7 @@ def test_trip_faults_the_engine_and_no_valve_reopens_until_reset() -> None:
     assert not r.ok
     assert h.state.phase is Phase.FAULT
     # even an engine that asked would be refused by the gate
-    assert not h.sup.permits(SetFreeze(1, True)).ok
+    assert not h.sup.permits(SetFreeze(probe=1, on=True)).ok
     # cause gone: reset clears both, and a new freeze may open
     t += 0.1
     h.tick(t, snap(t, {1: -4.0}))
@@ -478,7 +480,7 @@ def test_gate_refuses_engine_valve_open_while_tripped() -> None:
     """The engine cannot override the supervisor: a trip the engine has not yet
     seen still blocks the valve-open commands it emits."""
     h = Harness(supervise=True)
-    from cryod.daemon.engine import ProcedureOpened
+    from cryod.daemon.commands import ProcedureOpened
 
     h.feed(ProcedureOpened(), 0.0)
     h.tick(0.0)
@@ -487,7 +489,8 @@ def test_gate_refuses_engine_valve_open_while_tripped() -> None:
     assert h.sup.tripped
     h.feed(RunProtocol(proto([freeze(60)]), (1,)), 0.05)
     assert not [c for c in h.cmds if isinstance(c, SetFreeze) and c.on]
-    assert [type(c) for c in h.refused] == [SetMaster]
+    # the refused open, and the rest of its step never sent (coordinator's rule)
+    assert h.refused == [SetMaster(on=True), SetFreeze(probe=1, on=True)]
     assert h.state.phase is Phase.FAULT
 
 
@@ -501,6 +504,6 @@ def test_trip_holds_after_a_self_clearing_alarm_until_reset() -> None:
     s.close()
     s.run(0.5, WATCH1, tips={1: 30.0})
     assert s.sup.book.get(C.SUPPLY_LOW) is None
-    assert not s.sup.permits(SetFreeze(1, True)).ok
+    assert not s.sup.permits(SetFreeze(probe=1, on=True)).ok
     assert s.sup.reset(now(s.t)).ok
-    assert s.sup.permits(SetFreeze(1, True)).ok
+    assert s.sup.permits(SetFreeze(probe=1, on=True)).ok

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from cryod.daemon.alarms import Alarm, AlarmCode
 from cryod.daemon.engine import SetFreeze, SetMaster, SetThaw
 from cryod.daemon.limits import ConsoleEnvelope, FreezePlan, SafetyLimits, Supervision
+from cryod.daemon.safe_state import safe_state_commands
 from cryod.daemon.supervisor import Supervisor, Verdict
 from cryod.drivers.base import Validity
 from cryod.drivers.profile import load_profile
@@ -87,19 +88,20 @@ class Stream:
 
     def freeze(self, seconds: float = 10.0) -> float:
         """Open probe 1, cool it to -90 C with gas flowing, close it; returns the close time."""
-        self.cmd(SetFreeze(1, True))
+        self.cmd(SetFreeze(probe=1, on=True))
         t0 = self.t
         self.run(
             seconds, lambda t: max(35 - 15 * (t - t0), -90) + wobble(t), RETURN_FLOWING_KPA, PLAN1
         )
-        self.cmd(SetFreeze(1, False))
+        self.cmd(SetFreeze(probe=1, on=False))
         return self.t
 
     def stuck_open(self) -> list[Alarm]:
         return [a for v in self.verdicts for a in v.raised if a.key == (C.VALVE_STUCK_OPEN, 1)]
 
-    def master_demanded(self) -> bool:
-        return any(v.demand is not None and v.demand.close_master for v in self.verdicts)
+    def safe_state_demanded(self) -> bool:
+        """The safe state (every output off, the master valve first) was demanded."""
+        return any(v.demand is not None for v in self.verdicts)
 
 
 def warming(t_close: float) -> Callable[[float], float]:
@@ -132,28 +134,28 @@ def test_return_line_catches_a_stuck_valve_behind_a_frozen_thermocouple() -> Non
     assert LIMITS.return_vent_s <= alarm.raised_mono_s - tc < LIMITS.return_vent_s + POLL_S + 1e-9
     assert "return line 85.0 kPa" in alarm.detail
     assert "gas still flowing" in alarm.detail
-    assert s.master_demanded()
+    assert s.safe_state_demanded()
 
 
 def test_return_line_catches_a_stuck_valve_closed_before_the_tip_froze() -> None:
     """A freeze stopped while the tip is still above 0 C ends the tip watch at once;
     the return line still shows the gas."""
     s = Stream()
-    s.cmd(SetFreeze(1, True))
+    s.cmd(SetFreeze(probe=1, on=True))
     s.run(1.0, lambda t: 35 - 15 * t, RETURN_FLOWING_KPA, PLAN1)
-    s.cmd(SetFreeze(1, False))
+    s.cmd(SetFreeze(probe=1, on=False))
     tip_now = 35 - 15 * s.t
     s.run(LIMITS.return_vent_s + 1, lambda t: tip_now + 0.1 * wobble(t), RETURN_FLOWING_KPA)
     assert len(s.stuck_open()) == 1
-    assert s.master_demanded()
+    assert s.safe_state_demanded()
 
 
 def test_return_line_catches_a_stuck_valve_with_the_thermocouple_open() -> None:
     """The return sign runs before the tip checks return on an invalid tip."""
     sup = Supervisor(LIMITS, ENV, POLL_S)
-    sup.note_command(SetFreeze(1, True), now(0.0))
+    sup.note_command(SetFreeze(probe=1, on=True), now(0.0))
     sup.check(snap(0.1, {1: 20.0}, returns={1: RETURN_FLOWING_KPA}), now(0.1), PLAN1)
-    sup.note_command(SetFreeze(1, False), now(0.1))
+    sup.note_command(SetFreeze(probe=1, on=False), now(0.1))
     t = 0.1 + LIMITS.return_vent_s
     v = sup.check(
         snap(t, tip_validity={1: Validity.INVALID}, returns={1: RETURN_FLOWING_KPA}), now(t), WATCH1
@@ -182,7 +184,7 @@ def test_normal_close_never_raises(tau_s: float, noise_kpa: float, phase: float)
         lambda t: max(0.0, decay(t) + noise_kpa * math.sin(13.0 * t + phase)),
     )
     assert s.stuck_open() == []
-    assert s.sup.permits(SetFreeze(1, True)).ok
+    assert s.sup.permits(SetFreeze(probe=1, on=True)).ok
 
 
 def test_helium_thaw_after_the_close_is_not_a_stuck_valve() -> None:
@@ -191,9 +193,9 @@ def test_helium_thaw_after_the_close_is_not_a_stuck_valve() -> None:
     s = Stream()
     tc = s.freeze()
     s.run(0.5, warming(tc), vented(tc))
-    s.cmd(SetThaw(1, True))
+    s.cmd(SetThaw(probe=1, on=True))
     s.run(20.0, warming(tc), RETURN_FLOWING_KPA)  # helium in the return line
-    s.cmd(SetThaw(1, False))
+    s.cmd(SetThaw(probe=1, on=False))
     t_off = s.t
     s.run(LIMITS.return_vent_s + 5, warming(tc), vented(t_off))
     assert s.stuck_open() == []
@@ -202,10 +204,10 @@ def test_helium_thaw_after_the_close_is_not_a_stuck_valve() -> None:
 def test_stuck_valve_after_a_helium_thaw_is_caught() -> None:
     s = Stream()
     tc = s.freeze()
-    s.cmd(SetThaw(1, True))
+    s.cmd(SetThaw(probe=1, on=True))
     s.run(5.0, warming(tc), RETURN_FLOWING_KPA)
     assert s.stuck_open() == []
-    s.cmd(SetThaw(1, False))
+    s.cmd(SetThaw(probe=1, on=False))
     t_off = s.t
     s.run(LIMITS.return_vent_s + 1, warming(tc), RETURN_FLOWING_KPA)
     (alarm,) = s.stuck_open()
@@ -219,7 +221,7 @@ def test_electric_thaw_does_not_excuse_a_pressurised_return() -> None:
     """No thaw gas on an electric console: a high return during its thaw is the freeze gas."""
     s = Stream(env=ELECTRIC)
     tc = s.freeze()
-    s.cmd(SetThaw(1, True))
+    s.cmd(SetThaw(probe=1, on=True))
     s.run(LIMITS.return_vent_s + 1, warming(tc), RETURN_FLOWING_KPA)
     assert len(s.stuck_open()) == 1
 
@@ -249,8 +251,8 @@ def test_an_old_return_reading_counts_as_stale() -> None:
     """A reading determined more than ``stale_polls`` ago in an otherwise fresh
     snapshot is not used as a number, even though it says VALID and reads 0."""
     sup = Supervisor(LIMITS, ENV, POLL_S)
-    sup.note_command(SetFreeze(1, True), now(0.0))
-    sup.note_command(SetFreeze(1, False), now(5.0))
+    sup.note_command(SetFreeze(probe=1, on=True), now(0.0))
+    sup.note_command(SetFreeze(probe=1, on=False), now(5.0))
     t = 5.0 + LIMITS.return_vent_s + POLL_S
     s = snap(t, {1: -80.0}, returns={1: 0.0})
     old = replace(s.probes[0].return_kpa, t_mono=t - 4 * sup.stale_after_s)
@@ -279,8 +281,8 @@ def test_master_closed_by_the_trip_clears_the_cause_and_reset_succeeds() -> None
     s = Stream()
     tc = s.freeze()
     s.run(LIMITS.return_vent_s + 1, warming(tc), RETURN_FLOWING_KPA)
-    assert s.master_demanded()
-    s.sup.note_command(SetMaster(False), now(s.t))
+    assert s.safe_state_demanded()
+    s.sup.note_command(SetMaster(on=False), now(s.t))
     t_master = s.t
     s.run(2.0, warming(tc), vented(t_master))  # gas stopped: the cause is gone
     s.sup.acknowledge(now(s.t))
@@ -340,7 +342,7 @@ class SimRig:
         self.sup = Supervisor(LIMITS, self.env, POLL_S)
         self.verdicts: list[Verdict] = []
         self.c.set_lease_timeout(1000)
-        self.do(SetMaster(True))
+        self.do(SetMaster(on=True))
 
     @property
     def t(self) -> float:
@@ -376,8 +378,7 @@ class SimRig:
             v = self.sup.check(s, now(self.t), sv)
             self.verdicts.append(v)
             if v.demand is not None:
-                for cmd in v.demand.commands(self.env.probes):
-                    assert isinstance(cmd, SetFreeze | SetThaw | SetMaster)
+                for cmd in safe_state_commands(self.env.probes, s):
                     self.do(cmd)
 
     def raised(self) -> list[Alarm]:
@@ -387,27 +388,27 @@ class SimRig:
 @pytest.mark.parametrize("thaw", [False, True])
 def test_simulated_normal_close_raises_nothing(thaw: bool) -> None:
     r = SimRig()
-    r.do(SetFreeze(1, True))
+    r.do(SetFreeze(probe=1, on=True))
     r.run(30.0, PLAN1)
-    r.do(SetFreeze(1, False))
+    r.do(SetFreeze(probe=1, on=False))
     if thaw:
         r.run(0.5)
-        r.do(SetThaw(1, True))
+        r.do(SetThaw(probe=1, on=True))
         r.run(20.0)
-        r.do(SetThaw(1, False))
+        r.do(SetThaw(probe=1, on=False))
     r.run(30.0)
     assert [a for a in r.raised() if a.code is not C.TARGET_NOT_REACHED] == []
 
 
 def test_simulated_tc_stuck_and_valve_stuck_open_caught_by_the_return_line() -> None:
     r = SimRig()
-    r.do(SetFreeze(1, True))
+    r.do(SetFreeze(probe=1, on=True))
     r.run(20.0, PLAN1)
     r.c.inject("tc-stuck", probe=1)
     r.run(0.3, PLAN1)
     r.c.inject("valve-stuck-open", probe=1)
     r.run(0.3, PLAN1)
-    r.do(SetFreeze(1, False))
+    r.do(SetFreeze(probe=1, on=False))
     t_close = r.t
     r.run(LIMITS.return_vent_s + 2.0)
     (alarm,) = [a for a in r.raised() if a.code is C.VALVE_STUCK_OPEN]
@@ -448,13 +449,13 @@ def test_return_limits_for_sim_speed() -> None:
 def _stuck_then_closed(s: Stream) -> tuple[float, float]:
     """Open probe 1, cool it, then its reading freezes at -10 C until ``tc_stuck``
     trips and the valve is closed; returns (time of the close, the frozen reading)."""
-    s.cmd(SetFreeze(1, True))
+    s.cmd(SetFreeze(probe=1, on=True))
     t0 = s.t
     s.run(3.0, lambda t: 35 - 15 * (t - t0), RETURN_FLOWING_KPA, PLAN1)
     frozen = 35 - 15 * (s.t - t0)
     s.run(LIMITS.tc_stuck_window_s + 1.0, lambda t: frozen, RETURN_FLOWING_KPA, PLAN1)
     assert any(a.key == (C.TC_STUCK, 1) for v in s.verdicts for a in v.raised)
-    s.cmd(SetFreeze(1, False))
+    s.cmd(SetFreeze(probe=1, on=False))
     return s.t, frozen
 
 
@@ -489,7 +490,7 @@ def test_a_stuck_valve_behind_a_thermocouple_found_stuck_is_still_caught() -> No
     (alarm,) = s.stuck_open()
     assert "return line" in alarm.detail
     assert LIMITS.return_vent_s <= alarm.raised_mono_s - tc < LIMITS.return_vent_s + POLL_S + 1e-9
-    assert s.master_demanded()
+    assert s.safe_state_demanded()
 
 
 def test_the_tip_watch_is_back_at_the_next_opening() -> None:

@@ -221,7 +221,7 @@ def test_supply_leak_present_exactly_when_the_plain_fit_says(
         if r.random() < 0.03:  # valves open and close: the window's max count changes
             p = r.randint(1, 4)
             on = p not in is_open
-            sup.note_command(SetFreeze(p, on), now(t))
+            sup.note_command(SetFreeze(probe=p, on=on), now(t))
             (is_open.add if on else is_open.discard)(p)
         cylinder = None if r.random() < 0.05 else v0_kpa + slope_kpa_s * t + r.gauss(0, noise_kpa)
         v = sup.check(snap(t, cylinder=cylinder), now(t), Supervision())
@@ -276,7 +276,9 @@ def test_tc_stuck_present_exactly_when_the_plain_window_says(
     for i in range(1, polls + 1):
         t = round(i * period_s, 9)
         if i == open_at:
-            sup.note_command(SetThaw(1, True) if thaw else SetFreeze(1, True), now(t))
+            sup.note_command(
+                SetThaw(probe=1, on=True) if thaw else SetFreeze(probe=1, on=True), now(t)
+            )
             since = None if thaw else t
         if stuck_from <= i < stuck_from + stuck_for:
             tip = round(tip + r.uniform(-wobble_c, wobble_c), 6)  # stuck, within the noise
@@ -306,7 +308,7 @@ def test_leak_on_the_longest_window_at_cylinder_pressures() -> None:
         sup = Supervisor(lim, ENV, 0.05)
         r = random.Random(3)
         for p in range(1, n_open + 1):
-            sup.note_command(SetFreeze(p, True), now(0.0))
+            sup.note_command(SetFreeze(probe=p, on=True), now(0.0))
         raised: dict[tuple[AlarmCode, int | None], Priority] = {}
         for i in range(1, 12_200):
             t = i * 0.05
@@ -323,7 +325,7 @@ def test_tc_stuck_with_the_window_full_of_older_readings() -> None:
     whole window of readings is flat, not while older (moving) ones remain in it."""
     sup = Supervisor(LIMITS, ENV, 0.1)
     sv = Supervision(watched=frozenset({1}), plans=(FreezePlan(1, 120.0, -100.0, -40.0, 60.0),))
-    sup.note_command(SetFreeze(1, True), now(0.0))
+    sup.note_command(SetFreeze(probe=1, on=True), now(0.0))
     w = LIMITS.tc_stuck_window_s
     first_stuck = None
     for i in range(1, 400):

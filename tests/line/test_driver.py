@@ -84,7 +84,8 @@ async def test_freeze_and_thaw_reach_the_event_log(sim: Sim, driver: SerialLineD
     await driver.set_freeze(1, False)
     await driver.set_thaw(1, True)
     s = await poll_until(driver, lambda s: s.probe(1).thaw_on and not s.probe(1).freeze_open)
-    await driver.safe_state()
+    await driver.set_thaw(1, False)
+    await driver.set_master(False)
     s = await poll_until(driver, lambda s: not s.master_open and not s.probe(1).thaw_on)
     valves = [(e["valve"], e["probe"], e["open"], e["cause"]) for e in sim.events("valve")]
     assert valves == [
@@ -158,7 +159,7 @@ async def test_console_limit_trip_is_reported(sim: Sim, driver: SerialLineDriver
     assert faults.console_limit
     assert faults.trips[0].cause.name == "MAX_ON_TIME"
     assert faults.trips[0].console_time_s > 0
-    await driver.safe_state()
+    await driver.set_master(False)
 
 
 async def test_open_thermocouple_is_invalid_not_a_number(

@@ -69,6 +69,8 @@ def _s(*codes: str) -> frozenset[str]:
     return frozenset(codes)
 
 
+UNCONFIRMED = "safe_state_unconfirmed"
+
 # Reaction bounds in wall seconds at speed 10 / 20 Hz polling (docs/reliability.md).
 SPEC: dict[str, Spec] = {
     "tc-open": Spec(_s("tc_open", "console_limit_trip"), _s("tc_invalid"), 1.0),
@@ -85,10 +87,12 @@ SPEC: dict[str, Spec] = {
     "overpressure": Spec(_s("console_overpressure", "supply_high"), _s(), 1.0),
     "valve-stuck-open": Spec(_s("valve_stuck_open"), _s(), 1.5),
     "valve-stuck-closed": Spec(_s(), _s("no_cooling"), None),
-    "comms-silent": Spec(_s("stale_data"), _s("console_lease_expired"), LEASE_BOUND_S),
-    "comms-corrupt": Spec(_s("stale_data"), _s("console_lease_expired"), 1.0),
-    "comms-slow": Spec(_s("stale_data", "console_lease_expired"), _s(), 1.0),
-    "disconnect": Spec(_s("stale_data"), _s("console_lease_expired"), LEASE_BOUND_S),
+    # a failing link cannot confirm the safe state's closes: the daemon says so
+    # (safe_state_unconfirmed) until a snapshot shows the outputs off
+    "comms-silent": Spec(_s("stale_data"), _s("console_lease_expired", UNCONFIRMED), LEASE_BOUND_S),
+    "comms-corrupt": Spec(_s("stale_data"), _s("console_lease_expired", UNCONFIRMED), 1.0),
+    "comms-slow": Spec(_s("stale_data", "console_lease_expired"), _s(UNCONFIRMED), 1.0),
+    "disconnect": Spec(_s("stale_data"), _s("console_lease_expired", UNCONFIRMED), LEASE_BOUND_S),
 }
 # medium, never a trip: a fault early in the freeze may keep the tip from its target
 GLOBAL_INCIDENTAL = _s("target_not_reached")

@@ -60,6 +60,17 @@ def test_service_type_watchdog_and_restart(unit: dict[str, list[str]]) -> None:
     assert one(unit, "ExecStart") == "/opt/cryod/bin/cryod run --config /etc/cryod/cryod.toml"
 
 
+def test_stop_timeout_leaves_room_for_the_consoles_safe_state(
+    unit: dict[str, list[str]],
+) -> None:
+    """Every console's shutdown (safe state, confirmation) is capped by
+    SHUTDOWN_BUDGET_S and they run in parallel; the log and MQTT need the rest."""
+    from cryod.daemon.console_service import SHUTDOWN_BUDGET_S
+
+    stop_s = int(one(unit, "TimeoutStopSec").removesuffix("s"))
+    assert stop_s >= 2 * SHUTDOWN_BUDGET_S
+
+
 def test_directories_identity_and_devices(unit: dict[str, list[str]]) -> None:
     assert one(unit, "StateDirectory") == "cryod"
     assert one(unit, "RuntimeDirectory") == "cryod"
