@@ -254,14 +254,15 @@ async def test_backlog_after_a_stalled_reader_is_not_fresh(
     reception time says nothing about their age, so none is handed out."""
     await driver.read_snapshot()
     loop = asyncio.get_running_loop()
-    assert driver._fd is not None
-    loop.remove_reader(driver._fd)  # the host stalls; the console keeps sending
+    port = driver._port
+    assert port is not None
+    loop.remove_reader(port.fd)  # the host stalls; the console keeps sending
     try:
         await asyncio.sleep(0.3)
         sim.console.inject("comms-silent")  # ... then the console stops
         await asyncio.sleep(0.2)
     finally:
-        loop.add_reader(driver._fd, driver._on_readable)
+        loop.add_reader(port.fd, driver._on_readable)
     backlogs = driver.backlogs
     with pytest.raises(LinkError):
         await driver.read_snapshot()

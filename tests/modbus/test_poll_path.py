@@ -1,7 +1,8 @@
-"""The poll path's fast paths (drivers/modbus.py) give exactly what the generic code
-gives: the snapshot decode (registers resolved once) against the per-register
-decode, for any register image; the lease renewal's write request against the
-one pymodbus builds; the write answers accepted and refused alike."""
+"""The poll path's fast paths (drivers/modbus/regmap.py and codec.py) give exactly
+what the generic code gives: the snapshot decode (registers resolved once)
+against the per-register decode, for any register image; the lease renewal's
+write request against the one pymodbus builds; the write answers accepted and
+refused alike."""
 
 from __future__ import annotations
 
