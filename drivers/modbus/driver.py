@@ -148,15 +148,6 @@ class _ModbusDriver(Driver):
                 image[start + i] = w
         return image
 
-    def _raw(self, image: Image, reg: ResolvedRegister) -> int | str:
-        return self._map.raw(image, reg)
-
-    def _int(self, image: Image, reg: ResolvedRegister) -> int:
-        return self._map.integer(image, reg)
-
-    def _bit(self, image: Image, reg: ResolvedRegister, name: str) -> bool:
-        return self._map.bit(image, reg, name)
-
     async def _write(self, reg: ResolvedRegister, raw: int) -> None:
         """Write one register (range-checked, never clamped); refusals raise RejectedError."""
         words = encode_value(reg.spec, raw, self.profile.modbus.word_order)
@@ -180,11 +171,11 @@ class _ModbusDriver(Driver):
         faults = [
             n
             for n in self.profile.registers["faults"].bits
-            if self._bit(image, self.profile.reg("faults"), n)
+            if self._map.bit(image, self.profile.reg("faults"), n)
         ]
         if faults:
             return f"{text}: faults latched: {', '.join(faults)}"
-        if not self._bit(image, self.profile.reg("status"), "lease_armed"):
+        if not self._map.bit(image, self.profile.reg("status"), "lease_armed"):
             return f"{text}: lease not armed"
         return text
 
@@ -197,8 +188,8 @@ class _ModbusDriver(Driver):
         p = self.profile
         names = ("model", "serial", "firmware", "probe_count", "gas", "capabilities")
         image = await self._read_regs([p.reg(n) for n in names])
-        model = str(self._raw(image, p.reg("model")))
-        probes = self._int(image, p.reg("probe_count"))
+        model = str(self._map.raw(image, p.reg("model")))
+        probes = self._map.integer(image, p.reg("probe_count"))
         if probes != p.console.probes:
             raise ProtocolError(
                 f"console reports {probes} probes but profile {p.console.model} declares "
@@ -208,16 +199,16 @@ class _ModbusDriver(Driver):
             raise ProtocolError(
                 f"console reports model {model!r} but the profile is for {p.console.model!r}"
             )
-        gas_raw = self._int(image, p.reg("gas"))
+        gas_raw = self._map.integer(image, p.reg("gas"))
         gas = {v: k for k, v in p.registers["gas"].enum.items()}.get(gas_raw)
         if gas is None:
             raise ProtocolError(f"console reports unknown gas code {gas_raw}")
         caps_reg = p.reg("capabilities")
-        caps = frozenset(n for n in caps_reg.spec.bits if self._bit(image, caps_reg, n))
+        caps = frozenset(n for n in caps_reg.spec.bits if self._map.bit(image, caps_reg, n))
         self._identity = Identity(
             model=model,
-            serial=str(self._raw(image, p.reg("serial"))),
-            firmware=str(self._raw(image, p.reg("firmware"))),
+            serial=str(self._map.raw(image, p.reg("serial"))),
+            firmware=str(self._map.raw(image, p.reg("firmware"))),
             probes=probes,
             gas=gas,
             capabilities=caps,
@@ -243,7 +234,7 @@ class _ModbusDriver(Driver):
     # ---- commands ---------------------------------------------------------------
     async def _confirm_bit(self, reg: ResolvedRegister, bit: str, want: bool, what: str) -> None:
         image = await self._read_regs([reg])
-        if self._bit(image, reg, bit) != want:
+        if self._map.bit(image, reg, bit) != want:
             raise RejectedError(f"{what} not confirmed: console reports {bit}={not want}")
 
     async def set_freeze(self, probe: int, on: bool) -> None:
@@ -278,7 +269,7 @@ class _ModbusDriver(Driver):
             raise ValueError(f"lease timeout {timeout_ms} ms outside {lo}..{hi} (or 0 to disarm)")
         await self._write(self.profile.reg("lease_timeout_ms"), timeout_ms)
         rb = self.profile.reg("lease_timeout_ms_rb")
-        got = self._int(await self._read_regs([rb]), rb)
+        got = self._map.integer(await self._read_regs([rb]), rb)
         if got != timeout_ms:
             raise RejectedError(f"lease timeout not confirmed: wrote {timeout_ms}, reads {got}")
 
@@ -327,10 +318,10 @@ class _ModbusDriver(Driver):
             p.probe_reg("limits_arm", probe)
         ]
         image = await self._read_regs(regs)
-        if self._int(image, regs[-1]) != 1:
+        if self._map.integer(image, regs[-1]) != 1:
             return None
         values = {
-            attr: round(self._int(image, r) * r.spec.scale, 6)
+            attr: round(self._map.integer(image, r) * r.spec.scale, 6)
             for (_, attr), r in zip(_LIMIT_FIELDS, regs, strict=False)
         }
         try:

@@ -35,17 +35,17 @@ def doc_decimals() -> dict[str, int]:
     text = DOC.read_text()
     tel, commands = _section(text, 7), _section(text, 6)
     out: dict[str, int] = {}
-    for m in re.finditer(r"^\| `(\w+)` \|[^|\n]*\|([^|\n]*)\|$", tel, re.M):
-        decimals = _decimals(m.group(2))
+    for row in re.finditer(r"^\| `(\w+)` \|[^|\n]*\|([^|\n]*)\|$", tel, re.M):
+        decimals = _decimals(row.group(2))
         if decimals is not None:
-            out[m.group(1)] = decimals
+            out[row.group(1)] = decimals
     for name in ("tip", "return", "trip_t"):
-        m = re.search(rf"`{name}`[^\n]*?(\d+ decimals?)", tel)
-        assert m, f"section 7 states no decimals for {name}"
-        out[name] = int(m.group(1).split()[0])
-    m = re.search(r"`t_s`[^|\n]*?(\d+ decimals?)", commands)
-    assert m, "section 6 states no decimals for the FAULTS? trip time"
-    out["faults_t_s"] = int(m.group(1).split()[0])
+        found = re.search(rf"`{name}`[^\n]*?(\d+ decimals?)", tel)
+        assert found, f"section 7 states no decimals for {name}"
+        out[name] = int(found.group(1).split()[0])
+    found = re.search(r"`t_s`[^|\n]*?(\d+ decimals?)", commands)
+    assert found, "section 6 states no decimals for the FAULTS? trip time"
+    out["faults_t_s"] = int(found.group(1).split()[0])
     missing = NUMBER_FIELDS - out.keys()
     assert not missing, f"the document gives no format for {sorted(missing)}"
     return out
