@@ -14,6 +14,7 @@ on ``$`` so garbage between frames and truncated frames cost one frame each.
 
 from __future__ import annotations
 
+import binascii
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -36,6 +37,7 @@ __all__ = [
     "crc16_ccitt_false",
     "decode",
     "encode",
+    "fmt_fixed",
     "fmt_num",
     "parse_bool",
     "parse_float",
@@ -72,28 +74,13 @@ class FrameError(ValueError):
 
 
 # ---- checksum ---------------------------------------------------------------
-def _crc_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
-        table.append(crc & 0xFFFF)
-    return tuple(table)
-
-
-_CRC_TABLE = _crc_table()
-
-
 def crc16_ccitt_false(data: bytes) -> int:
-    """CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, no reflection, no final XOR.
+    """CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, no reflection, no final XOR,
+    which is the standard library's ``binascii.crc_hqx`` started at 0xFFFF.
 
     Check value: crc16_ccitt_false(b"123456789") == 0x29B1.
     """
-    crc = 0xFFFF
-    for byte in data:
-        crc = ((crc << 8) & 0xFFFF) ^ _CRC_TABLE[((crc >> 8) ^ byte) & 0xFF]
-    return crc
+    return binascii.crc_hqx(data, 0xFFFF)
 
 
 # ---- frames -----------------------------------------------------------------
@@ -305,13 +292,26 @@ def seq_gap(previous: int | None, current: int) -> int:
 
 # ---- values -----------------------------------------------------------------
 def fmt_num(value: float, decimals: int = 3) -> str:
-    """Shortest decimal with at most ``decimals`` places ('-0' written as '0')."""
+    """Shortest decimal with at most ``decimals`` places ('-0' written as '0'):
+    command fields, e.g. ``on_s=90``."""
     if not math.isfinite(value):
         raise ValueError(f"{value} is not a finite number")
     text = f"{value:.{decimals}f}"
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
+
+
+def fmt_fixed(value: float, decimals: int) -> str:
+    """Exactly ``decimals`` places, trailing zeros kept (no point for 0; a negative
+    zero written without its sign): the telemetry numbers of docs/line-protocol.md
+    section 7, e.g. ``t=12.500``, ``sup=25850``."""
+    if not math.isfinite(value):
+        raise ValueError(f"{value} is not a finite number")
+    text = f"{value:.{decimals}f}"
+    if text.startswith("-") and not text.strip("-0."):
+        text = text[1:]  # -0.0 is 0.0
+    return text
 
 
 _NUM_RE = re.compile(r"-?[0-9]{1,10}(\.[0-9]{1,6})?")
@@ -362,15 +362,15 @@ class ProbeTel:
         if tip is None:
             if self.tip_c is None:
                 raise ValueError("tip_c missing with tc_status OK")
-            tip = fmt_num(self.tip_c, 1)
+            tip = fmt_fixed(self.tip_c, 1)
         flags = (
             (self.freeze_open << PROBE_BITS["freeze_open"])
             | (self.thaw_on << PROBE_BITS["thaw_on"])
             | (self.limits_armed << PROBE_BITS["limits_armed"])
         )
-        parts = [tip, fmt_num(self.return_kpa, 1), f"{flags:X}", str(int(self.trip))]
+        parts = [tip, fmt_fixed(self.return_kpa, 1), f"{flags:X}", str(int(self.trip))]
         if self.trip != TripCause.NONE:
-            parts.append(fmt_num(self.trip_time_s, 3))
+            parts.append(fmt_fixed(self.trip_time_s, 3))
         return ",".join(parts)
 
     @classmethod
@@ -437,14 +437,14 @@ class Telemetry:
             | (self.console_limit << FAULT_BITS["console_limit"])
         )
         out = {
-            "t": fmt_num(self.console_time_s, 3),
+            "t": fmt_fixed(self.console_time_s, 3),
             "st": f"{st:X}",
             "fl": f"{fl:X}",
-            "sup": fmt_num(self.supply_kpa, 0),
-            "cyl": fmt_num(self.cylinder_kpa, 0),
+            "sup": fmt_fixed(self.supply_kpa, 0),
+            "cyl": fmt_fixed(self.cylinder_kpa, 0),
         }
         if self.skin_present:
-            out["skin"] = "open" if self.skin_c is None else fmt_num(self.skin_c, 1)
+            out["skin"] = "open" if self.skin_c is None else fmt_fixed(self.skin_c, 1)
         out["lt"] = str(self.lease_timeout_ms)
         out["lr"] = str(self.lease_remaining_ms)
         out["lx"] = str(self.lease_expiry_count)

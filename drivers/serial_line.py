@@ -14,14 +14,14 @@ request) at least once a second, so a link that delivers telemetry late is
 caught. Every command has a timeout and bounded retries; a retry carries a
 new sequence number, which is safe because every command sets a state
 (``FREEZE p=1 on=1``), it never toggles one. A vanished port is reopened with
-exponential backoff and jitter. pyserial is imported here and nowhere else.
+the drivers' back-off rule (``drivers/backoff.py``). The port itself is a
+``SerialPort`` (``drivers/serial_port.py``, the one module that imports pyserial).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import statistics
 import time
@@ -30,10 +30,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
-import serial
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import linkmath
+from .backoff import Backoff, BackoffPolicy
 from .base import (
     ConsoleFaults,
     ConsoleLimits,
@@ -67,6 +67,7 @@ from .lineproto import (
     seq_gap,
     telemetry_max_len,
 )
+from .serial_port import SerialPort
 
 __all__ = ["LineRejectedError", "SerialLineDriver", "SerialLineOptions"]
 
@@ -82,8 +83,8 @@ RTT_PROBE_INTERVAL_S = 1.0
 RESYNC_AFTER_S = 1.0
 #: most bytes the reader drains in one go before yielding to the loop
 MAX_BATCH_BYTES = 65536
-BACKOFF_FIRST_S = 0.05
-BACKOFF_MAX_S = 5.0
+#: reopening a vanished port: the longest wait after the first failure, and ever
+RECONNECT_BACKOFF = BackoffPolicy(first_s=0.05, max_s=5.0)
 LIMIT_TOLERANCE = 5e-4
 #: commands that change console state a snapshot must reflect once acknowledged
 _STATE_WRITES = frozenset({"LEASE", "FREEZE", "THAW", "MASTER", "RESET", "LIMITS"})
@@ -142,8 +143,7 @@ class SerialLineDriver(Driver):
     def __init__(self, options: SerialLineOptions) -> None:
         self._opts = options
         self._stats = LinkStats()
-        self._ser: serial.Serial | None = None
-        self._fd: int | None = None
+        self._port: SerialPort | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._splitter = LineSplitter()
         self._seq = SeqCounter(random.randrange(65536))
@@ -219,33 +219,23 @@ class SerialLineDriver(Driver):
     # ---- port ownership ----------------------------------------------------------
     def _open_port(self) -> None:
         self._loop = asyncio.get_running_loop()
-        ser = serial.Serial(
-            self._opts.port,
-            self._opts.baudrate,
-            timeout=0,
-            write_timeout=0,
-            exclusive=True,
-        )
+        port = SerialPort(self._opts.port, baudrate=self._opts.baudrate)
         try:
-            ser.reset_input_buffer()  # bytes queued while we were away are not news
-            fd = ser.fileno()
-            os.set_blocking(fd, False)
-            self._loop.add_reader(fd, self._on_readable)
-        except (OSError, serial.SerialException):
-            ser.close()
+            self._loop.add_reader(port.fd, self._on_readable)
+        except OSError:
+            port.close()
             raise
-        self._ser, self._fd = ser, fd
+        self._port = port
         self._splitter = LineSplitter()
         self._rx_seq = None
         self._stats.connected = True
 
     def _close_port(self) -> None:
-        if self._fd is not None and self._loop is not None:
-            self._loop.remove_reader(self._fd)
-        if self._ser is not None:
-            with contextlib.suppress(OSError, serial.SerialException):
-                self._ser.close()
-        self._ser = self._fd = None
+        port, self._port = self._port, None
+        if port is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(port.fd)
+            port.close()
         self._stats.connected = False
         for fut in self._pending.values():
             if not fut.done():
@@ -261,36 +251,35 @@ class SerialLineDriver(Driver):
             )
 
     async def _reconnect(self) -> None:
-        """Reopen the port with exponential backoff and jitter, then say HELLO."""
-        delay = BACKOFF_FIRST_S
+        """Reopen the port after a back-off (``RECONNECT_BACKOFF``), then say HELLO;
+        never give up while not closing."""
+        backoff = Backoff(policy=RECONNECT_BACKOFF)
         while not self._closing:
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            await asyncio.sleep(backoff.failed())
             try:
                 self._open_port()
-            except (OSError, serial.SerialException) as exc:
+            except OSError as exc:
                 self._stats.last_error = f"reopen {self._opts.port}: {exc}"
-                delay = min(delay * 2.0, BACKOFF_MAX_S)
                 continue
             self._stats.reconnects += 1
             try:
                 await self._handshake()
             except DriverError as exc:
                 # the port opened but no console answered (e.g. it is still starting):
-                # close it and keep trying, never give up while not closing
+                # close it and try again after the next back-off
                 self._stats.last_error = f"handshake after reopen: {exc}"
                 self._close_port()
-                delay = min(delay * 2.0, BACKOFF_MAX_S)
                 continue
             return
 
     async def connect(self) -> None:
         self._closing = False
-        if self._ser is None:
+        if self._port is None:
             try:
                 self._open_port()
-            except (OSError, serial.SerialException) as exc:
+            except OSError as exc:
                 self._stats.last_error = str(exc)
-                raise LinkError(f"cannot open {self._opts.port}: {exc}") from exc
+                raise LinkError(str(exc)) from exc
         try:
             await self._handshake()
         except DriverError:
@@ -327,28 +316,19 @@ class SerialLineDriver(Driver):
         means the link broke after it. Such a TEL is kept for counting but
         never handed out as fresh.
         """
-        if self._fd is None:
+        port = self._port
+        if port is None:
             return
-        chunks: list[bytes] = []
-        while sum(len(c) for c in chunks) < MAX_BATCH_BYTES:
-            try:
-                data = os.read(self._fd, 4096)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                self._port_lost(str(exc))
-                return
-            if not data:
-                if chunks:  # a tty with VMIN=0 reads b"" when it is empty
-                    break
-                self._port_lost("end of file (hang-up)")  # readable yet empty
-                return
-            chunks.append(data)
-        if not chunks:
+        try:
+            data = port.read_ready(MAX_BATCH_BYTES)
+        except OSError as exc:
+            self._port_lost(str(exc))
+            return
+        if not data:
             return
         now, utc = time.monotonic(), time.time()
         tels = 0
-        for item in self._splitter.feed(b"".join(chunks)):
+        for item in self._splitter.feed(data):
             if isinstance(item, FrameError):
                 self._bad(f"{item.code}: {item.detail}")
                 self._distrust()
@@ -401,12 +381,11 @@ class SerialLineDriver(Driver):
 
     # ---- commands --------------------------------------------------------------------
     def _write(self, data: bytes) -> None:
-        if self._fd is None:
+        port = self._port
+        if port is None:
             raise LinkError(f"{self._opts.port} is not open")
         try:
-            n = os.write(self._fd, data)
-        except BlockingIOError:
-            n = 0
+            n = port.write(data)
         except OSError as exc:
             self._port_lost(str(exc))
             raise LinkError(f"write to {self._opts.port}: {exc}") from exc
@@ -416,7 +395,7 @@ class SerialLineDriver(Driver):
     async def _command(self, verb: str, *args: str, **fields: object) -> Frame:
         """Send one command and return its ACK; NAK raises LineRejectedError,
         no valid answer after the retries raises LinkError."""
-        if self._ser is None:
+        if self._port is None:
             raise LinkError(f"{self._opts.port} is not open (reconnecting)")
         loop = asyncio.get_running_loop()
         attempts = self._opts.retries + 1
@@ -495,7 +474,7 @@ class SerialLineDriver(Driver):
 
     # ---- snapshot ------------------------------------------------------------------------
     async def read_snapshot(self) -> Snapshot:
-        if self._ser is None:
+        if self._port is None:
             raise LinkError(f"{self._opts.port} is not open (reconnecting)")
         if time.monotonic() >= self._rtt_ok_until:
             snap = await self._snapshot_by_request()

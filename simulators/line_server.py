@@ -28,6 +28,7 @@ from cryod.drivers.lineproto import (
     SeqCounter,
     Telemetry,
     encode,
+    fmt_fixed,
     fmt_num,
     parse_bool,
     parse_float,
@@ -454,7 +455,7 @@ class LineServer:
         out = {"fl": tel.to_fields()["fl"], "lx": str(tel.lease_expiry_count)}
         for n, probe in enumerate(tel.probes, start=1):
             if probe.trip:
-                out[f"p{n}"] = f"{probe.trip.name.lower()},{fmt_num(probe.trip_time_s, 3)}"
+                out[f"p{n}"] = f"{probe.trip.name.lower()},{fmt_fixed(probe.trip_time_s, 3)}"
         return out
 
     def _reset(self, frame: Frame) -> dict[str, str]:

@@ -4,9 +4,11 @@ Why a framing layer of our own around pymodbus's PDU classes rather than
 pymodbus's server: the register image must be computed from the console on
 every request (pymodbus's server copies its datastore), the comms faults
 (silent, corrupt, slow, disconnect) act on raw frames, and every malformed
-frame must be counted and logged. pymodbus still decodes request PDUs,
-encodes responses and computes the RTU CRC, so the wire format is the one
-any pymodbus (or mbpoll) master expects. Wire behaviour: docs/modbus.md.
+frame must be counted and logged. Requests are decoded and answers framed by
+the drivers' own codec (``cryod.drivers.modbus.codec``: pymodbus's PDU
+classes, the one RTU CRC, the one MBAP layout), so the wire format is the one
+cryod's driver and any pymodbus (or mbpoll) master expect. Wire behaviour:
+docs/modbus.md.
 
 Bound TCP port: pass ``bound={}`` to ``serve_modbus_tcp``; it receives
 ``bound["port"]`` (and ``"host"``) before ``ready`` is set (port 0 = any free
@@ -25,21 +27,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pymodbus.constants import ExcCodes
-from pymodbus.framer.rtu import FramerRTU
-from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
-from pymodbus.pdu.register_message import (
-    ReadHoldingRegistersRequest,
-    ReadHoldingRegistersResponse,
-    ReadInputRegistersRequest,
-    ReadInputRegistersResponse,
-    WriteMultipleRegistersRequest,
-    WriteMultipleRegistersResponse,
-    WriteSingleRegisterRequest,
-    WriteSingleRegisterResponse,
-)
-
 from cryod.drivers.base import TcStatus
+from cryod.drivers.modbus.codec import (
+    MBAP_MAX_LENGTH,
+    MBAP_MIN_LENGTH,
+    ExcCodes,
+    RequestRefused,
+    crc16,
+    encode_answer,
+    exception_answer,
+    parse_request,
+    rtu_frame,
+    rtu_request_size,
+    tcp_adu,
+)
 from cryod.drivers.profile import (
     Profile,
     RegisterSpec,
@@ -51,7 +52,7 @@ from cryod.drivers.profile import (
 from .console import CommandRejected, SimConsole
 from .pty import open_link
 
-__all__ = ["ModbusImage", "ModbusReject", "serve_modbus_rtu", "serve_modbus_tcp"]
+__all__ = ["ModbusImage", "serve_modbus_rtu", "serve_modbus_tcp"]
 
 #: reserved addresses inside a table: a gap of at most this many unused
 #: addresses between two defined registers reads as 0 (so block reads work)
@@ -81,15 +82,6 @@ _REJECT_CODES = {
     "out_of_range": ExcCodes.ILLEGAL_VALUE,
     "limits_invalid": ExcCodes.ILLEGAL_VALUE,
 }
-
-
-class ModbusReject(Exception):
-    """A request the console answers with a Modbus exception."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,11 +140,11 @@ class ModbusImage:
     # ---- reads -----------------------------------------------------------
     def read(self, table: str, address: int, count: int) -> list[int]:
         if not 1 <= count <= self.profile.modbus.max_block:
-            raise ModbusReject(ExcCodes.ILLEGAL_VALUE, f"read count {count} out of range")
+            raise RequestRefused(ExcCodes.ILLEGAL_VALUE, f"read count {count} out of range")
         readable = self.readable[table]
         bad = [a for a in range(address, address + count) if a not in readable]
         if bad:
-            raise ModbusReject(ExcCodes.ILLEGAL_ADDRESS, f"{table} address {bad[0]} not mapped")
+            raise RequestRefused(ExcCodes.ILLEGAL_ADDRESS, f"{table} address {bad[0]} not mapped")
         cache: dict[str, list[int]] = {}
         out = []
         for a in range(address, address + count):
@@ -264,12 +256,12 @@ class ModbusImage:
         while a < end:
             slot = self.slots["holding"].get(a)
             if slot is None:
-                raise ModbusReject(ExcCodes.ILLEGAL_ADDRESS, f"holding {a} not mapped")
+                raise RequestRefused(ExcCodes.ILLEGAL_ADDRESS, f"holding {a} not mapped")
             spec = slot.reg.spec
             if "w" not in spec.access:
-                raise ModbusReject(ExcCodes.ILLEGAL_ADDRESS, f"{slot.reg.name} is read-only")
+                raise RequestRefused(ExcCodes.ILLEGAL_ADDRESS, f"{slot.reg.name} is read-only")
             if slot.word != 0 or a + slot.reg.count > end:
-                raise ModbusReject(
+                raise RequestRefused(
                     ExcCodes.ILLEGAL_ADDRESS, f"{slot.reg.name} must be written whole"
                 )
             chunk = words[a - address : a - address + slot.reg.count]
@@ -277,7 +269,7 @@ class ModbusImage:
             try:
                 encode_value(spec, raw, self.word_order)
             except (ValueError, TypeError) as exc:
-                raise ModbusReject(ExcCodes.ILLEGAL_VALUE, f"{slot.reg.name}: {exc}") from exc
+                raise RequestRefused(ExcCodes.ILLEGAL_VALUE, f"{slot.reg.name}: {exc}") from exc
             assert isinstance(raw, int)
             plan.append((slot, raw))
             a += slot.reg.count
@@ -286,7 +278,7 @@ class ModbusImage:
                 self._apply(slot, raw, source)
             except CommandRejected as exc:
                 code = _REJECT_CODES.get(exc.code, ExcCodes.DEVICE_FAILURE)
-                raise ModbusReject(code, f"{slot.reg.name}: {exc.code}: {exc}") from exc
+                raise RequestRefused(code, f"{slot.reg.name}: {exc.code}: {exc}") from exc
 
     def _apply(self, slot: _Slot, raw: int, source: str) -> None:
         c, name, n = self.console, slot.base, slot.probe
@@ -329,70 +321,30 @@ def _ms32(seconds: float) -> int:
 
 # ---- PDU level -------------------------------------------------------------
 class _Handler:
-    """Request PDU in, response PDU out (or None: no answer)."""
+    """Request PDU in, answer PDU out (a Modbus exception for anything refused)."""
 
     def __init__(self, console: SimConsole, transport: str) -> None:
         self.console = console
         self.image = ModbusImage(console)
         self.unit_id = console.profile.modbus.unit_id
         self.transport = transport
-        self.decoder = DecodePDU(is_server=True)
 
     def bad(self, reason: str) -> None:
         self.console.count_bad_request(transport=f"modbus-{self.transport}", reason=reason)
 
     def handle(self, pdu: bytes) -> bytes:
-        fc = pdu[0] if pdu else 0
         try:
             return self._dispatch(pdu)
-        except ModbusReject as exc:
+        except RequestRefused as exc:
             self.bad(exc.reason)
-            return _encode(ExceptionResponse(fc & 0x7F, exc.code))
+            return exception_answer(pdu[0] if pdu else 0, exc.code)
 
     def _dispatch(self, pdu: bytes) -> bytes:
-        if not pdu:
-            raise ModbusReject(ExcCodes.ILLEGAL_FUNCTION, "empty PDU")
-        fc = pdu[0]
-        if fc not in (3, 4, 6, 16):
-            raise ModbusReject(ExcCodes.ILLEGAL_FUNCTION, f"function code {fc} not supported")
-        request: ModbusPDU | None = self.decoder.decode(pdu)
-        if request is None:
-            raise ModbusReject(ExcCodes.ILLEGAL_VALUE, f"function {fc}: malformed request")
-        expected = {3: 5, 4: 5, 6: 5}.get(fc)
-        if expected is not None and len(pdu) != expected:
-            raise ModbusReject(ExcCodes.ILLEGAL_VALUE, f"function {fc}: PDU length {len(pdu)}")
-        source = f"modbus-{self.transport}"
-        if isinstance(request, ReadInputRegistersRequest):
-            words = self.image.read("input", request.address, request.count)
-            return _encode(ReadInputRegistersResponse(registers=words))
-        if isinstance(request, ReadHoldingRegistersRequest):
-            words = self.image.read("holding", request.address, request.count)
-            return _encode(ReadHoldingRegistersResponse(registers=words))
-        if isinstance(request, WriteSingleRegisterRequest):
-            self.image.write(request.address, list(request.registers), source)
-            return _encode(
-                WriteSingleRegisterResponse(
-                    address=request.address, registers=list(request.registers)
-                )
-            )
-        if isinstance(request, WriteMultipleRegistersRequest):
-            count = request.count
-            if not 1 <= count <= 123 or request.byte_count != 2 * count:
-                raise ModbusReject(ExcCodes.ILLEGAL_VALUE, "function 16: bad count")
-            if len(request.registers) != count or len(pdu) != 6 + 2 * count:
-                raise ModbusReject(ExcCodes.ILLEGAL_VALUE, "function 16: byte count mismatch")
-            self.image.write(request.address, list(request.registers), source)
-            return _encode(WriteMultipleRegistersResponse(address=request.address, count=count))
-        raise ModbusReject(ExcCodes.ILLEGAL_FUNCTION, f"function code {fc} not supported")
-
-
-def _encode(pdu: ModbusPDU) -> bytes:
-    return pdu.function_code.to_bytes(1, "big") + pdu.encode()
-
-
-def crc16(data: bytes) -> bytes:
-    """Modbus RTU CRC, low byte first on the wire."""
-    return FramerRTU.compute_CRC(data).to_bytes(2, "big")
+        req = parse_request(pdu)
+        if req.function_code in (3, 4):
+            return encode_answer(req, self.image.read(req.table, req.address, req.count))
+        self.image.write(req.address, list(req.registers), f"modbus-{self.transport}")
+        return encode_answer(req)
 
 
 class _Faults:
@@ -500,7 +452,7 @@ async def _tcp_session(
         try:
             header += await asyncio.wait_for(reader.readexactly(5), TCP_FRAME_TIMEOUT_S)
             tid, pid, length = struct.unpack(">HHH", header)
-            if not 2 <= length <= 254:
+            if not MBAP_MIN_LENGTH <= length <= MBAP_MAX_LENGTH:
                 handler.bad(f"MBAP length {length} out of range")
                 return  # the stream cannot be resynchronised: close it
             body = await asyncio.wait_for(reader.readexactly(length), TCP_FRAME_TIMEOUT_S)
@@ -517,7 +469,7 @@ async def _tcp_session(
         if unit != handler.unit_id or "comms-silent" in active:
             continue
         response = handler.handle(pdu)
-        frame = struct.pack(">HHHB", tid, 0, len(response) + 1, unit) + response
+        frame = tcp_adu(tid, unit, response)
         slow = active.get("comms-slow")
         if "comms-slow" in active:
             await asyncio.sleep((slow or 0.0) / 1000.0)
@@ -564,20 +516,6 @@ async def serve_modbus_rtu(
         console.log_event("connection", transport="modbus-rtu", state="closed", peer=str(link_path))
 
 
-def rtu_frame_size(decoder: DecodePDU, buf: bytes) -> int | None:
-    """Size of the request frame at the start of ``buf``: 0 = unknown, None = need more."""
-    if len(buf) < 2:
-        return None
-    try:
-        cls = decoder.lookupPduClass(buf)
-        if cls is None:
-            return 0
-        size = cls.calculateRtuFrameSize(buf)
-    except Exception:  # noqa: BLE001 - pymodbus raises odd types on odd frames
-        return 0
-    return size or None
-
-
 async def _rtu_loop(
     fd: int, chunks: asyncio.Queue[bytes], handler: _Handler, faults: _Faults
 ) -> None:
@@ -598,7 +536,7 @@ async def _rtu_loop(
             continue
         buf += data
         while buf:
-            size = rtu_frame_size(handler.decoder, buf)
+            size = rtu_request_size(buf)
             if size is None:
                 break
             if size == 0 or size > 256:
@@ -622,8 +560,7 @@ async def _rtu_answer(fd: int, frame: bytes, handler: _Handler, faults: _Faults)
     active = faults.active()
     if unit != handler.unit_id or "comms-silent" in active or "disconnect" in active:
         return  # other devices' frames and broadcasts get no answer
-    body = bytes([unit]) + handler.handle(frame[1:-2])
-    out = body + crc16(body)
+    out = rtu_frame(unit, handler.handle(frame[1:-2]))
     if "comms-slow" in active:
         await asyncio.sleep((active.get("comms-slow") or 0.0) / 1000.0)
     if "comms-corrupt" in faults.active():

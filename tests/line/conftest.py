@@ -129,6 +129,16 @@ class RawClient:
         out, self.replies = self.replies[:n], self.replies[n:]
         return out
 
+    async def wait_tel(self, n: int, timeout_s: float = 5.0) -> list[Frame]:
+        """Wait until at least ``n`` TEL frames have arrived; all of them so far."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while len(self.tel) < n:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"only {len(self.tel)} of {n} TEL frames in {timeout_s} s")
+            await asyncio.sleep(0.01)
+            self._drain()
+        return self.tel
+
     async def ask(self, verb: str, *args: str, **fields: object) -> Frame:
         seq = self.send(verb, *args, **fields)
         (reply,) = await self.wait_replies(1)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import random
+import re
+from typing import Any
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,6 +25,8 @@ from cryod.drivers.lineproto import (
     seq_gap,
     telemetry_max_len,
 )
+
+from .doc_formats import DOC, doc_decimals, format_errors
 
 SETTINGS = settings(
     max_examples=300, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -230,28 +236,29 @@ probe_tel = st.builds(
 )
 
 
-@SETTINGS
-@given(
-    st.builds(
-        Telemetry,
-        console_time_s=st.integers(0, 10**9).map(lambda v: v / 1000),
-        lease_armed=st.booleans(),
-        master_open=st.booleans(),
-        supply_low=st.booleans(),
-        helium_ok=st.booleans(),
-        lease_expired=st.booleans(),
-        overpressure=st.booleans(),
-        console_limit=st.booleans(),
-        supply_kpa=st.integers(0, 65535).map(float),
-        cylinder_kpa=st.integers(0, 65535).map(float),
-        skin_present=st.just(True),
-        skin_c=st.none() | st.integers(-500, 600).map(lambda v: v / 10),
-        lease_timeout_ms=st.integers(0, 65535),
-        lease_remaining_ms=st.integers(0, 65535),
-        lease_expiry_count=st.integers(0, 65535),
-        probes=st.lists(probe_tel, min_size=1, max_size=25).map(tuple),
-    )
+telemetries = st.builds(
+    Telemetry,
+    console_time_s=st.integers(0, 10**9).map(lambda v: v / 1000),
+    lease_armed=st.booleans(),
+    master_open=st.booleans(),
+    supply_low=st.booleans(),
+    helium_ok=st.booleans(),
+    lease_expired=st.booleans(),
+    overpressure=st.booleans(),
+    console_limit=st.booleans(),
+    supply_kpa=st.integers(0, 65535).map(float),
+    cylinder_kpa=st.integers(0, 65535).map(float),
+    skin_present=st.just(True),
+    skin_c=st.none() | st.integers(-500, 600).map(lambda v: v / 10),
+    lease_timeout_ms=st.integers(0, 65535),
+    lease_remaining_ms=st.integers(0, 65535),
+    lease_expiry_count=st.integers(0, 65535),
+    probes=st.lists(probe_tel, min_size=1, max_size=25).map(tuple),
 )
+
+
+@SETTINGS
+@given(telemetries)
 def test_telemetry_round_trip(tel: Telemetry) -> None:
     frame = decode(encode(Frame.make(9, "TEL", fields=tel.to_fields())))
     assert Telemetry.from_fields(frame.field_map()) == tel
@@ -334,3 +341,94 @@ def test_telemetry_round_trip(tel: Telemetry) -> None:
 def test_bad_telemetry_fields_raise_value_error(fields: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="TEL"):
         Telemetry.from_fields(fields)
+
+
+# ---- the document and the encoder agree (docs/line-protocol.md) ------------------
+def test_the_crc_is_the_documented_algorithm() -> None:
+    """The codec's CRC (binascii.crc_hqx) equals the bit-by-bit reference of
+    section 2.2, run from the document itself, on the check value and random bytes."""
+    block = re.search(r"### 2\.2.*?```python\n(.*?)```", DOC.read_text(), re.S)
+    assert block, "section 2.2 lost its reference implementation"
+    namespace: dict[str, Any] = {}
+    exec(block.group(1), namespace)
+    reference = namespace["crc16_ccitt_false"]
+    assert reference(b"123456789") == crc16_ccitt_false(b"123456789") == 0x29B1
+    rng = random.Random(16)
+    for size in [0, 1, 2, 17, 64, 1024] * 20:
+        data = rng.randbytes(size)
+        assert crc16_ccitt_false(data) == reference(data)
+
+
+def test_the_document_states_a_format_for_every_number() -> None:
+    assert doc_decimals() == {
+        "t": 3,
+        "sup": 0,
+        "cyl": 0,
+        "skin": 1,
+        "tip": 1,
+        "return": 1,
+        "trip_t": 3,
+        "faults_t_s": 3,
+    }
+
+
+def test_telemetry_keeps_trailing_zeros_as_documented() -> None:
+    """Values whose shortest form drops zeros are written with the stated decimals."""
+    tel = Telemetry(
+        console_time_s=12.5,
+        lease_armed=True,
+        master_open=True,
+        supply_low=False,
+        helium_ok=True,
+        lease_expired=False,
+        overpressure=False,
+        console_limit=True,
+        supply_kpa=25850.0,
+        cylinder_kpa=40000.0,
+        skin_present=True,
+        skin_c=35.0,
+        lease_timeout_ms=1000,
+        lease_remaining_ms=900,
+        lease_expiry_count=0,
+        probes=(
+            ProbeTel(-140.0, TcStatus.OK, 0.0, True, False, True, TripCause.MIN_TIP, 10.5),
+            ProbeTel(-0.04, TcStatus.OK, 80.0, False, False, False),
+            ProbeTel(None, TcStatus.OPEN, 0.0, False, False, False),
+        ),
+    )
+    fields = tel.to_fields()
+    assert format_errors(fields, doc_decimals()) == []
+    assert (fields["t"], fields["sup"], fields["cyl"], fields["skin"]) == (
+        "12.500",
+        "25850",
+        "40000",
+        "35.0",
+    )
+    assert fields["p1"] == "-140.0,0.0,5,2,10.500"
+    assert fields["p2"] == "0.0,80.0,0,0"  # -0.04 rounds to a zero without a sign
+    assert fields["p3"] == "open,0.0,0,0"
+
+
+@SETTINGS
+@given(telemetries)
+def test_every_telemetry_number_has_the_documented_decimals(tel: Telemetry) -> None:
+    assert format_errors(tel.to_fields(), doc_decimals()) == []
+
+
+def test_format_check_catches_dropped_zeros() -> None:
+    """Negative control: the shortest forms the encoder wrote before are refused."""
+    errors = format_errors(
+        {"t": "12.5", "sup": "25850", "p1": "-140,0,5,2,10.5", "p2": "-0.0,1.0,0,0"},
+        doc_decimals(),
+    )
+    assert len(errors) == 5, errors
+
+
+def test_the_documented_example_frame_is_what_the_encoder_writes() -> None:
+    line = re.search(r"^\$56 TEL .*$", DOC.read_text(), re.M)
+    assert line, "section 7 lost its example frame"
+    wire = line.group(0).encode() + b"\r\n"
+    fields = decode(wire).field_map()
+    assert format_errors(fields, doc_decimals()) == []
+    tel = Telemetry.from_fields(fields)
+    assert encode(Frame.make(56, "TEL", fields=tel.to_fields())) == wire

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import statistics
+import struct
+import termios
 import time
 from importlib.metadata import entry_points
 
 import pytest
 
 from cryod.drivers.base import ConsoleLimits, LinkError, RejectedError, TcStatus, Validity
+from cryod.drivers.lineproto import telemetry_max_len
 from cryod.drivers.serial_line import SerialLineDriver
 
 from .conftest import Sim
+
+
+def pending_bytes(fd: int) -> int:
+    """Bytes waiting in a terminal's input queue (FIONREAD)."""
+    buf = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    return int(struct.unpack("i", buf)[0])
 
 
 async def poll_until(driver: SerialLineDriver, pred, timeout_s: float = 3.0):  # type: ignore[no-untyped-def]
@@ -108,17 +118,17 @@ async def test_lease_beats_renew_reads_do_not(sim: Sim, driver: SerialLineDriver
         await driver.renew_lease()
     assert sim.console.probe(2).freeze_open
     assert sim.console.lease_expiry_count() == 0
-    # now only reads: snapshots, faults, limits, identity
-    t_end = time.monotonic() + 0.6
-    while time.monotonic() < t_end:
-        await driver.read_faults()
+    # now only reads (snapshots, faults, limits, identity), until the lease runs out
+    last_write = time.monotonic()
+    deadline = last_write + 10  # bounds a failing test only
+    while not (await driver.read_faults()).lease_expired:
+        assert time.monotonic() < deadline, "reads alone kept the lease alive"
         await driver.read_limits(2)
         await driver.identify()
         with contextlib.suppress(LinkError):
             await driver.read_snapshot()
-        await asyncio.sleep(0.02)
-    faults = await driver.read_faults()
-    assert faults.lease_expired
+        await asyncio.sleep(0.02)  # the poll interval, not a condition
+    assert time.monotonic() - last_write >= 0.3  # not before its timeout
     s = await poll_until(driver, lambda s: s.lease.expired)
     assert not s.probe(2).freeze_open
     assert not s.master_open
@@ -255,14 +265,19 @@ async def test_backlog_after_a_stalled_reader_is_not_fresh(
     reception time says nothing about their age, so none is handed out."""
     await driver.read_snapshot()
     loop = asyncio.get_running_loop()
-    assert driver._fd is not None
-    loop.remove_reader(driver._fd)  # the host stalls; the console keeps sending
+    port = driver._port
+    assert port is not None
+    loop.remove_reader(port.fd)  # the host stalls; the console keeps sending
     try:
-        await asyncio.sleep(0.3)
+        # more bytes queued than one TEL frame can have: at least two frames are waiting
+        one_frame = telemetry_max_len(8)
+        deadline = loop.time() + 10
+        while pending_bytes(port.fd) <= one_frame:
+            assert loop.time() < deadline, f"{pending_bytes(port.fd)} bytes queued"
+            await asyncio.sleep(0.02)
         sim.console.inject("comms-silent")  # ... then the console stops
-        await asyncio.sleep(0.2)
     finally:
-        loop.add_reader(driver._fd, driver._on_readable)
+        loop.add_reader(port.fd, driver._on_readable)
     backlogs = driver.backlogs
     with pytest.raises(LinkError):
         await driver.read_snapshot()

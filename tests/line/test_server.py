@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
 from cryod.drivers.lineproto import MAX_LINE_BYTES, Frame, crc16_ccitt_false, encode
 
 from .conftest import RawClient, Sim
+from .doc_formats import doc_decimals, format_errors, number_pattern
 
 
 def framed(body: bytes) -> bytes:
@@ -24,9 +26,9 @@ async def test_hello_identifies_and_starts_telemetry(sim: Sim, raw: RawClient) -
     assert f["gas"] == "argon"
     assert "console_limits" in f["caps"].split(",")
     assert (await raw.ask("RATE", hz=50)).get("hz") == "50"
-    await asyncio.sleep(0.3)
-    raw._drain()
-    assert len(raw.tel) >= 5
+    tel = await raw.wait_tel(5)
+    times = [float(f.get("t") or "nan") for f in tel]
+    assert times == sorted(times)  # pushed in order, the console clock running
     opened = sim.events("connection")
     assert opened[-1]["state"] == "opened"
     assert opened[-1]["transport"] == "line"
@@ -77,12 +79,16 @@ async def test_state_refusals_are_naked_but_not_bad_requests(sim: Sim, raw: RawC
 
 async def test_garbage_burst_then_commands_still_work(sim: Sim, raw: RawClient) -> None:
     raw.write(bytes(range(256)) * 20 + b"\r\n")
-    await asyncio.sleep(0.2)
-    raw._drain()
-    naks = [r for r in raw.replies if r.verb == "NAK"]
+    # the console answers in order: once IDENT's ACK is in, every NAK for the garbage is too
+    seq = raw.send("IDENT")
+    replies: list[Frame] = []
+    while not replies or replies[-1].verb != "ACK":
+        replies += await raw.wait_replies(1)
+    assert replies[-1].args[0] == str(seq)
+    naks = replies[:-1]
     assert naks, "garbage must be refused"
-    assert sim.console.bad_request_count() >= 1
-    raw.replies.clear()
+    assert all(r.verb == "NAK" and r.args[0] == "-" for r in naks)
+    assert sim.console.bad_request_count() >= len(naks)
     assert (await raw.ask("LEASE", ms=500)).get("ms") == "500"
     assert sim.console.lease_armed()
     assert (await raw.ask("LEASE", ms=0)).get("ms") == "0"
@@ -127,3 +133,26 @@ async def test_snap_carries_telemetry(sim: Sim, raw: RawClient) -> None:
     reply = await raw.ask("SNAP?")
     f = reply.field_map()
     assert {"t", "st", "fl", "sup", "cyl", "skin", "lt", "lr", "lx", "p1", "p8"} <= f.keys()
+
+
+async def test_numbers_on_the_wire_have_the_documented_decimals(sim: Sim, raw: RawClient) -> None:
+    """SNAP? (the TEL fields) and FAULTS? as cryosim writes them, against the formats
+    docs/line-protocol.md states (tests/line/doc_formats.py reads them from it)."""
+    decimals = doc_decimals()
+    assert format_errors((await raw.ask("SNAP?")).field_map(), decimals) == []
+    await raw.ask("LEASE", ms=5000)
+    await raw.ask("LIMITS", p=1, on_s="0.5", min_c="-150", max_kpa="34000", n=3)
+    await raw.ask("MASTER", on=1)
+    await raw.ask("FREEZE", p=1, on=1)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while "p1" not in (faults := (await raw.ask("FAULTS?")).field_map()):
+        assert loop.time() < deadline, f"no console-limit trip: {faults}"
+        await asyncio.sleep(0.02)
+    cause, t_s = faults["p1"].split(",")
+    assert cause == "max_on_time"
+    assert re.fullmatch(number_pattern(decimals["faults_t_s"]), t_s), t_s
+    snap = (await raw.ask("SNAP?")).field_map()
+    assert len(snap["p1"].split(",")) == 5  # the trip and its time are in the TEL fields too
+    assert format_errors(snap, decimals) == []
+    await raw.ask("MASTER", on=0)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cryod.drivers.base import Snapshot
 from cryod.drivers.modbus import ModbusRtuDriver, ModbusTcpDriver
 from cryod.drivers.profile import Profile, load_profile
 from cryod.simulators.console import SimConsole
@@ -157,3 +158,35 @@ async def eventually(fn: Any, timeout_s: float = 5.0, every_s: float = 0.05) -> 
             if loop.time() > deadline:
                 raise
             await asyncio.sleep(every_s)
+
+
+async def read_until(
+    driver: ModbusTcpDriver | ModbusRtuDriver,
+    pred: Callable[[Snapshot], bool],
+    *,
+    renew: bool = False,
+    timeout_s: float = 10.0,
+) -> Snapshot:
+    """Read snapshots (renewing the lease by a write before each when ``renew``)
+    until ``pred`` holds; the snapshot that satisfied it. The timeout only bounds
+    a test that fails: a loaded machine takes longer, never gives a wrong answer."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        if renew:
+            await driver.renew_lease()
+        snap = await driver.read_snapshot()
+        if pred(snap):
+            return snap
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s; last snapshot {snap}")
+        await asyncio.sleep(0.02)  # the poll interval, not a condition
+
+
+async def renew_until(
+    driver: ModbusTcpDriver | ModbusRtuDriver,
+    pred: Callable[[Snapshot], bool],
+    timeout_s: float = 10.0,
+) -> Snapshot:
+    """``read_until`` with the lease kept alive by a write before every read."""
+    return await read_until(driver, pred, renew=True, timeout_s=timeout_s)

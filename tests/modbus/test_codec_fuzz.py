@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cryod.drivers.base import ProtocolError
-from cryod.drivers.modbus import (
+from cryod.drivers.modbus.codec import (
     ModbusExceptionResponse,
     Request,
     crc16,
@@ -21,11 +21,12 @@ from cryod.drivers.modbus import (
     find_rtu_frame,
     parse_response,
     rtu_frame,
+    rtu_request_size,
     tcp_adu,
 )
 from cryod.drivers.profile import load_profile
 from cryod.simulators.console import SimConsole
-from cryod.simulators.modbus_server import _Handler, rtu_frame_size
+from cryod.simulators.modbus_server import _Handler
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -177,7 +178,7 @@ def test_server_handles_any_pdu(pdu: bytes) -> None:
 @FUZZ
 @given(st.binary(max_size=300))
 def test_server_rtu_sizer_never_raises(buf: bytes) -> None:
-    size = rtu_frame_size(_handler.decoder, buf)
+    size = rtu_request_size(buf)
     assert size is None or size >= 0
 
 

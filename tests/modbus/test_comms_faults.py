@@ -9,10 +9,32 @@ import pytest
 
 from cryod.drivers.base import LinkError
 from cryod.drivers.modbus import ModbusRtuDriver, ModbusTcpDriver
+from cryod.drivers.modbus.transport import RtuTransport, TcpTransport
 
 from .conftest import Sim, eventually
 
 Drv = ModbusTcpDriver | ModbusRtuDriver
+
+
+def unread_bytes(driver: Drv) -> int:
+    """Bytes the console sent that the driver's transport holds, not yet consumed."""
+    transport = driver._link._transport
+    if isinstance(transport, TcpTransport):
+        return 0 if transport.proto is None else len(transport.proto.buf)
+    assert isinstance(transport, RtuTransport)
+    return len(transport.buf)
+
+
+async def late_answers_arrived(driver: Drv, answers: int, timeout_s: float = 10.0) -> None:
+    """Wait until ``answers`` answers to the snapshot's first read are in, unread."""
+    req = driver._map.span_requests[0]
+    header = 7 if isinstance(driver, ModbusTcpDriver) else 3  # MBAP / unit id + CRC
+    want = answers * (header + req.response_size())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while unread_bytes(driver) < want:
+        assert loop.time() < deadline, f"{unread_bytes(driver)} of {want} late bytes arrived"
+        await asyncio.sleep(0.01)
 
 
 async def fails_while_faulted(driver: Drv, attempts: int = 3) -> None:
@@ -27,8 +49,7 @@ async def fails_while_faulted(driver: Drv, attempts: int = 3) -> None:
 @pytest.mark.parametrize("kind", ["comms-silent", "comms-corrupt", "disconnect"])
 async def test_recovers_after_fault(sim: Sim, driver: Drv, kind: str) -> None:
     first = await driver.read_snapshot()
-    sim.console.inject(kind)
-    await asyncio.sleep(0.05)
+    sim.console.inject(kind)  # acts on the next frame the server sees: nothing to wait for
     await fails_while_faulted(driver)
     stats = driver.stats
     if kind == "comms-silent":
@@ -56,9 +77,13 @@ async def test_slow_answers(sim: Sim, driver: Drv) -> None:
     sim.console.inject("comms-slow", value=500)  # over it: LinkError, no hang
     await fails_while_faulted(driver, attempts=1)
     sim.console.clear("comms-slow")
-    await asyncio.sleep(0.6)  # the late answers arrive and are discarded as stale
-    snap = await eventually(driver.read_snapshot)
+    # the console still answers every attempt, late: wait until those answers are in
+    # (RTU has no transaction id, so a late answer must not be mistaken for a new one)
+    await late_answers_arrived(driver, answers=driver.retries + 1)
+    bad_before = driver.stats.bad_frames
+    snap = await driver.read_snapshot()  # the late answers are discarded as stale
     assert snap.probes
+    assert driver.stats.bad_frames > bad_before
     assert driver.stats.timeouts >= 2
 
 

@@ -11,7 +11,7 @@ import pytest
 from cryod.drivers.base import ConsoleLimits, RejectedError, TcStatus, Validity
 from cryod.drivers.modbus import ModbusRtuDriver, ModbusTcpDriver
 
-from .conftest import SPEED, Sim
+from .conftest import SPEED, Sim, read_until, renew_until
 
 Drv = ModbusTcpDriver | ModbusRtuDriver
 
@@ -54,7 +54,7 @@ async def test_identify_and_plausible_snapshot(sim: Sim, driver: Drv) -> None:
 
 async def test_open_thermocouple_is_invalid_not_a_number(sim: Sim, driver: Drv) -> None:
     sim.console.inject("tc-open", probe=4)
-    await asyncio.sleep(0.05)
+    sim.console.step(0.0)  # one console tick now: the fault reaches the measured values
     snap = await driver.read_snapshot()
     p4 = snap.probe(4)
     assert p4.tc_status is TcStatus.OPEN
@@ -62,7 +62,7 @@ async def test_open_thermocouple_is_invalid_not_a_number(sim: Sim, driver: Drv) 
     assert p4.tip_c.value is None
     assert snap.probe(3).tip_c.usable
     sim.console.inject("tc-short", probe=5)
-    await asyncio.sleep(0.05)
+    sim.console.step(0.0)
     snap = await driver.read_snapshot()
     assert snap.probe(5).tip_c.validity is Validity.INVALID
     assert snap.probe(5).tc_status is TcStatus.SHORT
@@ -73,13 +73,10 @@ async def test_freeze_and_thaw_show_in_the_event_log(sim: Sim, driver: Drv) -> N
     await driver.set_master(True)
     await driver.set_freeze(2, True)
     start = (await driver.read_snapshot()).probe(2).tip_c.value or 0
-    for _ in range(10):  # 1 s of wall time = 20 s simulated; keep the lease alive by writes
-        await asyncio.sleep(0.1)
-        await driver.renew_lease()
-    snap = await driver.read_snapshot()
+    # argon cools the tip (about 1 s of wall time at speed 20); writes keep the lease alive
+    snap = await renew_until(driver, lambda s: (s.probe(2).tip_c.value or 0) < start - 30)
     assert snap.probe(2).freeze_open
     assert snap.master_open
-    assert (snap.probe(2).tip_c.value or 0) < start - 30  # argon is cooling the tip
     await driver.set_freeze(2, False)
     await driver.set_thaw(2, True)
     assert (await driver.read_snapshot()).probe(2).thaw_on
@@ -117,9 +114,8 @@ async def test_lease_expiry_closes_valves_within_a_tick_and_latches(sim: Sim, dr
         await driver.renew_lease()
     last_write = time.monotonic()
     assert (await driver.read_snapshot()).probe(1).freeze_open
-    while time.monotonic() - last_write < 0.6:  # reads alone must not renew it
-        snap = await driver.read_snapshot()
-        await asyncio.sleep(0.02)
+    snap = await read_until(driver, lambda s: s.lease.expired)  # reads alone do not renew it
+    assert time.monotonic() - last_write >= timeout_ms / 1000
     assert not snap.probe(1).freeze_open
     assert snap.faults.lease_expired
     assert snap.lease.expired
@@ -158,10 +154,8 @@ async def test_console_limit_trip_reported(sim: Sim, driver: Drv) -> None:
     )
     await driver.set_master(True)
     await driver.set_freeze(1, True)
-    for _ in range(5):  # 0.5 s wall = 10 s simulated > 2 s on-time
-        await asyncio.sleep(0.1)
-        await driver.renew_lease()
-    snap = await driver.read_snapshot()
+    # 2 s of on-time, simulated (0.1 s of wall time at speed 20)
+    snap = await renew_until(driver, lambda s: s.faults.console_limit)
     assert not snap.probe(1).freeze_open
     assert snap.faults.console_limit
     assert [(t.probe, t.cause.name) for t in snap.faults.trips] == [(1, "MAX_ON_TIME")]

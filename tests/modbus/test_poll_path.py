@@ -1,12 +1,12 @@
-"""The poll path's fast paths (drivers/modbus.py) give exactly what the generic code
-gives: the snapshot decode (registers resolved once) against the per-register
-decode, for any register image; the lease renewal's write request against the
-one pymodbus builds; the write answers accepted and refused alike."""
+"""The poll path's fast paths (drivers/modbus/regmap.py and codec.py) give exactly
+what the generic code gives: the snapshot decode (registers resolved once)
+against the per-register decode, for any register image; the lease renewal's
+write request against the one pymodbus builds; the write answers accepted and
+refused alike."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -26,6 +26,7 @@ from cryod.drivers.base import (
     Validity,
 )
 from cryod.drivers.modbus import ModbusTcpDriver, Request, parse_response
+from cryod.drivers.modbus.regmap import RegisterMap
 from cryod.drivers.profile import ResolvedRegister, load_profile
 
 PROFILE = load_profile()
@@ -38,7 +39,7 @@ def driver() -> ModbusTcpDriver:
 
 
 def reference_reading(
-    d: Any,
+    d: RegisterMap,
     image: dict[int, int],
     reg: ResolvedRegister,
     t: tuple[float, float],
@@ -47,7 +48,7 @@ def reference_reading(
     invalid: bool = False,
 ) -> Reading:
     """The generic decode, register by register (the algorithm before the plan)."""
-    raw = d._int(image, reg)
+    raw = d.integer(image, reg)
     unit = reg.spec.unit
     if invalid or raw in reg.spec.sentinels.values():
         return Reading(None, unit, t[0], t[1], Validity.INVALID)
@@ -56,21 +57,21 @@ def reference_reading(
     return Reading(value, unit, t[0], t[1], Validity.VALID if ok else Validity.QUESTIONABLE)
 
 
-def reference_decode(d: Any, image: dict[int, int], t: tuple[float, float]) -> Snapshot:
+def reference_decode(d: RegisterMap, image: dict[int, int], t: tuple[float, float]) -> Snapshot:
     p, cs = PROFILE, PROFILE.console
     probes, trips = [], []
     for n in range(1, cs.probes + 1):
         ps = p.probe_reg("probe_status", n)
         try:
-            tc = TcStatus(d._int(image, p.probe_reg("tc_status", n)))
+            tc = TcStatus(d.integer(image, p.probe_reg("tc_status", n)))
         except ValueError as exc:
             raise ProtocolError(f"probe {n}: unknown tc_status") from exc
         try:
-            trip = TripCause(d._int(image, p.probe_reg("trip_cause", n)))
+            trip = TripCause(d.integer(image, p.probe_reg("trip_cause", n)))
         except ValueError as exc:
             raise ProtocolError(f"probe {n}: unknown trip_cause") from exc
         if trip != TripCause.NONE:
-            trips.append(LimitTrip(n, trip, d._int(image, p.probe_reg("trip_time_ms", n)) / 1e3))
+            trips.append(LimitTrip(n, trip, d.integer(image, p.probe_reg("trip_time_ms", n)) / 1e3))
         probes.append(
             ProbeState(
                 probe=n,
@@ -87,34 +88,34 @@ def reference_decode(d: Any, image: dict[int, int], t: tuple[float, float]) -> S
                     d, image, p.probe_reg("return_kpa", n), t, 0.0, cs.supply_max_kpa
                 ),
                 tc_status=tc,
-                freeze_open=d._bit(image, ps, "freeze_open"),
-                thaw_on=d._bit(image, ps, "thaw_on"),
-                limits_armed=d._bit(image, ps, "limits_armed"),
+                freeze_open=d.bit(image, ps, "freeze_open"),
+                thaw_on=d.bit(image, ps, "thaw_on"),
+                limits_armed=d.bit(image, ps, "limits_armed"),
                 trip=trip,
             )
         )
     status, faults_reg = p.reg("status"), p.reg("faults")
     faults = ConsoleFaults(
-        lease_expired=d._bit(image, faults_reg, "lease_expired"),
-        overpressure=d._bit(image, faults_reg, "overpressure"),
-        console_limit=d._bit(image, faults_reg, "console_limit"),
+        lease_expired=d.bit(image, faults_reg, "lease_expired"),
+        overpressure=d.bit(image, faults_reg, "overpressure"),
+        console_limit=d.bit(image, faults_reg, "console_limit"),
         trips=tuple(trips),
     )
     return Snapshot(
         seq=1,
         t_mono=t[0],
         t_utc=t[1],
-        console_time_s=d._int(image, p.reg("console_time_ms")) / 1000.0,
+        console_time_s=d.integer(image, p.reg("console_time_ms")) / 1000.0,
         supply_kpa=reference_reading(d, image, p.reg("supply_kpa"), t, 0.0, 65000.0),
         cylinder_kpa=reference_reading(d, image, p.reg("cylinder_kpa"), t, 0.0, 65000.0),
         skin_c=reference_reading(d, image, p.reg("skin_c"), t, -20.0, 60.0),
-        master_open=d._bit(image, status, "master_open"),
-        supply_low=d._bit(image, status, "supply_low"),
+        master_open=d.bit(image, status, "master_open"),
+        supply_low=d.bit(image, status, "supply_low"),
         lease=LeaseStatus(
-            armed=d._bit(image, status, "lease_armed"),
-            timeout_ms=d._int(image, p.reg("lease_timeout_ms_rb")),
+            armed=d.bit(image, status, "lease_armed"),
+            timeout_ms=d.integer(image, p.reg("lease_timeout_ms_rb")),
             expired=faults.lease_expired,
-            expiry_count=d._int(image, p.reg("lease_expiry_count")),
+            expiry_count=d.integer(image, p.reg("lease_expiry_count")),
         ),
         faults=faults,
         probes=tuple(probes),
@@ -162,14 +163,14 @@ def test_planned_decode_equals_the_generic_decode(
     image: dict[int, int], t_mono: float, t_utc: float
 ) -> None:
     got = driver()._decode_snapshot(image, t_mono, t_utc)
-    assert got == reference_decode(driver(), image, (t_mono, t_utc))
+    assert got == reference_decode(RegisterMap(PROFILE), image, (t_mono, t_utc))
 
 
 @settings(max_examples=200, deadline=None)
 @given(image=images(enums_valid=False))
 def test_unknown_enum_codes_are_refused_alike(image: dict[int, int]) -> None:
     try:
-        want: Snapshot | str = reference_decode(driver(), image, (1.0, 2.0))
+        want: Snapshot | str = reference_decode(RegisterMap(PROFILE), image, (1.0, 2.0))
     except ProtocolError as exc:
         want = str(exc)
     try:

@@ -26,16 +26,26 @@ class RawPort:
         tty.setraw(self.fd)
         termios.tcflush(self.fd, termios.TCIOFLUSH)
 
-    async def exchange(self, data: bytes, wait_s: float = 0.25) -> bytes:
-        os.write(self.fd, data)
+    async def _read_for(self, size: int, window_s: float) -> bytes:
         got = b""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
-        while loop.time() < deadline:
+        deadline = loop.time() + window_s
+        while len(got) < size and loop.time() < deadline:
             with contextlib.suppress(BlockingIOError):
                 got += os.read(self.fd, 512)
             await asyncio.sleep(0.01)
         return got
+
+    async def ask(self, data: bytes, answer_size: int) -> bytes:
+        """Send a frame; the answer once ``answer_size`` bytes are in (a late answer to
+        an earlier frame would be read here first, and fail the comparison)."""
+        os.write(self.fd, data)
+        return await self._read_for(answer_size, 5.0)
+
+    async def unanswered(self, data: bytes, window_s: float = 0.25) -> bytes:
+        """Send a frame a slave must not answer; whatever arrived within ``window_s``."""
+        os.write(self.fd, data)
+        return await self._read_for(1, window_s)
 
     def close(self) -> None:
         os.close(self.fd)
@@ -47,20 +57,22 @@ async def test_raw_pty_bad_frames_counted_no_hang(sim: Sim, rtu_path: str) -> No
     port = RawPort(rtu_path)
     try:
         good = frame("0104020800 01".replace(" ", ""))
-        ans = await port.exchange(good)
-        assert ans == frame("01040200 08".replace(" ", ""))  # probe_count = 8
+        answer = frame("01040200 08".replace(" ", ""))  # probe_count = 8
+        assert await port.ask(good, len(answer)) == answer
         bad_crc = good[:-1] + bytes([good[-1] ^ 0xFF])
-        assert await port.exchange(bad_crc) == b""  # a slave never answers a CRC error
-        assert await port.exchange(good[:5]) == b""  # truncated, then silence
-        assert await port.exchange(frame("0204020800 01".replace(" ", ""))) == b""  # unit 2
+        assert await port.unanswered(bad_crc) == b""  # a slave never answers a CRC error
+        assert await port.unanswered(good[:5]) == b""  # truncated, then silence
+        assert await port.unanswered(frame("0204020800 01".replace(" ", ""))) == b""  # unit 2
         # garbage before a good frame: the frame is still found and answered
-        ans = await port.exchange(b"\xff\x00\x13" + good)
-        assert ans == frame("0104020008")
+        assert await port.ask(b"\xff\x00\x13" + good, len(answer)) == answer
         # protocol-level errors: exception frames with a good CRC
-        assert await port.exchange(frame("0106000300 02".replace(" ", ""))) == frame("018603")
-        assert await port.exchange(frame("0106003200 01".replace(" ", ""))) == frame("018602")
-        assert await port.exchange(frame("010100000001")) == frame("018101")
-        assert await port.exchange(good) == frame("0104020008")
+        for request, refusal in [
+            (frame("0106000300 02".replace(" ", "")), frame("018603")),
+            (frame("0106003200 01".replace(" ", "")), frame("018602")),
+            (frame("010100000001"), frame("018101")),
+        ]:
+            assert await port.ask(request, len(refusal)) == refusal
+        assert await port.ask(good, len(answer)) == answer
     finally:
         port.close()
     # bad CRC, truncated, garbage prefix, 3 exception answers (unit 2 is not an error)

@@ -114,13 +114,27 @@ async def test_exception_codes_are_documented_ones(sim: Sim, tcp_port: int) -> N
     assert not c.probe(1).freeze_open
 
 
-async def raw_exchange(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes, timeout: float = 0.3
+async def ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes) -> bytes:
+    """Send one frame; the console's whole answer frame, which must carry the
+    request's transaction id (so a late answer to an earlier frame fails here)."""
+    writer.write(data)
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readexactly(6), 5)
+    length = struct.unpack(">H", head[4:6])[0]
+    frame = head + await asyncio.wait_for(reader.readexactly(length), 5)
+    assert frame[:2] == data[:2], f"answer {frame.hex()} to another transaction"
+    return frame
+
+
+async def unanswered(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes, window_s: float = 0.3
 ) -> bytes:
+    """Send one frame the console must not answer; what arrived within ``window_s``.
+    An answer later than that shows up in the next ``ask`` as a wrong transaction id."""
     writer.write(data)
     await writer.drain()
     try:
-        return await asyncio.wait_for(reader.read(300), timeout)
+        return await asyncio.wait_for(reader.read(300), window_s)
     except TimeoutError:
         return b""
 
@@ -132,35 +146,33 @@ async def test_malformed_raw_frames_get_errors_not_crashes(sim: Sim, tcp_port: i
     try:
         # wrong protocol id: discarded without an answer, counted
         assert (
-            await raw_exchange(
+            await unanswered(
                 reader, writer, struct.pack(">HHHB", 1, 7, 6, 1) + bytes.fromhex("0400000001")
             )
             == b""
         )
         # request for another unit id: no answer (not ours)
         assert (
-            await raw_exchange(
+            await unanswered(
                 reader, writer, struct.pack(">HHHB", 2, 0, 6, 9) + bytes.fromhex("0400000001")
             )
             == b""
         )
         # PDU too short for its function: exception 03
-        ans = await raw_exchange(
-            reader, writer, struct.pack(">HHHB", 3, 0, 3, 1) + bytes.fromhex("0400")
-        )
+        ans = await ask(reader, writer, struct.pack(">HHHB", 3, 0, 3, 1) + bytes.fromhex("0400"))
         assert ans[7:] == bytes([0x84, 3])
         assert ans[:2] == b"\x00\x03"
         # FC16 whose byte count lies: exception 03
         pdu = bytes.fromhex("1000000002") + bytes([9]) + bytes(4)
-        ans = await raw_exchange(reader, writer, struct.pack(">HHHB", 4, 0, len(pdu) + 1, 1) + pdu)
+        ans = await ask(reader, writer, struct.pack(">HHHB", 4, 0, len(pdu) + 1, 1) + pdu)
         assert ans[7:] == bytes([0x90, 3])
         # count 0 read: exception 03
-        ans = await raw_exchange(
+        ans = await ask(
             reader, writer, struct.pack(">HHHB", 5, 0, 6, 1) + bytes.fromhex("0400000000")
         )
         assert ans[7:] == bytes([0x84, 3])
         # the connection still serves a good request
-        ans = await raw_exchange(
+        ans = await ask(
             reader, writer, struct.pack(">HHHB", 6, 0, 6, 1) + bytes.fromhex("0402080001")
         )
         assert ans[7:9] == bytes([4, 2])
@@ -184,7 +196,7 @@ async def test_malformed_raw_frames_get_errors_not_crashes(sim: Sim, tcp_port: i
     # garbage then a good frame on a new connection still works
     reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port)
     try:
-        ans = await raw_exchange(
+        ans = await ask(
             reader, writer, struct.pack(">HHHB", 9, 0, 6, 1) + bytes.fromhex("0402080001")
         )
         assert len(ans) == 11
@@ -193,9 +205,11 @@ async def test_malformed_raw_frames_get_errors_not_crashes(sim: Sim, tcp_port: i
         await writer.wait_closed()
     assert c.bad_request_count() == before + 6
     assert len(sim.events("bad_request")) == 6
-    for _ in range(100):  # the server logs "closed" once it sees the FIN
-        if len([e for e in sim.events("connection") if e["state"] == "closed"]) == 3:
-            break
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5  # the server logs "closed" once it sees the FIN
+    while len([e for e in sim.events("connection") if e["state"] == "closed"]) < 3:
+        if loop.time() > deadline:
+            break  # the assertions below say what is missing
         await asyncio.sleep(0.01)
     opened = [e for e in sim.events("connection") if e["state"] == "opened"]
     closed = [e for e in sim.events("connection") if e["state"] == "closed"]
@@ -209,10 +223,14 @@ async def test_unit_id_other_than_the_profile_gets_no_answer(
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port)
     try:
-        ans = await raw_exchange(
-            reader, writer, struct.pack(">HHHB", 1, 0, 6, unit) + bytes.fromhex("0400000001")
-        )
-        assert (ans != b"") == (unit == 1)
+        request = struct.pack(">HHHB", 1, 0, 6, unit) + bytes.fromhex("0400000001")
+        if unit == 1:
+            assert len(await ask(reader, writer, request)) == 11
+        else:
+            assert await unanswered(reader, writer, request) == b""
+            # nor later: the next request's answer is the next frame on the stream
+            good = struct.pack(">HHHB", 2, 0, 6, 1) + bytes.fromhex("0400000001")
+            assert len(await ask(reader, writer, good)) == 11
     finally:
         writer.close()
         await writer.wait_closed()

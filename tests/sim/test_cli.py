@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import select
@@ -211,11 +210,6 @@ def test_invalid_scenario_names_file_key_and_reason(tmp_path: Path) -> None:
     assert "not valid TOML" in out.stderr
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("cryod.simulators.modbus_server") is None
-    or importlib.util.find_spec("cryod.simulators.line_server") is None,
-    reason="wire servers not built yet",
-)
 def test_serve_with_wire_listeners_picks_a_free_port_and_cleans_up(tmp_path: Path) -> None:
     rtu, line = tmp_path / "ttyRTU", tmp_path / "ttyLINE"
     s = Served(
