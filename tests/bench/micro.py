@@ -46,7 +46,7 @@ from typing import Any
 from cryod.daemon import engine as E
 from cryod.daemon.alarms import Now
 from cryod.daemon.limits import ConsoleEnvelope, SafetyLimits, Supervision
-from cryod.daemon.protocols import load_protocol
+from cryod.daemon.protocol_files import load_protocol
 from cryod.daemon.store import migrate, records
 from cryod.daemon.store.db import make_engine
 from cryod.daemon.store.samples import snapshot_rows
