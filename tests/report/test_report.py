@@ -489,3 +489,24 @@ def test_importing_the_report_does_not_load_matplotlib() -> None:
         "import sys, cryod.daemon.report, cryod.daemon.watch; sys.exit('matplotlib' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_matplotlib_is_imported_by_one_module_only() -> None:
+    """matplotlib stays behind ``daemon/report/plot.py``: no other module of ours imports it."""
+    import ast
+
+    import cryod
+
+    repo = (Path(cryod.__file__).parent / "daemon").resolve().parent
+    importers = set()
+    for folder in ("daemon", "drivers", "simulators"):
+        for path in (repo / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                if any(n.split(".")[0] == "matplotlib" for n in names):
+                    importers.add(path.relative_to(repo).as_posix())
+    assert importers == {"daemon/report/plot.py"}
