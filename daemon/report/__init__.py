@@ -14,7 +14,8 @@ One job per module:
 - ``data``: query the record into plain data (``ReportData``);
 - ``content``: the statements, value formats and table rows (pure text);
 - ``plot``: the drawings, and the only module that imports matplotlib;
-- ``render_html``, ``render_pdf``: the two documents; the PNG is the plot;
+- ``html_document``, ``pdf_document``: the two documents (``render_html``,
+  ``render_pdf``); the PNG is the plot;
 - ``write``: the format from the extension, and the atomic file write.
 
 matplotlib is an optional extra (``pip install 'cryod[report]'``), loaded
@@ -24,11 +25,11 @@ only when a report is drawn: importing this package does not load it.
 from __future__ import annotations
 
 from .content import HOST_ONLY_TEXT, NO_STUDY_TEXT, RESEARCH_USE
-from .data import ReportData, Series, load_report_data
+from .data import ReportData, Series, TimeScale, load_report_data, time_scale_from_clocks
 from .errors import ReportDependencyError, ReportError
+from .html_document import render_html
+from .pdf_document import render_pdf
 from .plot import figure_size_px, render_figure
-from .render_html import render_html
-from .render_pdf import render_pdf
 from .write import render_png, write_report
 
 __all__ = [
@@ -39,11 +40,13 @@ __all__ = [
     "ReportDependencyError",
     "ReportError",
     "Series",
+    "TimeScale",
     "figure_size_px",
     "load_report_data",
     "render_figure",
     "render_html",
     "render_pdf",
     "render_png",
+    "time_scale_from_clocks",
     "write_report",
 ]

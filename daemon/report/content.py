@@ -24,11 +24,16 @@ __all__ = [
     "STILL_OPEN_TEXT",
     "action_rows",
     "alarm_rows",
+    "axis_label",
+    "clock_note",
     "cycle_rows",
     "data_quality_rows",
     "label",
     "metadata_rows",
+    "simulated_warning",
+    "speed",
     "text",
+    "unplotted_note",
     "utc_short",
 ]
 
@@ -47,6 +52,7 @@ NO_STUDY_TEXT = (
 )
 STILL_OPEN_TEXT = "The procedure was still open when this report was made."
 MISSING = "—"
+_FIGURE_COLUMNS = "Duration, Planned, To target, < -20 °C, < -40 °C and Thaw to 0 °C"
 
 
 # ---- one value as a reader sees it --------------------------------------------------
@@ -107,6 +113,69 @@ def _adverse_events(events: list[dict[str, Any]] | None) -> str:
     return "; ".join(parts)
 
 
+# ---- the console's clock ------------------------------------------------------------------
+def speed(data: ReportData) -> str:
+    """The console's time as a reader needs to know it: real or simulated, and how known."""
+    ts = data.time_scale
+    if ts.factor is None:
+        return f"not known ({ts.basis})"
+    if not ts.simulated:
+        return f"real time ({ts.basis})"
+    return f"simulated time ×{ts.factor:g} ({ts.basis})"
+
+
+def simulated_warning(data: ReportData) -> str | None:
+    """The banner of a procedure run at simulated speed (None at real time)."""
+    ts = data.time_scale
+    if not ts.simulated:
+        return None
+    return (
+        f"Simulated time ×{ts.factor:g}: this procedure ran on a simulated console "
+        f"{ts.factor:g} times faster than real time. Cycle durations and figures are "
+        "simulated seconds; the UTC times, the Start, alarm and action times and the "
+        f"plot's time axis are wall clock (1 s of wall clock is {ts.factor:g} simulated s)."
+    )
+
+
+def clock_note(data: ReportData) -> str:
+    """Which clock each time in the cycle table is on."""
+    ts = data.time_scale
+    wall = "Times are seconds. Start times are wall clock (since the procedure opened, and UTC). "
+    if ts.simulated:
+        return (
+            wall + f"{_FIGURE_COLUMNS} are simulated seconds (simulated time ×{ts.factor:g}), "
+            "recorded by cryod when each cycle closed."
+        )
+    if ts.factor is None:
+        return (
+            wall + f"{_FIGURE_COLUMNS} are seconds on cryod's engine clock, recorded when "
+            "each cycle closed; on a simulated console that clock runs at the simulated "
+            "speed, which is not known for this procedure."
+        )
+    return wall + "Figures are those recorded by cryod when each cycle closed."
+
+
+def axis_label(data: ReportData, unit: str) -> str:
+    """The plot's time axis: wall clock, and the simulated speed when there was one."""
+    ts = data.time_scale
+    if ts.simulated:
+        return f"wall-clock time since procedure opened ({unit})  ·  simulated time ×{ts.factor:g}"
+    return f"time since procedure opened ({unit})"
+
+
+def unplotted_note(data: ReportData) -> str | None:
+    """The probes left out of the plot because they had no cycle (None if none)."""
+    if not data.unplotted_probes:
+        return None
+    probes = ", ".join(str(p) for p in data.unplotted_probes)
+    one = len(data.unplotted_probes) == 1
+    return (
+        f"Probe{'' if one else 's'} {probes} had no cycle in this procedure: "
+        f"{'its' if one else 'their'} readings are kept in the database (samples), "
+        "not in this report's plot or data-quality table."
+    )
+
+
 # ---- tables ---------------------------------------------------------------------------
 def metadata_rows(data: ReportData) -> list[tuple[str, str]]:
     """(label, text) pairs, in the order a reader looks for them."""
@@ -134,6 +203,7 @@ def metadata_rows(data: ReportData) -> list[tuple[str, str]]:
         ("Closed", utc_short(m.get("closed_at")) if m.get("closed_at") else "still open"),
         ("Closed by", text(m.get("closed_by"))),
         ("Host-only limits", "YES" if m.get("host_only_limits") else "no"),
+        ("Console time", speed(data)),
         ("Adverse events", _adverse_events(m.get("adverse_events"))),
         ("Notes", text(m.get("notes"))),
         ("Audit chain", data.audit_status),

@@ -1,13 +1,13 @@
 """The report's drawings, and the only module of ours that imports matplotlib.
 
-- ``render_figure(data)``: the plot, one panel per probe (tip temperature,
+- ``render_figure(data)``: the plot, one panel per probe that had a cycle (tip temperature,
   freeze and thaw phases shaded from the cycles table, the -20 and -40 C
   lethal-ice lines, alarm markers) and a supply-pressure panel below on the
   same time axis. Unusable readings (stale, invalid) are stored without a
   value and are drawn as gaps with a tick on the time axis, never as a number.
 - ``figure_png(fig)``: a figure as PNG bytes.
 - ``TextPage`` and ``pdf_bytes(pages)``: pages of placed text and figures as
-  one PDF (the PDF report lays its text out in ``render_pdf``).
+  one PDF (the PDF report lays its text out in ``pdf_document``).
 
 matplotlib is an optional extra (``pip install 'cryod[report]'``); it is
 imported inside the functions that draw, with the Agg backend, so importing
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from cryod import __version__
 
 from ..figures import LETHAL_C
-from .content import label, text, utc_short
+from .content import axis_label, label, text, utc_short
 from .data import ReportData, Series
 from .errors import ReportDependencyError
 
@@ -231,7 +231,7 @@ def render_figure(data: ReportData, *, header: bool = False, dpi: int = DPI) -> 
             ax.text(
                 0.5,
                 0.5,
-                "no tip temperature samples recorded",
+                "no tip temperature samples recorded" if probe else "no cycle: no probe to plot",
                 transform=ax.transAxes,
                 ha="center",
                 color="#7f7f7f",
@@ -276,7 +276,7 @@ def render_figure(data: ReportData, *, header: bool = False, dpi: int = DPI) -> 
         )
     _mark_alarms(pax, data, None, scale)
     pax.set_ylabel("pressure (kPa)")
-    pax.set_xlabel(f"time since procedure opened ({unit})")
+    pax.set_xlabel(axis_label(data, unit))
     pax.grid(True, axis="y", color="#eeeeee", lw=0.6)
     axes[0].set_xlim(left=0.0)
     _legend(axes[0], data)
@@ -286,6 +286,14 @@ def render_figure(data: ReportData, *, header: bool = False, dpi: int = DPI) -> 
         fontsize=10,
         loc="left",
     )
+    if data.time_scale.simulated:
+        axes[0].set_title(
+            f"simulated time ×{data.time_scale.factor:g}",
+            fontsize=10,
+            loc="right",
+            color="#b30000",
+            fontweight="bold",
+        )
     if header:
         _header(fig, data)
     return fig
@@ -317,6 +325,8 @@ def _header(fig: Figure, data: ReportData) -> None:
         statement += "  ·  NO STUDY IDENTIFIER RECORDED"
     if m.get("host_only_limits"):
         statement += "  ·  HOST-ONLY LIMITS"
+    if data.time_scale.simulated:
+        statement += f"  ·  SIMULATED TIME ×{data.time_scale.factor:g}"
     fig.text(
         0.095, 1.0 - 0.88 / h, statement, fontsize=9, color="#b30000", fontweight="bold", va="top"
     )

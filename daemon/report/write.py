@@ -9,9 +9,9 @@ from pathlib import Path
 
 from .data import ReportData, load_report_data
 from .errors import ReportError
+from .html_document import render_html
+from .pdf_document import render_pdf
 from .plot import figure_png, render_figure, require_matplotlib
-from .render_html import render_html
-from .render_pdf import render_pdf
 
 __all__ = ["FORMATS", "render_png", "write_report"]
 

@@ -24,10 +24,13 @@ from .content import (
     STILL_OPEN_TEXT,
     action_rows,
     alarm_rows,
+    clock_note,
     cycle_rows,
     data_quality_rows,
     metadata_rows,
+    simulated_warning,
     text,
+    unplotted_note,
 )
 from .data import ReportData
 from .plot import figure_png, render_figure
@@ -98,6 +101,9 @@ def render_html(data: ReportData) -> str:
     host_only = f'<div class="warn">{_e(HOST_ONLY_TEXT)}</div>' if m.get("host_only_limits") else ""
     no_study = "" if m.get("study_id") else f'<div class="warn">{_e(NO_STUDY_TEXT)}</div>'
     open_note = "" if m.get("closed_at") else f'<div class="warn">{_e(STILL_OPEN_TEXT)}</div>'
+    sim = simulated_warning(data)
+    simulated = "" if sim is None else f'<div class="warn simulated">{_e(sim)}</div>'
+    unplotted = unplotted_note(data)
     alarm_cls = [str(a.get("priority") or "") for a in data.alarms]
     title = f"Procedure {m['procedure_id']} report, study {text(m.get('study_id'))}"
     parts = [
@@ -111,13 +117,14 @@ def render_html(data: ReportData) -> str:
         no_study,
         host_only,
         open_note,
+        simulated,
         "<h2>Procedure</h2>",
         f'<table class="meta"><tbody>{meta}</tbody></table>',
         "<h2>Tip temperature and supply pressure</h2>",
         f'<img alt="{_e(_alt_text(data))}" src="data:image/png;base64,{png}">',
+        "" if unplotted is None else f'<p class="unplotted">{_e(unplotted)}</p>',
         "<h2>Cycles</h2>",
-        "<p>Times are seconds; start is time since the procedure opened. Figures are "
-        "those recorded by cryod when each cycle closed.</p>",
+        f'<p class="clock">{_e(clock_note(data))}</p>',
         _table(CYCLE_COLUMNS, cycle_rows(data), numeric=range(6, 14), css_class="cycles"),
         "<h2>Alarms</h2>",
         _table(ALARM_COLUMNS, alarm_rows(data), row_class=alarm_cls, css_class="alarms"),

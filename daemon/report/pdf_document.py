@@ -21,10 +21,13 @@ from .content import (
     STILL_OPEN_TEXT,
     action_rows,
     alarm_rows,
+    clock_note,
     cycle_rows,
     data_quality_rows,
     metadata_rows,
+    simulated_warning,
     text,
+    unplotted_note,
 )
 from .data import ReportData
 from .plot import TextPage, pdf_bytes, render_figure
@@ -152,9 +155,13 @@ def render_pdf(data: ReportData) -> bytes:
         doc.paragraph(HOST_ONLY_TEXT, colour="#b30000", weight="bold")
     if not m.get("closed_at"):
         doc.paragraph(STILL_OPEN_TEXT, colour="#b30000")
+    sim = simulated_warning(data)
+    if sim is not None:
+        doc.paragraph(sim, colour="#b30000", weight="bold")
     doc.heading("Procedure")
     doc.table(("Field", "Value"), metadata_rows(data), (2.6, 4.7))
-    doc.heading("Cycles (times in seconds)")
+    doc.heading("Cycles")
+    doc.paragraph(clock_note(data))
     doc.table(
         PDF_CYCLE_COLUMNS,
         [r[:_UTC_START] + r[_UTC_START + 1 :] for r in cycle_rows(data)],
@@ -166,6 +173,9 @@ def render_pdf(data: ReportData) -> bytes:
     doc.table(ACTION_COLUMNS, action_rows(data), (0.6, 1.0, 1.4, 0.7, 3.6))
     doc.heading("Data quality")
     doc.table(DATA_QUALITY_COLUMNS, data_quality_rows(data), (1.6, 0.8, 0.9, 4.0))
+    unplotted = unplotted_note(data)
+    if unplotted is not None:
+        doc.paragraph(unplotted)
     doc.paragraph(
         f"Generated {data.generated_at} by cryod {__version__} from {data.source}.",
         colour="#666666",
