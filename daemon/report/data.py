@@ -76,8 +76,8 @@ class TimeScale:
         return self.factor is not None and self.factor != 1.0
 
 
-#: a measured speed this close to 1 is real time (wall and monotonic clocks drift apart
-#: by far less; a simulated console runs at least 1.01 times real time to be told apart)
+#: a measured speed within 1 % of 1 is reported as real time: the wall and monotonic
+#: clocks of a real-time console drift apart by far less than that
 REAL_TIME_TOLERANCE = 0.01
 #: consecutive samples closer than this in wall-clock time say nothing about the speed
 _MIN_STEP_S = 1e-3
@@ -88,7 +88,8 @@ def time_scale_from_clocks(t_utc: Sequence[float], t_mono: Sequence[float]) -> f
     the median over consecutive samples of Δt_mono / Δt_utc, so a daemon restart
     (the engine clock starts again) or a wall-clock step moves no figure.
 
-    Rounded to 3 significant digits; within ``REAL_TIME_TOLERANCE`` of 1, exactly 1.0.
+    Rounded to 4 significant digits (a configured speed is at most 1000); within
+    ``REAL_TIME_TOLERANCE`` of 1, exactly 1.0.
     None when fewer than two usable steps were recorded.
     """
     ratios = [
@@ -101,7 +102,7 @@ def time_scale_from_clocks(t_utc: Sequence[float], t_mono: Sequence[float]) -> f
     factor = statistics.median(ratios)
     if abs(factor - 1.0) <= REAL_TIME_TOLERANCE:
         return 1.0
-    return float(f"{factor:.3g}")
+    return float(f"{factor:.4g}")
 
 
 @dataclass(frozen=True, slots=True)
