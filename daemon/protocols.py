@@ -1,14 +1,14 @@
-"""Freeze/thaw protocols: pydantic models, validation against site and console
-limits, and the loader for protocol TOML files (format: docs/protocol-format.md).
+"""Freeze/thaw protocols: pydantic models and validation against site and console
+limits (format: docs/protocol-format.md).
 
-Pure apart from reading the file in ``load_protocol``. Validation fails
-closed: every problem is reported as ``file: key: reason`` (``ProtocolError``),
-nothing is clamped or defaulted silently.
+Pure: no file is read here (``protocol_files`` reads protocol files and hands
+their decoded data to ``parse_protocol``). Validation fails closed: every
+problem is reported as ``file: key: reason`` (``ProtocolError``), nothing is
+clamped or defaulted silently.
 
 API::
 
-    proto = load_protocol("classic-double-90", limits, console_min_tip_c, capabilities)
-    proto = load_protocol(Path("site/my.toml"), limits, -150.0, frozenset({...}))
+    proto = parse_protocol(data, limits, console_min_tip_c, capabilities, source="my.toml")
     one = ad_hoc_freeze(90, limits, console_min_tip_c, capabilities)   # repositioning
     one = ad_hoc_thaw(None, "passive", limits, console_min_tip_c, capabilities)
 
@@ -18,11 +18,8 @@ of the group runs the same steps at the same time.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -41,10 +38,7 @@ __all__ = [
     "ThawStep",
     "ad_hoc_freeze",
     "ad_hoc_thaw",
-    "builtin_protocol_names",
-    "builtin_protocol_path",
     "effective_floor_c",
-    "load_protocol",
     "parse_protocol",
     "validate_protocol",
 ]
@@ -61,10 +55,6 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.source}: {self.key}: {self.reason}"
-
-
-#: a protocol is a few hundred bytes; anything this large is a mistake or an attack
-MAX_PROTOCOL_BYTES = 256 * 1024
 
 
 class ProtocolError(ValueError):
@@ -253,46 +243,6 @@ def parse_protocol(
     except ValidationError as exc:
         raise ProtocolError(_pydantic_problems(source, exc)) from exc
     return validate_protocol(proto, limits, console_min_tip_c, capabilities, source=source)
-
-
-def builtin_protocol_path(name: str) -> Path:
-    ref = resources.files("cryod").joinpath("defaults", "protocols", f"{name}.toml")
-    return Path(str(ref))
-
-
-def builtin_protocol_names() -> list[str]:
-    folder = resources.files("cryod").joinpath("defaults", "protocols")
-    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
-
-
-def load_protocol(
-    path_or_builtin_name: str | Path,
-    limits: SafetyLimits,
-    console_min_tip_c: float,
-    capabilities: Iterable[str],
-) -> Protocol:
-    """Load and validate a protocol file. A bare name (no slash, no ``.toml``)
-    loads a built-in protocol shipped in ``cryod.defaults/protocols``."""
-    p = path_or_builtin_name
-    if isinstance(p, str) and "/" not in p and not p.endswith(".toml"):
-        path = builtin_protocol_path(p)
-    else:
-        path = Path(p)
-    source = str(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_PROTOCOL_BYTES:
-            raise ProtocolError(
-                [Problem(source, "<file>", f"{size} bytes is larger than {MAX_PROTOCOL_BYTES}")]
-            )
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ProtocolError([Problem(source, "<file>", "file not found")]) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProtocolError([Problem(source, "<file>", f"cannot read: {exc}")]) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ProtocolError([Problem(source, "<toml>", f"not valid TOML: {exc}")]) from exc
-    return parse_protocol(data, limits, console_min_tip_c, capabilities, source=source)
 
 
 def ad_hoc_freeze(

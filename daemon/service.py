@@ -30,7 +30,8 @@ from .config import LoadedConfig, driver_options
 from .console_service import ConsoleService, OperatorError
 from .control import ControlError, ControlServer, Peer
 from .logging import get_logger
-from .protocols import ProtocolError, load_protocol
+from .protocol_files import load_protocol
+from .protocols import ProtocolError
 from .sdnotify import Heartbeats, Notifier, Watchdog
 from .store import audit, export, queries
 from .store.db import make_engine

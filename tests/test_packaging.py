@@ -134,3 +134,4 @@ def test_demo_from_the_wheel(wheel_venv: Path, tmp_path: Path) -> None:
     html = report.read_text()
     assert "IPG747" in html
     assert "DEMO-STUDY" in html
+    assert "Simulated time ×40: this procedure ran on a simulated console" in html

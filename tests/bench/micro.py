@@ -48,7 +48,7 @@ from cryod.daemon import engine as E
 from cryod.daemon.alarms import Now
 from cryod.daemon.coordinator import AlarmRaised, Coordinator, Done, Effect, LimitsHeld, Result
 from cryod.daemon.limits import ConsoleEnvelope, SafetyLimits, Supervision
-from cryod.daemon.protocols import load_protocol
+from cryod.daemon.protocol_files import load_protocol
 from cryod.daemon.store import migrate, records
 from cryod.daemon.store.db import make_engine
 from cryod.daemon.store.samples import snapshot_rows

@@ -7,8 +7,8 @@ For each schema, on a database made by the real migrations: the CPU of
 inserting an 8-probe freeze (per second of samples, over 10 s) at 20 Hz (66 rows per poll, one
 transaction per 5 polls, WAL and synchronous=FULL as the daemon sets them)
 after ``--minutes`` of samples are already logged, and the wall time of the
-two queries that read samples: the report's series (daemon/report.py
-``_load_series``) and the crash recovery's last sample and minimum tip of one
+two queries that read samples: the report's series (daemon/report/data.py
+``_load_samples``) and the crash recovery's last sample and minimum tip of one
 cycle (daemon/store/recovery.py). Prints one JSON object.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from cryod.daemon.report import _load_series
+from cryod.daemon.report.data import _load_samples
 from cryod.daemon.store import migrate
 from cryod.daemon.store.db import make_engine
 from cryod.daemon.store.samples import CONSOLE_CHANNELS, PROBE_CHANNELS
@@ -69,7 +69,7 @@ def _measure(revision: str, minutes: float, root: Path) -> dict[str, Any]:
         raw.close()
         with Session(engine) as s:
             t0 = time.perf_counter()
-            _load_series(s, 1, 1.0e9)
+            _load_samples(s, 1, 1.0e9, set(range(1, 9)))  # all 8 probes froze
             report_s = time.perf_counter() - t0
             start = 1.0e9 + minutes * 60 / 3  # a cycle that began a third of the way in
             t0 = time.perf_counter()

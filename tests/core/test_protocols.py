@@ -8,13 +8,8 @@ from pathlib import Path
 import pytest
 
 from cryod.daemon.limits import SafetyLimits
-from cryod.daemon.protocols import (
-    ProtocolError,
-    ad_hoc_freeze,
-    ad_hoc_thaw,
-    builtin_protocol_names,
-    load_protocol,
-)
+from cryod.daemon.protocol_files import MAX_PROTOCOL_BYTES, builtin_protocol_names, load_protocol
+from cryod.daemon.protocols import ProtocolError, ad_hoc_freeze, ad_hoc_thaw
 
 from .helpers import CAPS, ENV, LIMITS
 
@@ -201,3 +196,47 @@ def test_limits_for_sim_speed_scale_physics_only() -> None:
     assert fast.on_time_grace_s == LIMITS.on_time_grace_s
     with pytest.raises(ValueError, match="speed"):
         LIMITS.for_sim_speed(0)
+
+
+def test_the_size_cap_is_256_kib(tmp_path: Path) -> None:
+    """docs/protocol-format.md promises 256 KiB: a file of exactly that size loads,
+    one byte more is refused by its size, naming the file."""
+    assert MAX_PROTOCOL_BYTES == 256 * 1024
+    padding = "# " + "x" * (MAX_PROTOCOL_BYTES - len(GOOD.encode()) - 3) + "\n"
+    at_cap = GOOD + padding
+    assert len(at_cap.encode()) == MAX_PROTOCOL_BYTES
+    assert load(tmp_path, at_cap).total_freeze_s == 90.0  # type: ignore[attr-defined]
+    got = problems(tmp_path, at_cap + "\n")
+    assert got == [
+        (
+            str(tmp_path / "p.toml"),
+            "<file>",
+            f"{MAX_PROTOCOL_BYTES + 1} bytes is larger than {MAX_PROTOCOL_BYTES}",
+        )
+    ]
+
+
+def test_the_protocol_core_does_no_io() -> None:
+    """``protocols`` is the pure core: the file reading lives in ``protocol_files``."""
+    import ast
+
+    import cryod.daemon.protocols as core
+
+    tree = ast.parse(Path(core.__file__).read_text(encoding="utf-8"))
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            imported.add(node.module.split(".")[0])
+    io_modules = {"tomllib", "importlib", "pathlib", "os", "io", "asyncio", "shutil", "socket"}
+    assert not imported & io_modules, imported & io_modules
+    calls = {
+        n.func.id
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+    }
+    assert "open" not in calls
+    # and the loader is not reachable from the core
+    assert not hasattr(core, "load_protocol")
+    assert not hasattr(core, "builtin_protocol_path")

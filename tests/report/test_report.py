@@ -96,7 +96,12 @@ def at(s: float) -> dt.datetime:
     return T0 + dt.timedelta(seconds=s)
 
 
-def build_procedure(session: Session, *, notes: str | None, **overrides: Any) -> int:
+def build_procedure(
+    session: Session, *, notes: str | None, scale: float = 1.0, **overrides: Any
+) -> int:
+    """The procedure; ``scale``: the engine clock (``t_mono``, cycle durations) ran
+    that many times faster than the wall clock, as on a simulated console. Probe 3
+    reports a tip temperature throughout but has no cycle."""
     pid = records.open_procedure(session, meta(**overrides), at=T0)
     phases = ((Phase.FREEZE, 0.0, FREEZE_S), (Phase.THAW, FREEZE_S, FREEZE_S + THAW_S))
     for step, (phase, lo, hi) in enumerate(phases):
@@ -110,7 +115,7 @@ def build_procedure(session: Session, *, notes: str | None, **overrides: Any) ->
                     phase=phase,
                     step_index=step,
                     started_at=at(START_S + lo),
-                    started_mono=1000.0 + lo,
+                    started_mono=1000.0 + scale * lo,
                     protocol="mortons-neuroma",
                     planned_s=hi - lo,
                     target_tip_c=TARGET_C if phase is Phase.FREEZE else None,
@@ -129,7 +134,7 @@ def build_procedure(session: Session, *, notes: str | None, **overrides: Any) ->
                     cycle_id=ids[probe],
                     outcome=Outcome.COMPLETED,
                     ended_at=at(START_S + hi),
-                    ended_mono=1000.0 + hi,
+                    ended_mono=1000.0 + scale * hi,
                     supply_end_kpa=25500.0,
                     **fig,
                 ),
@@ -168,7 +173,7 @@ def build_procedure(session: Session, *, notes: str | None, **overrides: Any) ->
                 procedure_id=pid,
                 console="demo",
                 t_utc=t_utc,
-                t_mono=1000.0 + u,
+                t_mono=1000.0 + scale * u,
                 probe=0,
                 channel="supply_kpa",
                 value=supply,
@@ -180,10 +185,22 @@ def build_procedure(session: Session, *, notes: str | None, **overrides: Any) ->
                 procedure_id=pid,
                 console="demo",
                 t_utc=t_utc,
-                t_mono=1000.0 + u,
+                t_mono=1000.0 + scale * u,
                 probe=0,
                 channel="cylinder_kpa",
                 value=38000.0 - 4.0 * s,
+                validity="valid",
+            )
+        )
+        rows.append(
+            Sample(
+                procedure_id=pid,
+                console="demo",
+                t_utc=t_utc,
+                t_mono=1000.0 + scale * u,
+                probe=3,
+                channel="tip_c",
+                value=37.0,
                 validity="valid",
             )
         )
@@ -195,7 +212,7 @@ def build_procedure(session: Session, *, notes: str | None, **overrides: Any) ->
                     procedure_id=pid,
                     console="demo",
                     t_utc=t_utc,
-                    t_mono=1000.0 + u,
+                    t_mono=1000.0 + scale * u,
                     probe=probe,
                     channel="tip_c",
                     value=value,
@@ -304,6 +321,106 @@ def test_figure_has_a_panel_per_probe_plus_pressure(db: tuple[Path, int, int]) -
     tip2 = data.tip[2]
     assert sum(v is None for v in tip2.value) == 6
     assert min(v for v in data.tip[1].value if v is not None) == pytest.approx(-140.0, abs=1.0)
+
+
+def test_a_probe_without_a_cycle_is_not_plotted(db: tuple[Path, int, int], html_text: str) -> None:
+    path, pid, _ = db
+    data = report.load_report_data(path, pid)
+    assert data.probes == [1, 2]
+    assert data.unplotted_probes == (3,)
+    assert sorted(data.tip) == [1, 2]
+    parser = _Tables()
+    parser.feed(html_text)
+    channels = [row[0] for row in parser.tables[""][1:]]  # the data-quality table
+    assert channels == ["probe 1 tip_c", "probe 2 tip_c", "supply_kpa", "cylinder_kpa"]
+    assert "Probe 3 had no cycle in this procedure" in html_text
+
+
+# ---- the console's clock -------------------------------------------------------------
+def test_time_scale_from_clocks() -> None:
+    wall = [i * 0.05 for i in range(200)]
+    assert report.time_scale_from_clocks(wall, [1000.0 + t for t in wall]) == 1.0
+    # monotonic and wall clocks drift apart by far less than 1 %: still real time
+    assert report.time_scale_from_clocks(wall, [1000.0 + 1.004 * t for t in wall]) == 1.0
+    assert report.time_scale_from_clocks(wall, [7.0 + 5.0 * t for t in wall]) == 5.0
+    # a daemon restart starts the engine clock again; the wall clock steps back once
+    mono = [1e4 + 2.5 * t if t < 5.0 else 3.0 + 2.5 * t for t in wall]
+    stepped = [t if t < 7.0 else t - 3600.0 for t in wall]
+    assert report.time_scale_from_clocks(stepped, mono) == 2.5
+    # a figure that cannot be measured is None, never a guess
+    assert report.time_scale_from_clocks([], []) is None
+    assert report.time_scale_from_clocks([0.0, 0.05], [0.0, 0.5]) is None
+
+
+@pytest.fixture(scope="module")
+def sim_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """The same procedure, run at simulated time x5."""
+    path = tmp_path_factory.mktemp("sim") / "cryod.db"
+    migrate.upgrade_on_start(path)
+    engine = make_engine(path)
+    try:
+        with Session(engine) as session, session.begin():
+            pid = build_procedure(session, notes=None, scale=5.0)
+    finally:
+        engine.dispose()
+    return path, pid
+
+
+def test_simulated_time_is_said_in_every_format(sim_db: tuple[Path, int], tmp_path: Path) -> None:
+    path, pid = sim_db
+    data = report.load_report_data(path, pid)
+    assert data.time_scale.factor == 5.0
+    assert data.time_scale.simulated
+    html = report.render_html(data)
+    assert "Simulated time ×5: this procedure ran on a simulated console" in html
+    parser = _Tables()
+    parser.feed(html)
+    meta_rows = {r[0]: r[1] for r in parser.tables["meta"]}
+    assert meta_rows["Console time"] == (
+        "simulated time ×5 (measured from the samples' wall and engine clocks)"
+    )
+    assert "are simulated seconds (simulated time ×5)" in html
+    # durations on the simulated clock, start times on the wall clock
+    header, *rows = parser.tables["cycles"]
+    freeze1 = rows[0]
+    assert freeze1[header.index("Duration s")] == "750.0"
+    assert freeze1[header.index("Start")] == "+0:20"
+    axes = report.render_figure(data).get_axes()
+    assert axes[-1].get_xlabel() == (
+        "wall-clock time since procedure opened (s)  ·  simulated time ×5"
+    )
+    assert axes[0].get_title(loc="right") == "simulated time ×5"
+    pdf = report.write_report(path, pid, tmp_path / "r.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF")
+
+
+def test_real_time_is_said_and_nothing_warns(db: tuple[Path, int, int], html_text: str) -> None:
+    path, pid, _ = db
+    data = report.load_report_data(path, pid)
+    assert data.time_scale.factor == 1.0
+    assert not data.time_scale.simulated
+    parser = _Tables()
+    parser.feed(html_text)
+    meta_rows = {r[0]: r[1] for r in parser.tables["meta"]}
+    assert meta_rows["Console time"].startswith("real time")
+    assert "Simulated time" not in html_text
+    axes = report.render_figure(data).get_axes()
+    assert axes[-1].get_xlabel() == "time since procedure opened (s)"
+    assert axes[0].get_title(loc="right") == ""
+
+
+def test_an_unknown_speed_is_said_not_guessed(tmp_path: Path) -> None:
+    path = tmp_path / "nosamples.db"
+    migrate.upgrade_on_start(path)
+    engine = make_engine(path)
+    try:
+        with Session(engine) as session, session.begin():
+            pid = records.open_procedure(session, meta(), at=T0)
+    finally:
+        engine.dispose()
+    data = report.load_report_data(path, pid)
+    assert data.time_scale.factor is None
+    assert "speed, which is not known for this procedure" in report.render_html(data)
 
 
 # ---- HTML ----------------------------------------------------------------------------
@@ -489,3 +606,24 @@ def test_importing_the_report_does_not_load_matplotlib() -> None:
         "import sys, cryod.daemon.report, cryod.daemon.watch; sys.exit('matplotlib' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_matplotlib_is_imported_by_one_module_only() -> None:
+    """matplotlib stays behind ``daemon/report/plot.py``: no other module of ours imports it."""
+    import ast
+
+    import cryod
+
+    repo = (Path(cryod.__file__).parent / "daemon").resolve().parent
+    importers = set()
+    for folder in ("daemon", "drivers", "simulators"):
+        for path in (repo / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                if any(n.split(".")[0] == "matplotlib" for n in names):
+                    importers.add(path.relative_to(repo).as_posix())
+    assert importers == {"daemon/report/plot.py"}

@@ -17,7 +17,8 @@ import pytest
 
 from cryod.daemon.cli import main as cryod_main
 from cryod.daemon.limits import SafetyLimits
-from cryod.daemon.protocols import ProtocolError, builtin_protocol_path, load_protocol
+from cryod.daemon.protocol_files import builtin_protocol_path, load_protocol
+from cryod.daemon.protocols import ProtocolError
 from cryod.drivers.modbus import ModbusTcpDriver
 from cryod.drivers.profile import builtin_profile_path
 

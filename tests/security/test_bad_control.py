@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from cryod.daemon.control import MAX_REQUEST_BYTES, ControlError
-from cryod.daemon.protocols import builtin_protocol_path
+from cryod.daemon.protocol_files import builtin_protocol_path
 from tests.e2e.harness import DEMO_PROCEDURE, Daemon, Sim, sim_and_daemon
 
 from .rig import actions, cryoctl, fingerprint, raw, valve_events
