@@ -153,7 +153,7 @@ class ConsentRules(_Strict):
 
 
 class ChecklistItem(_Strict):
-    id: _Key
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,20}$")  # REDCap field elig_<id>
     text: _Text
 
 
@@ -349,6 +349,15 @@ def _check_time_points(follow_up: FollowUp) -> list[dict[str, Any]]:
                     tp.window_before_days,
                 )
             )
+    for i, tp in enumerate(points):
+        if tp.id == "procedure":
+            errors.append(
+                _problem(
+                    ("time_points", i, "id"),
+                    "'procedure' is the procedure-day event, not a time point id",
+                    tp.id,
+                )
+            )
     if follow_up.baseline not in ids:
         errors.append(
             _problem(
@@ -360,6 +369,10 @@ def _check_time_points(follow_up: FollowUp) -> list[dict[str, Any]]:
             _problem(("baseline",), "the baseline must be the first time point", follow_up.baseline)
         )
     return errors
+
+
+def _vocabulary(elem: Any) -> type[Coded] | None:
+    return elem if isinstance(elem, type) and issubclass(elem, Coded) else None
 
 
 def _check_rules(rules: FieldRules, model: type[BaseModel]) -> list[dict[str, Any]]:
@@ -385,12 +398,15 @@ def _check_rules(rules: FieldRules, model: type[BaseModel]) -> list[dict[str, An
                 _problem(loc, "allowed values apply to coded, text or integer fields", name)
             )
             continue
+        vocab = _vocabulary(elem)
+        codes = None if vocab is None else [m.value for m in vocab]
         for j, value in enumerate(values):
-            if issubclass(elem, Coded):
-                if not (isinstance(value, str) and value in {m.value for m in elem}):
-                    listed = ", ".join(m.value for m in elem)
+            if codes is not None:
+                if not (isinstance(value, str) and value in codes):
                     errors.append(
-                        _problem((*loc, j), f"unknown code {value!r} (codes: {listed})", value)
+                        _problem(
+                            (*loc, j), f"unknown code {value!r} (codes: {', '.join(codes)})", value
+                        )
                     )
             elif not isinstance(value, elem) or isinstance(value, bool):
                 errors.append(_problem((*loc, j), f"not a {elem.__name__}: {value!r}", value))
