@@ -322,15 +322,25 @@ class _Checker:
             except ValueError:
                 self.add(where, f"{column}: {value!r} is not an {validation}")
                 return
-            lo, hi = f["min"], f["max"]
-            if (lo and number < float(lo)) or (hi and number > float(hi)):
-                self.add(where, f"{column}: {value} is outside {lo or '-inf'}..{hi or 'inf'}")
+            lo, hi = _number(f["min"]), _number(f["max"])
+            if (lo is not None and number < lo) or (hi is not None and number > hi):
+                self.add(
+                    where, f"{column}: {value} is outside {f['min'] or '-inf'}..{f['max'] or 'inf'}"
+                )
         elif validation in ("date_ymd", "datetime_seconds_ymd"):
             fmt = "%Y-%m-%d" if validation == "date_ymd" else "%Y-%m-%d %H:%M:%S"
             try:
                 dt.datetime.strptime(value, fmt)
             except ValueError:
                 self.add(where, f"{column}: {value!r} is not {validation}")
+
+
+def _number(text: str) -> float | None:
+    """A validation bound, ``None`` when empty or not a number (reported by rule 4)."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _choice_codes(choices: str) -> list[str] | None:
