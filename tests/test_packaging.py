@@ -97,6 +97,23 @@ def test_installed_from_the_wheel_not_the_checkout(wheel_venv: Path, tmp_path: P
         assert "0." in r.stdout
 
 
+def test_study_profiles_ship_in_the_wheel(wheel_venv: Path, tmp_path: Path) -> None:
+    out = subprocess.run(
+        [
+            str(wheel_venv / "bin" / "python"),
+            "-c",
+            "from cryod.research.profile import builtin_study_names, load_study_profile as load; "
+            "print(*(load(n).stamp().profile_id for n in builtin_study_names()))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        env=_env(),
+    ).stdout.split()
+    assert out == ["MN-CRYO-EXAMPLE", "SN-CRYO-EXAMPLE"]
+
+
 def test_demo_from_the_wheel(wheel_venv: Path, tmp_path: Path) -> None:
     db = tmp_path / "demo.db"
     report = tmp_path / "report.html"
