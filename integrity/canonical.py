@@ -37,7 +37,7 @@ import datetime as dt
 import enum
 import re
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,7 +175,7 @@ def encode_json(value: Any) -> bytes:
     return json_value_token(value).encode("utf-8")
 
 
-_BY_KIND = {
+_BY_KIND: dict[Kind, Callable[[Any], str]] = {
     Kind.INT: int_token,
     Kind.REAL: real_token,
     Kind.TEXT: text_token,

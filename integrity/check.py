@@ -16,6 +16,7 @@ functions only compare. Chain entries that cover data:
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -89,9 +90,9 @@ def row_claims(entries: Iterable[Entry]) -> dict[RowId, RowClaim]:
             continue
         p = e.payload
         table, key, op, digest = p.get("table"), p.get("key"), p.get("op"), p.get("digest")
-        if not (isinstance(table, str) and _is_key(key) and op in ROW_OPS):
+        if not (isinstance(table, str) and isinstance(key, dict) and _is_key(key)):
             continue
-        if not isinstance(digest, str):
+        if op not in ROW_OPS or not isinstance(digest, str):
             continue
         hints = p.get("columns")
         rid = row_id(table, key)
@@ -128,15 +129,17 @@ def batch_claims(entries: Iterable[Entry]) -> list[BatchClaim]:
             continue
         p = e.payload
         first, last, rows = p.get("first"), p.get("last"), p.get("rows")
-        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (first, last, rows)):
+        if not (isinstance(first, int) and isinstance(last, int) and isinstance(rows, int)):
+            continue
+        if any(isinstance(x, bool) for x in (first, last, rows)):
             continue
         out.append(
             BatchClaim(
                 seq=e.seq,
                 at=e.at,
-                first=int(first),
-                last=int(last),
-                rows=int(rows),
+                first=first,
+                last=last,
+                rows=rows,
                 digest=str(p.get("digest")),
                 encoding=str(p.get("encoding", SAMPLES_V1)),
                 op=str(p.get("op", "insert")),
@@ -240,6 +243,32 @@ class RowsReport:
         return not self.findings
 
 
+def _compare(
+    spec: TableSpec, claim: RowClaim, values: Mapping[str, Any], salt: bytes | None
+) -> tuple[str | None, str, tuple[str, ...]]:
+    """(problem or None, detail, columns) for one row present in its table."""
+    if claim.op == "redact":
+        return "inserted", f"redacted at entry {claim.seq}, yet the row is present", ()
+    if salt is None:
+        return "edited", f"its salt is missing (last covered by entry {claim.seq})", ()
+    typed = spec.typed(values)
+    try:
+        digest = row_digest(salt, spec.encode(values))
+    except EncodingError as exc:
+        col = (exc.column,) if exc.column else ()
+        return "edited", f"{exc.reason} (last covered by entry {claim.seq})", col
+    if digest == claim.digest:
+        return None, "", ()
+    cols: tuple[str, ...] = ()
+    if claim.hints is not None:
+        now = column_hints(salt, typed)
+        cols = tuple(
+            c for c in spec.column_names if c in claim.hints and now.get(c) != claim.hints[c]
+        )
+        cols += tuple(c for c in spec.column_names if c not in claim.hints)
+    return "edited", f"differs from entry {claim.seq} ({claim.op}, {claim.at})", cols
+
+
 def check_rows(
     specs: Sequence[TableSpec],
     claims: Mapping[RowId, RowClaim],
@@ -256,38 +285,15 @@ def check_rows(
         seen.add(rid)
         claim = claims.get(rid)
         key = key_text(rid)
-
-        def finding(problem: str, detail: str, columns: tuple[str, ...] = ()) -> None:
-            seq = None if claim is None else claim.seq
-            report.findings.append(Finding("rows", problem, table, key, detail, columns, seq))
-
         if claim is None:
-            finding("inserted", "a row the chain never saw")
+            report.findings.append(
+                Finding("rows", "inserted", table, key, "a row the chain never saw")
+            )
             continue
-        if claim.op == "redact":
-            finding("inserted", f"redacted at entry {claim.seq}, yet the row is present")
-            continue
-        if salt is None:
-            finding("edited", f"its salt is missing (last covered by entry {claim.seq})")
-            continue
-        typed = spec.typed(values)
-        try:
-            digest = row_digest(salt, spec.encode(values))
-        except EncodingError as exc:
-            col = (exc.column,) if exc.column else ()
-            finding("edited", f"{exc.reason} (last covered by entry {claim.seq})", col)
-            continue
-        if digest != claim.digest:
-            cols: tuple[str, ...] = ()
-            if claim.hints is not None:
-                now = column_hints(salt, typed)
-                cols = tuple(
-                    c
-                    for c in spec.column_names
-                    if c in claim.hints and now.get(c) != claim.hints[c]
-                )
-                cols += tuple(c for c in spec.column_names if c not in claim.hints)
-            finding("edited", f"differs from entry {claim.seq} ({claim.op}, {claim.at})", cols)
+
+        problem, detail, columns = _compare(spec, claim, values, salt)
+        if problem is not None:
+            report.findings.append(Finding("rows", problem, table, key, detail, columns, claim.seq))
             continue
         report.verified[table] = report.verified.get(table, 0) + 1
         if claim.op == "baseline":
@@ -346,7 +352,7 @@ def check_samples(claims: Sequence[BatchClaim], rows: Iterable[Sequence[Any]]) -
     columns of the batch's encoding); rows no batch covers are reported too."""
     report = SamplesReport(batches=len(claims))
     ordered = sorted(claims, key=lambda c: (c.first, c.seq))
-    for a, b in zip(ordered, ordered[1:], strict=False):
+    for a, b in itertools.pairwise(ordered):
         if b.first <= a.last:
             report.findings.append(
                 Finding(

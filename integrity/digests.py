@@ -68,7 +68,7 @@ def column_hints(salt: bytes, columns: Mapping[str, tuple[Kind | str, Any]]) -> 
         try:
             token = value_token(kind, value)
         except EncodingError:
-            token = "?"  # unencodable now: never equal to a hint made when it was encodable
+            token = "?"  # noqa: S105 - unencodable now: never equal to an encodable hint
         msg = (text_token(name) + token).encode("utf-8")
         out[name] = hmac.new(salt, msg, hashlib.sha256).hexdigest()[:HINT_HEX]
     return out

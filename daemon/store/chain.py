@@ -157,9 +157,9 @@ def read_row(conn: DbConn, spec: TableSpec, key: Mapping[str, Any]) -> dict[str,
     """One row as stored, each value as the canonical encoding takes it."""
     cols = ", ".join(f'"{c}"' for c in spec.column_names)
     where = " AND ".join(f'"{k}" = ?' for k in spec.key)
-    row = _sql(
-        conn, f'SELECT {cols} FROM "{spec.name}" WHERE {where}', [key[k] for k in spec.key]
-    ).fetchone()
+    # names come from the registry (models), never from input
+    query = f'SELECT {cols} FROM "{spec.name}" WHERE {where}'  # noqa: S608
+    row = _sql(conn, query, [key[k] for k in spec.key]).fetchone()
     if row is None:
         return None
     return {c: stored_value(kind, v) for (c, kind), v in zip(spec.columns, row, strict=True)}

@@ -34,14 +34,14 @@ down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-I, R, S, T, B, J = Kind.INT, Kind.REAL, Kind.TEXT, Kind.TIME, Kind.BOOL, Kind.JSON
+N, R, S, T, B, J = Kind.INT, Kind.REAL, Kind.TEXT, Kind.TIME, Kind.BOOL, Kind.JSON
 
 RESEARCH_0004 = (
     TableSpec(
         "procedures",
         ("id",),
         (
-            ("id", I), ("uuid", S), ("console", S), ("opened_at", T), ("closed_at", T),
+            ("id", N), ("uuid", S), ("console", S), ("opened_at", T), ("closed_at", T),
             ("patient_ref", S), ("indication", S), ("indication_other", S), ("site", S),
             ("side", S), ("imaging", S), ("anaesthesia", S), ("operator", S),
             ("study_id", S), ("probe_model", S), ("probe_lot", S), ("console_model", S),
@@ -53,7 +53,7 @@ RESEARCH_0004 = (
         "cycles",
         ("id",),
         (
-            ("id", I), ("procedure_id", I), ("probe", I), ("phase", S), ("step_index", I),
+            ("id", N), ("procedure_id", N), ("probe", N), ("phase", S), ("step_index", N),
             ("protocol", S), ("planned_s", R), ("target_tip_c", R), ("started_at", T),
             ("ended_at", T), ("started_mono", R), ("ended_mono", R), ("duration_s", R),
             ("outcome", S), ("outcome_reason", S), ("min_tip_c", R),
@@ -66,8 +66,8 @@ RESEARCH_0004 = (
         "alarms",
         ("id",),
         (
-            ("id", I), ("procedure_id", I), ("console", S), ("code", S), ("priority", S),
-            ("probe", I), ("message", S), ("raised_at", T), ("acked_at", T),
+            ("id", N), ("procedure_id", N), ("console", S), ("code", S), ("priority", S),
+            ("probe", N), ("message", S), ("raised_at", T), ("acked_at", T),
             ("acked_by", S), ("cleared_at", T),
         ),
     ),
@@ -75,7 +75,7 @@ RESEARCH_0004 = (
         "operator_actions",
         ("id",),
         (
-            ("id", I), ("procedure_id", I), ("console", S), ("at", T), ("who", S),
+            ("id", N), ("procedure_id", N), ("console", S), ("at", T), ("who", S),
             ("action", S), ("args", J), ("accepted", B), ("reason", S),
         ),
     ),
@@ -90,7 +90,7 @@ def _guards() -> list[str]:
     for spec in RESEARCH_0004:
         same = " AND ".join(f"json_extract(a.payload, '$.key.{k}') = OLD.{k}" for k in spec.key)
         out.append(
-            f"CREATE TRIGGER {spec.name}_no_delete BEFORE DELETE ON {spec.name} "
+            f"CREATE TRIGGER {spec.name}_no_delete BEFORE DELETE ON {spec.name} "  # noqa: S608
             f"WHEN NOT EXISTS (SELECT 1 FROM audit a WHERE {LATEST} AND a.kind = 'row' "
             f"AND json_extract(a.payload, '$.op') = 'redact' "
             f"AND json_extract(a.payload, '$.table') = '{spec.name}' AND {same}) "
@@ -99,14 +99,14 @@ def _guards() -> list[str]:
     out += [
         "CREATE TRIGGER samples_no_update BEFORE UPDATE ON samples "
         + RAISE.format("samples are never edited"),
-        "CREATE TRIGGER samples_no_delete BEFORE DELETE ON samples "
+        "CREATE TRIGGER samples_no_delete BEFORE DELETE ON samples "  # noqa: S608
         f"WHEN NOT EXISTS (SELECT 1 FROM audit a WHERE {LATEST} "
         "AND a.kind = 'samples_redacted' "
         "AND json_extract(a.payload, '$.procedure_id') = OLD.procedure_id) "
         + RAISE.format("samples are never deleted (redact their procedure)"),
         "CREATE TRIGGER row_salts_no_update BEFORE UPDATE ON row_salts "
         + RAISE.format("row salts are never changed"),
-        "CREATE TRIGGER row_salts_no_delete BEFORE DELETE ON row_salts "
+        "CREATE TRIGGER row_salts_no_delete BEFORE DELETE ON row_salts "  # noqa: S608
         f"WHEN NOT EXISTS (SELECT 1 FROM audit a WHERE {LATEST} AND a.kind = 'row' "
         "AND json_extract(a.payload, '$.op') = 'redact' "
         "AND json_extract(a.payload, '$.table') = OLD.tbl "
@@ -130,7 +130,8 @@ def _baseline(conn: sa.Connection, node: str | None) -> None:
 
     counts: dict[str, int] = {}
     for spec in RESEARCH_0004:
-        keys = [r[0] for r in conn.exec_driver_sql(f"SELECT id FROM {spec.name} ORDER BY id")]
+        query = f"SELECT id FROM {spec.name} ORDER BY id"  # noqa: S608 - a frozen name
+        keys = [r[0] for r in conn.exec_driver_sql(query)]
         for key in keys:
             chain.cover_row(conn, spec, {"id": key}, "baseline", node=node)
         counts[spec.name] = len(keys)
@@ -138,7 +139,7 @@ def _baseline(conn: sa.Connection, node: str | None) -> None:
     samples, last_id = 0, 0
     while True:
         rows = conn.exec_driver_sql(
-            f"SELECT {cols} FROM samples WHERE id > ? ORDER BY id LIMIT ?",
+            f"SELECT {cols} FROM samples WHERE id > ? ORDER BY id LIMIT ?",  # noqa: S608
             (last_id, BASELINE_BATCH_ROWS),
         ).fetchall()
         if not rows:
