@@ -53,6 +53,7 @@ from .check import (
     Restore,
     RowClaim,
     RowsReport,
+    SampleRedaction,
     SamplesReport,
     batch_claims,
     check_anchors,
@@ -61,6 +62,7 @@ from .check import (
     parse_heads,
     restores,
     row_claims,
+    sample_redactions,
 )
 from .digests import (
     SALT_BYTES,
@@ -98,6 +100,7 @@ __all__ = [
     "Restore",
     "RowClaim",
     "RowsReport",
+    "SampleRedaction",
     "SamplesReport",
     "TableSpec",
     "batch_claims",
@@ -125,5 +128,6 @@ __all__ = [
     "row_digest",
     "rows_digest",
     "salt_from_hex",
+    "sample_redactions",
     "value_token",
 ]

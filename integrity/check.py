@@ -38,6 +38,7 @@ __all__ = [
     "Restore",
     "RowClaim",
     "RowsReport",
+    "SampleRedaction",
     "SamplesReport",
     "batch_claims",
     "check_anchors",
@@ -46,6 +47,7 @@ __all__ = [
     "parse_heads",
     "restores",
     "row_claims",
+    "sample_redactions",
 ]
 
 RowId = tuple[str, tuple[tuple[str, Any], ...]]
@@ -330,6 +332,7 @@ class SamplesReport:
     rows_ok: int = 0
     baselined_rows: int = 0
     baselined_at: str | None = None
+    batches_redacted: int = 0  # overlap a redaction: their digest can no longer match
 
     @property
     def ok(self) -> bool:
@@ -347,10 +350,68 @@ def _describe(rows: Sequence[Sequence[Any]]) -> str:
     return f"console {','.join(consoles)}, probes {probes}{span}"
 
 
-def check_samples(claims: Sequence[BatchClaim], rows: Iterable[Sequence[Any]]) -> SamplesReport:
+@dataclass(frozen=True, slots=True)
+class SampleRedaction:
+    """Samples of a redacted procedure, erased (``kind = "samples_redacted"``)."""
+
+    seq: int
+    at: str
+    procedure_id: int | None
+    ranges: tuple[tuple[int, int], ...]
+    rows: int
+    by: str | None
+    reason: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "at": self.at,
+            "procedure_id": self.procedure_id,
+            "ranges": [list(r) for r in self.ranges],
+            "rows": self.rows,
+            "by": self.by,
+            "reason": self.reason,
+        }
+
+
+def sample_redactions(entries: Iterable[Entry]) -> list[SampleRedaction]:
+    out = []
+    for e in entries:
+        if e.kind != "samples_redacted" or not isinstance(e.payload, dict):
+            continue
+        p = e.payload
+        ranges = tuple(
+            (int(r[0]), int(r[1]))
+            for r in p.get("ranges") or ()
+            if isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r)
+        )
+        pid, rows = p.get("procedure_id"), p.get("rows")
+        by, why = p.get("by"), p.get("reason")
+        out.append(
+            SampleRedaction(
+                seq=e.seq,
+                at=e.at,
+                procedure_id=pid if isinstance(pid, int) else None,
+                ranges=ranges,
+                rows=rows if isinstance(rows, int) else 0,
+                by=by if isinstance(by, str) else None,
+                reason=why if isinstance(why, str) else None,
+            )
+        )
+    return out
+
+
+def check_samples(
+    claims: Sequence[BatchClaim],
+    rows: Iterable[Sequence[Any]],
+    redacted: Sequence[SampleRedaction] = (),
+) -> SamplesReport:
     """Re-hash every batch from the rows as they stand (ascending id, in the
-    columns of the batch's encoding); rows no batch covers are reported too."""
+    columns of the batch's encoding); rows no batch covers are reported too.
+    A batch that held samples of a redacted procedure cannot match its digest
+    any more: it is counted apart, not reported."""
     report = SamplesReport(batches=len(claims))
+    erased = [r for red in redacted for r in red.ranges]
     ordered = sorted(claims, key=lambda c: (c.first, c.seq))
     for a, b in itertools.pairwise(ordered):
         if b.first <= a.last:
@@ -382,6 +443,9 @@ def check_samples(claims: Sequence[BatchClaim], rows: Iterable[Sequence[Any]]) -
             stray.clear()
 
     def close(claim: BatchClaim) -> None:
+        if any(a <= claim.last and claim.first <= b for a, b in erased):
+            report.batches_redacted += 1
+            return
         where = f"entry {claim.seq}, {claim.at}"
         key = f"id {claim.first}..{claim.last}"
         try:

@@ -71,7 +71,7 @@ def default_node() -> str:
     return name or "cryod"
 
 
-def _sql(conn: DbConn, query: str, params: Sequence[Any] = ()) -> Any:
+def execute(conn: DbConn, query: str, params: Sequence[Any] = ()) -> Any:
     if isinstance(conn, sqlite3.Connection):
         return conn.execute(query, tuple(params))
     return conn.exec_driver_sql(query, tuple(params))
@@ -101,13 +101,13 @@ def canonical_json(value: Any) -> str:
 
 def read_head(conn: DbConn) -> tuple[Head, str | None] | None:
     """(head, node of the newest entry; None for a v1 entry), or None for an empty chain."""
-    row = _sql(conn, "SELECT seq, hash, node FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    row = execute(conn, "SELECT seq, hash, node FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
     return None if row is None else (Head(int(row[0]), str(row[1])), row[2])
 
 
 def chain_node(conn: DbConn) -> str | None:
     """The node this database's chain names (its newest v2 entry's), None if none yet."""
-    row = _sql(conn, "SELECT node FROM audit WHERE v = 2 ORDER BY seq DESC LIMIT 1").fetchone()
+    row = execute(conn, "SELECT node FROM audit WHERE v = 2 ORDER BY seq DESC LIMIT 1").fetchone()
     return None if row is None else row[0]
 
 
@@ -140,7 +140,7 @@ def append(
     at_text = format_time(at or dt.datetime.now(dt.UTC))
     text = canonical_json(payload)
     digest = entry_hash(seq, at_text, who, kind, json.loads(text), prev)
-    _sql(
+    execute(
         conn,
         "INSERT INTO audit (seq, at, kind, payload, prev_hash, hash, v, node)"
         " VALUES (?, ?, ?, ?, ?, ?, 2, ?)",
@@ -159,7 +159,7 @@ def read_row(conn: DbConn, spec: TableSpec, key: Mapping[str, Any]) -> dict[str,
     where = " AND ".join(f'"{k}" = ?' for k in spec.key)
     # names come from the registry (models), never from input
     query = f'SELECT {cols} FROM "{spec.name}" WHERE {where}'  # noqa: S608
-    row = _sql(conn, query, [key[k] for k in spec.key]).fetchone()
+    row = execute(conn, query, [key[k] for k in spec.key]).fetchone()
     if row is None:
         return None
     return {c: stored_value(kind, v) for (c, kind), v in zip(spec.columns, row, strict=True)}
@@ -167,13 +167,13 @@ def read_row(conn: DbConn, spec: TableSpec, key: Mapping[str, Any]) -> dict[str,
 
 def _salt(conn: DbConn, table: str, key_json: str, *, new: bool) -> bytes:
     if not new:
-        row = _sql(
+        row = execute(
             conn, "SELECT salt FROM row_salts WHERE tbl = ? AND row_key = ?", (table, key_json)
         ).fetchone()
         if row is not None:
             return salt_from_hex(str(row[0]))
     salt = new_salt()
-    _sql(
+    execute(
         conn,
         "INSERT INTO row_salts (tbl, row_key, salt) VALUES (?, ?, ?)",
         (table, key_json, salt.hex()),
