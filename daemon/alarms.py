@@ -94,6 +94,7 @@ class AlarmCode(enum.StrEnum):
     CONSOLE_LEASE_EXPIRED = "console_lease_expired"
     CONSOLE_OVERPRESSURE = "console_overpressure"
     CONSOLE_LIMIT_TRIP = "console_limit_trip"
+    ANCHOR_FAILED = "anchor_failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +145,9 @@ ALARM_SPECS: dict[AlarmCode, AlarmSpec] = dict(
         _spec(C.CONSOLE_LEASE_EXPIRED, H, A, True, "console lease expired (console closed valves)"),
         _spec(C.CONSOLE_OVERPRESSURE, H, A, True, "console hard over-pressure limit"),
         _spec(C.CONSOLE_LIMIT_TRIP, H, A, False, "a console-held per-probe limit tripped"),
+        # raised by the daemon (not the supervisor): the record is kept, but its chain head
+        # is not leaving the database by every route; never a reason to stop a freeze
+        _spec(C.ANCHOR_FAILED, M, N, False, "the record's chain head cannot be anchored"),
     ]
 )
 del H, M, L, A, F, N, C

@@ -34,7 +34,7 @@ from cryod import __version__
 from cryod.drivers.base import Driver, DriverError, Identity, LinkError, Reading, Snapshot
 
 from . import engine as E
-from .alarms import Alarm, Now
+from .alarms import Alarm, AlarmBook, AlarmCode, Condition, Now
 from .config import ConsoleConfig
 from .limits import ConsoleEnvelope
 from .logging import get_logger
@@ -167,6 +167,9 @@ class ConsoleService:
         self._adopt: tuple[int, dict[int, float]] | None = None  # set by the daemon at start
         self.storage_alarm: StorageAlarm | None = None
         self._stopping = False
+        # conditions found outside the console (external_condition), e.g. anchor_failed
+        self._external: dict[AlarmCode, Condition] = {}
+        self._external_book = AlarmBook()
 
     # ------------------------------------------------------------ lifecycle
     async def run(self) -> None:
@@ -401,6 +404,20 @@ class ConsoleService:
             probe=None,
             detail=f"{kind}: {detail}",
         )
+
+    def external_condition(self, code: AlarmCode, present: bool, detail: str = "") -> None:
+        """A condition the daemon found outside the console (e.g. ``anchor_failed``):
+        raised, recorded, shown and cleared like the supervisor's alarms, in a book of
+        its own. Its spec decides what it demands; these never end a freeze."""
+        if present:
+            self._external[code] = Condition(code, None, detail)
+        else:
+            self._external.pop(code, None)
+        raised, cleared = self._external_book.update(self._external.values(), self.clock.now())
+        for alarm in raised:
+            self._alarm_raised(alarm)
+        for alarm in cleared:
+            self._alarm_cleared(alarm)
 
     async def _storage_safe_state(self, alarm: StorageAlarm, now: Now) -> None:
         alarm.handled = True
@@ -791,7 +808,7 @@ class ConsoleService:
     async def acknowledge(self, who: str) -> Any:
         async def go() -> dict[str, Any]:
             now = self.clock.now()
-            acked = self.supervisor.acknowledge(now)
+            acked = self.supervisor.acknowledge(now) + self._external_book.acknowledge()
             await self._feed(E.Ack(), now)
             storage = []
             if self.storage_alarm is not None and not self.storage_alarm.acked:
@@ -908,7 +925,7 @@ class ConsoleService:
                 "latched": a.latching,
                 "present": a.present,
             }
-            for a in self.supervisor.book.active
+            for a in self.supervisor.book.active + self._external_book.active
         ] + self._storage_alarm_status()
 
     def status(self) -> dict[str, Any]:

@@ -21,8 +21,6 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
-import re
-import socket
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -49,6 +47,7 @@ from cryod.integrity import (
 from .chained import RESEARCH, key_text, stored_value
 
 __all__ = [
+    "UNNAMED_NODE",
     "ChainedSession",
     "DbConn",
     "append",
@@ -56,19 +55,16 @@ __all__ = [
     "chain_node",
     "cover_batch",
     "cover_row",
-    "default_node",
     "read_head",
     "read_row",
 ]
 
 DbConn = sqlite3.Connection | Connection
-_NODE_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-def default_node() -> str:
-    """The host name as a node id (``[node] id`` should name the workstation)."""
-    name = _NODE_CHARS.sub("-", socket.gethostname().split(".")[0]).strip("-._")[:64]
-    return name or "cryod"
+#: the node a chain is named when nobody names one (library use, tests); the daemon
+#: always passes its configured ``[node] id``
+UNNAMED_NODE = "unnamed"
 
 
 def execute(conn: DbConn, query: str, params: Sequence[Any] = ()) -> Any:
@@ -136,7 +132,7 @@ def append(
     seq = 1 if tail is None else tail[0].seq + 1
     prev = GENESIS_HASH if tail is None else tail[0].hash
     chain = tail[1] if tail is not None and tail[1] else None
-    who = chain or node or default_node()
+    who = chain or node or UNNAMED_NODE
     at_text = format_time(at or dt.datetime.now(dt.UTC))
     text = canonical_json(payload)
     digest = entry_hash(seq, at_text, who, kind, json.loads(text), prev)

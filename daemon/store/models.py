@@ -296,6 +296,7 @@ class AuditEntry(Base):
     """
 
     __tablename__ = "audit"
+    __table_args__ = (Index(None, "kind"),)  # row entries for verify and exports
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     at: Mapped[dt.datetime]

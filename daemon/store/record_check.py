@@ -28,6 +28,7 @@ from sqlalchemy import Connection
 
 from cryod.integrity import (
     AnchorHead,
+    AnchorProblem,
     AnchorReport,
     ChainCheck,
     Entry,
@@ -268,6 +269,37 @@ def _samples(conn: Connection) -> Iterator[tuple[Any, ...]]:
         yield tuple(row)
 
 
+def _own_findings(entries: Sequence[Entry]) -> AnchorReport:
+    """What the daemon itself recorded about its chain: entries appended by something
+    else while it ran (``chain_foreign``), a database that disagreed with its anchor
+    file at start (``anchor_mismatch``)."""
+    report = AnchorReport(source="cryod's own record")
+    for e in entries:
+        p = e.payload if isinstance(e.payload, dict) else {}
+        if e.kind == "chain_foreign":
+            exp, found = p.get("expected") or {}, p.get("found") or {}
+            first = int(exp.get("seq", 0)) + 1
+            last = found.get("seq", "?")
+            report.problems.append(
+                AnchorProblem(
+                    "foreign",
+                    first,
+                    f"entries {first}..{last} were appended by something other than cryod "
+                    f"while it ran (noticed at entry {e.seq})",
+                )
+            )
+        elif e.kind == "anchor_mismatch":
+            report.problems.append(
+                AnchorProblem(
+                    "mismatch",
+                    e.seq,
+                    f"at start (entry {e.seq}) the database disagreed with its anchor file: "
+                    f"{p.get('detail')}",
+                )
+            )
+    return report
+
+
 def check_record(
     db: DbSpec,
     anchors: Sequence[AnchorSource] = (),
@@ -303,6 +335,9 @@ def _check(
     for source in anchors:
         mine = [h for h in source.heads if h.node is None or h.node == node]
         reports.append(check_anchors(source.name, hashes, last, mine, restored))
+    own = _own_findings(entries)
+    if own.problems:
+        reports.append(own)
     baseline_at = next((e.at for e in entries if e.kind == "baseline"), None)
     return RecordReport(
         node=node,

@@ -8,6 +8,7 @@ Create Date: 2026-12-06
   ``node`` (the chain's name, from ``[node] id``; NULL on v1 entries). v1
   entries keep verifying with the hash they were written with.
 - ``row_salts``: one random salt per research row, beside the data.
+- ``ix_audit_kind``: exports and ``verify`` read the ``row`` entries by kind.
 - Guards (triggers): research rows and samples are never deleted except by a
   redaction (whose chain entry must come first), samples and salts are never
   updated. A forger with the file can drop them; the chain shows it.
@@ -166,6 +167,7 @@ def _baseline(conn: sa.Connection, node: str | None) -> None:
 def upgrade() -> None:
     op.add_column("audit", sa.Column("v", sa.Integer(), server_default="1", nullable=False))
     op.add_column("audit", sa.Column("node", sa.String(length=64), nullable=True))
+    op.create_index(op.f("ix_audit_kind"), "audit", ["kind"], unique=False)
     op.create_table(
         "row_salts",
         sa.Column("tbl", sa.String(length=64), nullable=False),
@@ -186,5 +188,6 @@ def downgrade() -> None:
     for name in GUARD_NAMES:
         op.execute(f"DROP TRIGGER IF EXISTS {name}")
     op.drop_table("row_salts")
+    op.drop_index(op.f("ix_audit_kind"), table_name="audit")
     op.drop_column("audit", "node")
     op.drop_column("audit", "v")
