@@ -427,16 +427,14 @@ LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "ip6-localhost"})
 
 
 def filesystem_of(path: Path, mountinfo: str | None = None) -> tuple[str, str]:
-    """(mount point, filesystem type) holding ``path`` (the nearest existing parent),
-    from /proc/self/mountinfo; ("?", "?") if unknown."""
+    """(mount point, filesystem type) that holds (or would hold) ``path``, from
+    /proc/self/mountinfo; ("?", "?") if unknown."""
     if mountinfo is None:
         try:
             mountinfo = Path("/proc/self/mountinfo").read_text(encoding="utf-8")
         except OSError:
             return "?", "?"
-    target = path.resolve()
-    while not target.exists() and target != target.parent:
-        target = target.parent
+    target = path.resolve()  # as far as it exists; the rest is taken as written
     best = ("?", "?")
     for line in mountinfo.splitlines():
         fields = line.split()
