@@ -122,7 +122,7 @@ def test_the_untouched_record_verifies(record: Path) -> None:
         ("alarms", "raised_at", f"UPDATE alarms SET raised_at = '{OLD}'"),
         ("alarms", "probe", "UPDATE alarms SET probe = NULL"),
         ("alarms", "message", "UPDATE alarms SET message = 'nothing'"),
-        ("operator_actions", "args", "UPDATE operator_actions SET args = json_set(args, '$.probe', 2)"),
+        ("operator_actions", "args", "UPDATE operator_actions SET args = '{\"probe\": 2}'"),
         ("operator_actions", "accepted", "UPDATE operator_actions SET accepted = 0"),
         ("operator_actions", "who", "UPDATE operator_actions SET who = 'op-b'"),
     ],
