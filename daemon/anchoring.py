@@ -316,8 +316,8 @@ class Anchoring:
             self.last = head
             log.info("audit_head", node=self.node, seq=head.seq, hash=head.hash)
             self.routes["journal"].ok()
+        self._mqtt(head, now)  # never blocks: before the file, which a stop may interrupt
         await self._file(head, now)
-        self._mqtt(head, now)
         self._update_condition(now)
 
     async def flush(self, timeout_s: float = 2.0) -> None:

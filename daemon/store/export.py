@@ -594,10 +594,13 @@ def _check_head_anchored(report: ExportReport, source: AnchorSource) -> None:
             "the export's head is not the chain's"
         )
     elif not same_seq:
-        if max(h.seq for h in heads) > report.head.seq and report.sealed:
+        around = any(h.seq < report.head.seq for h in heads) and any(
+            h.seq > report.head.seq for h in heads
+        )
+        if around and report.sealed:
             report.problems.append(
-                f"{source.name} holds heads past entry {report.head.seq} but not the export's "
-                "seal, which the daemon anchors at once"
+                f"{source.name} holds heads before and after entry {report.head.seq} but not "
+                "the export's seal, which the daemon anchors at once"
             )
         else:
             report.notes.append(f"{source.name}: the export's head is not among its heads")

@@ -177,8 +177,10 @@ class Publisher:
         self._active_msg: bytes | None = None
         self._state_dirty = False
         self._active_dirty = False
-        # the chain's head (an anchor, docs/integrity.md): latest value, retained
-        self._head_msg: tuple[str, bytes, int] | None = None  # topic, message, chain seq
+        # the chain's heads (anchors, docs/integrity.md), each published in order and
+        # retained (the newest stays); the newest is re-published after a reconnect
+        self._heads: deque[tuple[str, bytes, int]] = deque(maxlen=64)  # topic, msg, seq
+        self._head_msg: tuple[str, bytes, int] | None = None
         self._head_dirty = False
         self._outbox_hint = True
         self._wake = asyncio.Event()
@@ -260,14 +262,17 @@ class Publisher:
 
     def offer_audit_head(self, topic: str, body: Mapping[str, Any]) -> None:
         """Publish the chain's head (``payloads.audit_head_body``) retained on ``topic``,
-        the node's own; the latest offered wins. Never blocks. ``status().audit_head_seq``
-        is the newest head the broker acknowledged."""
+        the node's own. Heads are sent in the order offered (at most 64 wait; the
+        anchoring offers about one a second), so a subscriber sees each. Never blocks.
+        ``status().audit_head_seq`` is the newest head the broker acknowledged."""
         try:
             msg = self._encode(topic, body)
         except (PersonalDataError, ValueError, TypeError) as exc:
             self._reject("audit_head", exc)
             return
-        self._head_msg, self._head_dirty = (topic, msg, int(body["chain_seq"])), True
+        item = (topic, msg, int(body["chain_seq"]))
+        self._heads.append(item)
+        self._head_msg, self._head_dirty = item, True
         self._wake.set()
 
     def notify_outbox(self) -> None:
@@ -457,7 +462,9 @@ class Publisher:
             # the broker may have restarted without persistence: re-state what is retained
             self._state_dirty = self._state_msg is not None
             self._active_dirty = self._active_msg is not None
-            self._head_dirty = self._head_msg is not None
+            if self._head_msg is not None and not self._heads:
+                self._heads.append(self._head_msg)  # the newest again, for the retained copy
+            self._head_dirty = bool(self._heads)
             self._outbox_hint = True
             watch = asyncio.create_task(self._watch(client), name="mqtt-watch")
             send = asyncio.create_task(self._send_loop(client), name="mqtt-send")
@@ -506,13 +513,12 @@ class Publisher:
                 if self._active_msg is msg:
                     self._active_dirty = False
                 continue
-            if self._head_dirty and self._head_msg is not None:
-                head = self._head_msg
-                topic, body, chain_seq = head
+            if self._head_dirty and self._heads:
+                topic, body, chain_seq = self._heads[0]
                 await self._publish(client, topic, "audit_head", body, qos.audit_head, retain=True)
                 self._status.audit_head_seq = chain_seq
-                if self._head_msg is head:
-                    self._head_dirty = False
+                self._heads.popleft()
+                self._head_dirty = bool(self._heads)
                 continue
             if self._outbox_hint or self._mono() >= next_outbox:
                 self._outbox_hint = False
