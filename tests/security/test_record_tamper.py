@@ -19,7 +19,6 @@ import json
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import pytest
 
 from cryod.daemon.store.chain import ChainedSession, append
+from cryod.daemon.store.chained import RESEARCH
 from cryod.daemon.store.db import make_engine
 from cryod.integrity import column_hints, entry_hash, row_digest
 from cryod.integrity.tables import TableSpec
@@ -103,9 +103,7 @@ async def _run(wd: Path) -> Trail:
                 if last in seqs:
                     break
                 await asyncio.sleep(0.1)
-            heads.write_text(
-                "".join(f"{m.topic} {json.dumps(m.payload)}\n" for m in col.messages)
-            )
+            heads.write_text("".join(f"{m.topic} {json.dumps(m.payload)}\n" for m in col.messages))
     finally:
         if d is not None:
             await asyncio.to_thread(d.stop)
@@ -178,9 +176,8 @@ def _recompute(db: Path, edit_seq: int) -> None:
         cid, before = con.execute("SELECT id, min_tip_c FROM cycles ORDER BY id LIMIT 1").fetchone()
         con.execute("UPDATE cycles SET min_tip_c = ? WHERE id = ?", (before - 5.0, cid))
         cols = [r[1] for r in con.execute("PRAGMA table_info(cycles)")]
-        row = dict(zip(cols, con.execute("SELECT * FROM cycles WHERE id = ?", (cid,)).fetchone()))
-        from cryod.daemon.store.chained import RESEARCH
-
+        values = con.execute("SELECT * FROM cycles WHERE id = ?", (cid,)).fetchone()
+        row = dict(zip(cols, values, strict=True))
         spec: TableSpec = RESEARCH.by_name["cycles"]
         salt = bytes.fromhex(
             con.execute(
@@ -377,8 +374,3 @@ def test_a_restored_backup_is_recorded_and_reported_as_a_restore(
     text = cryoctl(Path("/nonexistent.sock"), "verify", "--db", str(wd / "cryod.db"),
                    "--anchors", str(anchors))  # fmt: skip
     assert "restore: at entry" in text.stdout, text.stdout
-
-
-@pytest.fixture(autouse=True)
-def _no_leftovers() -> Iterator[None]:
-    yield
