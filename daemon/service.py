@@ -147,7 +147,10 @@ class Daemon:
         # the database against its anchor file, before anything writes to it
         found = None
         if anchors.file is not None:
-            found = await asyncio.to_thread(_start_check, AnchorFile(anchors.file), node, db)
+            try:
+                found = await asyncio.to_thread(_start_check, AnchorFile(anchors.file), node, db)
+            except OSError as exc:  # unreadable now: the route will alarm if it stays so
+                log.warning("anchor_file_unreadable", path=str(anchors.file), error=str(exc))
         if await asyncio.to_thread(at_head, db):
             log.info("database_ready", path=str(db), revision=HEAD_REVISION, backup=None)
         else:
