@@ -300,10 +300,11 @@ class Anchoring:
             wait = self.cadence.due_in(now)
             if wait is None or wait > 0:
                 # wake for the next due head, or each second to retry and to watch the routes
+                # (asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+                # lands as the event is set, and the task would outlive the daemon's stop)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._wake.wait(), 1.0 if wait is None else min(wait, 1.0)
-                    )
+                    async with asyncio.timeout(1.0 if wait is None else min(wait, 1.0)):
+                        await self._wake.wait()
                 self._wake.clear()
             await self.step()
 

@@ -149,3 +149,20 @@ def test_placement_warnings() -> None:
     assert len(local) == 1
     assert "every anchor" in local[0]
     assert placement_warnings(db, None, "broker.hospital.example", mountinfo=MOUNTS) == []
+
+
+async def test_the_anchoring_task_stops_when_cancelled_even_while_heads_arrive() -> None:
+    """The daemon's stop cancels it; a cancel landing as a head arrives must not be
+    swallowed (asyncio.wait_for on 3.11 could: the task outlived the stop, cryod was
+    killed after its stop timeout)."""
+    import asyncio
+
+    a = Anchoring(node="n", interval_s=1.0)
+    for round_ in range(20):
+        task = asyncio.create_task(a.run())
+        await asyncio.sleep(0)
+        a.offer(h(round_ * 2 + 1), "samples")
+        task.cancel()
+        a.offer(h(round_ * 2 + 2), "alarm")
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 2.0)
