@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from cryod import __version__
 
@@ -43,11 +44,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .config import ConfigError, load_config
 
         try:
-            load_config(args.file)
+            loaded = load_config(args.file)
         except ConfigError as exc:
             for line in exc.problems:
                 print(line, file=sys.stderr)
             return 2
+        for warning in _anchor_warnings(loaded):
+            print(f"{args.file}: warning: {warning}", file=sys.stderr)
         print(f"{args.file}: ok")
         return 0
     if args.cmd == "run":
@@ -69,6 +72,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_demo(args)
     return 2
+
+
+def _anchor_warnings(loaded: Any) -> list[str]:
+    from .anchoring import placement_warnings
+
+    mqtt = loaded.mqtt
+    host = None
+    if loaded.cfg.anchors.mqtt and mqtt is not None and mqtt.enabled:
+        host = f"unix:{mqtt.unix_socket}" if mqtt.unix_socket is not None else mqtt.host
+    return placement_warnings(loaded.cfg.daemon.database, loaded.cfg.anchors.file, host)
 
 
 if __name__ == "__main__":

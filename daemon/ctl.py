@@ -89,7 +89,6 @@ def build_parser() -> argparse.ArgumentParser:
         ("procedures", "list procedures"),
         ("show", "one procedure with its cycles and alarms"),
         ("export", "export for a research registry"),
-        ("verify", "walk the audit hash chain"),
         ("report", "procedure report (HTML, PDF or PNG by extension)"),
     ):
         sp = sub.add_parser(name, help=help_)
@@ -102,16 +101,200 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--out", default=None)
         if name == "report":
             sp.add_argument("--out", required=True)
-        if name == "verify":
-            sp.add_argument(
-                "--head", default=None, help="expected chain head SEQ:HASH (from the daemon's log)"
-            )
-            sp.add_argument(
-                "--log", default=None, help="a log file to take the latest chain head from"
-            )
+    _verify_parser(sub)
+    rd = sub.add_parser(
+        "redact",
+        help="withdraw a procedure (or one row) from the record (offline, cryod stopped)",
+        description="Erase a row's content and salt for consent reasons; the chain keeps its "
+        "digest and who asked and why, and verify lists it as a redaction "
+        "(docs/integrity.md). Run with cryod stopped, on its database.",
+    )
+    rd.add_argument("--db", required=True, help="the database (cryod stopped)")
+    what = rd.add_mutually_exclusive_group(required=True)
+    what.add_argument("--procedure", type=int, help="a procedure with its cycles, alarms, samples")
+    what.add_argument("--row", metavar="TABLE:ID", help="one row, e.g. alarms:12")
+    rd.add_argument("--by", required=True, help="who asked for it (e.g. the study's DPO)")
+    rd.add_argument("--reason", required=True, help="why (e.g. consent withdrawn, ref. ...)")
     w = sub.add_parser("watch", help="live view")
     w.add_argument("--hz", type=float, default=4.0)
     return p
+
+
+VERIFY_EPILOG = """\
+checks, reported apart:
+  chain    the chain is consistent on its own (no entry edited, deleted, reordered)
+  tables   every research row and sample batch matches the chain's latest entry
+  anchors  the chain agrees with each record of its head outside the database
+           (--log: journal export or daemon log; --anchors: anchor file or heads
+           collected from MQTT; --head SEQ:HASH). Without anchors, a chain
+           recomputed after an edit passes the two checks above.
+  export   with --export FILE: every row of an export re-hashes to its digest
+
+exit codes (with several failures, the first in this order):
+  0  every check passed
+  1  the chain is not consistent on its own
+  4  a table (research row or sample batch) does not match the chain
+  5  the chain disagrees with an anchor (rewritten, cut off, forked)
+  6  the export does not match what it carries
+  2  bad input: a missing or unreadable file, a malformed --head, not a cryod database
+  3  the daemon could not be reached (without --db)
+"""
+
+
+def _verify_parser(sub: Any) -> None:
+    sp = sub.add_parser(
+        "verify",
+        help="verify the record: chain, tables, anchors (and an export)",
+        description="Verify the record against its chain, and the chain against its anchors "
+        "(docs/integrity.md).",
+        epilog=VERIFY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sp.add_argument("--db", default=None, help="work offline on a database file")
+    sp.add_argument(
+        "--head", action="append", default=[], metavar="SEQ:HASH", help="an expected chain head"
+    )
+    sp.add_argument(
+        "--log", action="append", default=[], metavar="FILE", help="heads the daemon logged"
+    )
+    sp.add_argument(
+        "--anchors",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="an anchor file, or heads collected from MQTT (one message per line)",
+    )
+    sp.add_argument("--export", default=None, metavar="FILE", help="verify an export file")
+    sp.add_argument("--json", action="store_true", help="the report as JSON")
+
+
+class BadInput(Exception):
+    """Input cryoctl refuses: one line for the user, exit status 2."""
+
+
+def _heads_arg(values: list[str]) -> list[Any]:
+    from cryod.integrity import AnchorHead
+
+    out = []
+    for n, text in enumerate(values, 1):
+        seq, sep, digest = text.partition(":")
+        if not (sep and seq.isdigit() and int(seq) >= 1 and _is_hash(digest)):
+            raise BadInput(
+                f"--head {text!r}: expected SEQ:HASH (an entry number, a colon, "
+                "its 64-hex-digit hash)"
+            )
+        out.append(AnchorHead(int(seq), digest.lower(), None, n))
+    return out
+
+
+def _is_hash(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def _anchor_sources(args: argparse.Namespace) -> list[Any]:
+    from .store.record_check import AnchorSource, anchor_source
+
+    sources = []
+    if args.head:
+        sources.append(AnchorSource("--head", tuple(_heads_arg(args.head))))
+    for flag, paths in (("--log", args.log), ("--anchors", args.anchors)):
+        for path in paths:
+            try:
+                sources.append(anchor_source(path))
+            except FileNotFoundError:
+                raise BadInput(f"{flag} {path}: no such file") from None
+            except OSError as exc:
+                raise BadInput(f"{flag} {path}: cannot be read ({exc.strerror})") from None
+    return sources
+
+
+def _verify_offline(args: argparse.Namespace) -> int:
+    from .store.record_check import VerifyExit, check_record
+
+    sources = _anchor_sources(args)
+    out: dict[str, Any] = {}
+    lines: list[str] = []
+    code = VerifyExit.OK
+    if args.db:
+        report = _read_db(args.db, lambda db: check_record(db, sources))
+        out["record"] = report.as_dict()
+        lines += report.lines()
+        code = report.exit_code
+    if args.export:
+        ex = _verify_export_file(args.export, sources, args.db)
+        out["export"] = ex.as_dict()
+        lines += ex.lines()
+        if not ex.ok and code is VerifyExit.OK:
+            code = VerifyExit.EXPORT
+    out["exit_code"] = int(code)
+    if args.json:
+        _print_json(out)
+    else:
+        print("\n".join(lines))
+    return int(code)
+
+
+def _read_db(db: str, fn: Any) -> Any:
+    """``fn(db)`` on a database file; a file that is not a readable cryod database is
+    one line of bad input, never a traceback."""
+    import sqlite3
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .store.errors import StoreError
+
+    if not Path(db).is_file():
+        raise BadInput(f"{db}: no such database")
+    try:
+        return fn(db)
+    except (SQLAlchemyError, sqlite3.Error, StoreError) as exc:
+        orig = getattr(exc, "orig", None) or exc
+        raise BadInput(f"{db}: not a readable cryod database ({orig})") from None
+
+
+def _verify_export_file(path: str, sources: list[Any], db: str | None) -> Any:
+    from .store.export import ExportVersionError, verify_export
+
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"--export {path}: no such file") from None
+    except OSError as exc:
+        raise BadInput(f"--export {path}: cannot be read ({exc.strerror})") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadInput(f"--export {path}: not JSON ({exc})") from None
+    try:
+        if db is None:
+            return verify_export(doc, path=path, anchors=sources)
+        return _read_db(db, lambda d: verify_export(doc, path=path, anchors=sources, db=d))
+    except ExportVersionError as exc:
+        raise BadInput(f"--export {path}: {exc}") from None
+
+
+def _redact(args: argparse.Namespace) -> int:
+    from .store.chain import ChainedSession
+    from .store.db import make_engine
+    from .store.redaction import RedactionError, redact_procedure, redact_row
+
+    def run(db: str) -> Any:
+        engine = make_engine(db)
+        try:
+            with ChainedSession(engine) as session, session.begin():
+                if args.procedure is not None:
+                    return redact_procedure(session, args.procedure, by=args.by, reason=args.reason)
+                table, _, rid = str(args.row).partition(":")
+                if not rid.isdigit():
+                    raise RedactionError(f"--row {args.row!r}: expected TABLE:ID, e.g. alarms:12")
+                return redact_row(session, table, {"id": int(rid)}, by=args.by, reason=args.reason)
+        finally:
+            engine.dispose()
+
+    try:
+        result = _read_db(args.db, run)
+    except RedactionError as exc:
+        raise BadInput(str(exc)) from None
+    print(f"redacted: {result}")
+    return 0
 
 
 def _adverse(items: list[str]) -> list[dict[str, Any]]:
@@ -227,7 +410,7 @@ def _print_status(st: dict[str, Any]) -> None:
 
 
 def _offline(args: argparse.Namespace) -> int:
-    from .store import audit, export, queries
+    from .store import export, queries
 
     db = args.db
     if not Path(db).exists():
@@ -250,10 +433,6 @@ def _offline(args: argparse.Namespace) -> int:
             if args.format == "csv"
             else export.export_json(db, args.id),
         )
-    if args.cmd == "verify":
-        head = _expected_head(args)
-        res = audit.verify(db, expected_head=head)
-        return _print_verify(res.ok, res.first_bad_seq, res.reason)
     if args.cmd == "report":
         from .report import write_report
 
@@ -261,27 +440,6 @@ def _offline(args: argparse.Namespace) -> int:
         print(out)
         return 0
     return 2
-
-
-def _expected_head(args: argparse.Namespace) -> Any:
-    from .store import audit
-
-    if args.head:
-        seq, _, h = args.head.partition(":")
-        return audit.AuditHead(int(seq), h)
-    if args.log:
-        # every head the daemon logged: a recomputed chain is then named from its first row
-        heads = audit.heads_from_log(Path(args.log).read_text(encoding="utf-8").splitlines())
-        return heads or None
-    return None
-
-
-def _print_verify(ok: bool, first_bad: Any, reason: Any) -> int:
-    if ok:
-        print("audit chain ok")
-        return 0
-    print(f"audit chain BROKEN at row {first_bad}: {reason}")
-    return 1
 
 
 def _write_export(args: argparse.Namespace, data: Any) -> int:
@@ -300,7 +458,19 @@ def _print_json(data: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    offline_capable = ("procedures", "show", "export", "verify", "report")
+    try:
+        return _main(args)
+    except BadInput as exc:
+        print(f"cryoctl: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.cmd == "redact":
+        return _redact(args)
+    if args.cmd == "verify" and (args.db or args.export):
+        return _verify_offline(args)
+    offline_capable = ("procedures", "show", "export", "report")
     if args.cmd in offline_capable and getattr(args, "db", None):
         try:
             return _offline(args)
@@ -316,7 +486,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     cmd, req = _live_request(args)
     if cmd == "verify":
-        req = {}
+        req = {
+            "anchors": [
+                {"name": src.name, "heads": [[h.seq, h.hash, h.node] for h in src.heads]}
+                for src in _anchor_sources(args)
+            ]
+        }
     if cmd == "show":
         req["id"] = args.id
     if cmd == "export":
@@ -332,7 +507,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cmd == "status" and not args.json:
         _print_status(result)
     elif cmd == "verify":
-        return _print_verify(result["ok"], result["first_bad_seq"], result["reason"])
+        if args.json:
+            _print_json(result["report"])
+        else:
+            print("\n".join(result["lines"]))
+        return int(result["exit_code"])
     elif cmd == "export":
         return _write_export(args, result)
     else:

@@ -7,29 +7,12 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from sqlalchemy.orm import Session
 
-from cryod.daemon.store import audit, migrate, records, recovery
+from cryod.daemon.store import audit, migrate, recovery
 from cryod.daemon.store.db import make_engine
 from cryod.daemon.store.errors import StoreError
 
-from .conftest import cycle_open, procedure_meta
-
-
-def make_old_db(path: Path) -> None:
-    """A database as revision 0001 (before the outbox) left it, with data."""
-    migrate.upgrade(path, "0001")
-    eng = make_engine(path)
-    try:
-        with Session(eng) as s, s.begin():
-            pid = records.open_procedure(s, procedure_meta())
-            records.open_cycle(s, cycle_open(pid))
-            s.connection().exec_driver_sql(
-                "INSERT INTO samples (procedure_id, console, t_utc, t_mono, probe, channel, value,"
-                " validity) VALUES (1, 'c1', 1.0, 1.0, 1, 'tip_c', -30.0, 'valid')"
-            )
-    finally:
-        eng.dispose()
+from .legacy import make_old_db
 
 
 def tables(path: Path) -> set[str]:
@@ -55,7 +38,7 @@ def test_older_database_is_backed_up_then_upgraded(tmp_path: Path) -> None:
     assert revision(db) == "0001"
     when = dt.datetime(2026, 3, 1, 9, 30, 0, tzinfo=dt.UTC)
     report = migrate.upgrade_on_start(db, now=when)
-    assert (report.from_revision, report.to_revision) == ("0001", "0003")
+    assert (report.from_revision, report.to_revision) == ("0001", "0004")
     assert report.backup_path == tmp_path / "cryod.db.bak-20260301T093000Z"
     # the backup is the old database, whole and consistent
     assert revision(report.backup_path) == "0001"
@@ -68,7 +51,7 @@ def test_older_database_is_backed_up_then_upgraded(tmp_path: Path) -> None:
     assert "outbox" not in tables(report.backup_path)
     assert recovery.integrity_check(report.backup_path) == []
     # the live database is at head with its data
-    assert revision(db) == "0003"
+    assert revision(db) == "0004"
     assert "outbox" in tables(db)
     con = sqlite3.connect(db)
     try:
@@ -78,7 +61,13 @@ def test_older_database_is_backed_up_then_upgraded(tmp_path: Path) -> None:
         indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     finally:
         con.close()
-    assert kinds == ["procedure_opened", "cycle_opened", "schema_upgraded"]
+    # the old entries stay as they were (v1); 0004 baselined every row and the sample
+    assert kinds == [
+        "procedure_opened",
+        "cycle_opened",
+        *("row", "row", "samples", "baseline"),
+        "schema_upgraded",
+    ]
     assert "ix_samples_procedure_id_t_utc" in indexes  # 0003: time order
     assert "ix_samples_procedure_id_probe_channel_t_utc" not in indexes
     assert audit.verify(db).ok
@@ -92,7 +81,7 @@ def test_older_database_is_backed_up_then_upgraded(tmp_path: Path) -> None:
     # a second start has nothing to do and makes no backup
     again = migrate.upgrade_on_start(db, now=when)
     assert again.backup_path is None
-    assert again.from_revision == "0003"
+    assert again.from_revision == "0004"
     assert sorted(p.name for p in tmp_path.glob("cryod.db.bak-*")) == [
         "cryod.db.bak-20260301T093000Z"
     ]

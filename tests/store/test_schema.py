@@ -23,6 +23,7 @@ TABLES = {
     "operator_actions",
     "audit",
     "outbox",
+    "row_salts",
     "alembic_version",
 }
 
@@ -30,13 +31,24 @@ TABLES = {
 def test_fresh_database_is_created_at_head(db_path: Path, engine: Engine) -> None:
     with engine.connect() as conn:
         assert set(inspect(conn).get_table_names()) == TABLES
-        assert migrate.current_revision(conn) == migrate.head_revision() == "0003"
+        assert migrate.current_revision(conn) == migrate.head_revision() == "0004"
         triggers = {
             r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type='trigger'"))
         }
-        assert triggers == {"audit_no_update", "audit_no_delete"}
+        assert triggers == {
+            "audit_no_update",
+            "audit_no_delete",
+            "procedures_no_delete",
+            "cycles_no_delete",
+            "alarms_no_delete",
+            "operator_actions_no_delete",
+            "samples_no_update",
+            "samples_no_delete",
+            "row_salts_no_update",
+            "row_salts_no_delete",
+        }
         kinds = [r[0] for r in conn.execute(text("SELECT kind FROM audit ORDER BY seq"))]
-        assert kinds == ["database_created"]
+        assert kinds == ["baseline", "database_created"]
 
 
 def test_models_match_migrations(engine: Engine) -> None:
