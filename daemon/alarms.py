@@ -95,6 +95,7 @@ class AlarmCode(enum.StrEnum):
     CONSOLE_OVERPRESSURE = "console_overpressure"
     CONSOLE_LIMIT_TRIP = "console_limit_trip"
     SAFE_STATE_UNCONFIRMED = "safe_state_unconfirmed"
+    STORAGE_FAILURE = "storage_failure"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,6 +153,12 @@ ALARM_SPECS: dict[AlarmCode, AlarmSpec] = dict(
             H,
             A,
             "an output commanded off was not confirmed off by the console",
+        ),
+        _spec(
+            C.STORAGE_FAILURE,
+            H,
+            A,
+            "the procedure record cannot be written (record before acting cannot hold)",
         ),
     ]
 )

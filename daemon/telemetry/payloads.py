@@ -38,6 +38,7 @@ __all__ = [
     "assert_no_personal_data",
     "cycle_body",
     "encode",
+    "snapshot_body",
     "stamp",
     "state_body",
     "status_body",
@@ -241,11 +242,15 @@ def _probe(p: ProbeState) -> dict[str, Any]:
     }
 
 
-def telemetry_body(snapshot: Snapshot, *, link: LinkStats | None = None) -> dict[str, Any]:
-    """One telemetry sample from a poll snapshot; unusable readings are null with their validity."""
+def snapshot_body(snapshot: Snapshot) -> dict[str, Any]:
+    """A poll snapshot as JSON: the one shape, for MQTT telemetry and ``cryoctl status``.
+
+    Every reading is a number only when usable, else null, with its validity
+    beside it under ``<name>_validity`` (``tip_validity``, ``supply_validity``...).
+    """
     lease = snapshot.lease
     skin = snapshot.skin_c
-    body: dict[str, Any] = {
+    return {
         "ts_ms": ts_ms(snapshot.t_utc),
         "poll_seq": snapshot.seq,
         "console_time_s": _num(snapshot.console_time_s),
@@ -266,6 +271,11 @@ def telemetry_body(snapshot: Snapshot, *, link: LinkStats | None = None) -> dict
         "faults": snapshot.faults.names(),
         "probes": [_probe(p) for p in snapshot.probes],
     }
+
+
+def telemetry_body(snapshot: Snapshot, *, link: LinkStats | None = None) -> dict[str, Any]:
+    """One telemetry sample: the snapshot (``snapshot_body``) and the link's counters."""
+    body = snapshot_body(snapshot)
     if link is not None:
         body["link"] = {
             "connected": link.connected,
