@@ -38,6 +38,7 @@ __all__ = [
     "assert_no_personal_data",
     "cycle_body",
     "encode",
+    "last_seen_body",
     "snapshot_body",
     "stamp",
     "state_body",
@@ -185,6 +186,10 @@ class Topics:
     def cycles(self) -> str:
         return f"{self.base}/cycles"
 
+    @property
+    def last_seen(self) -> str:
+        return f"{self.base}/last_seen"
+
     def all(self) -> tuple[str, ...]:
         return (
             self.status,
@@ -193,6 +198,7 @@ class Topics:
             self.alarms,
             self.alarms_active,
             self.cycles,
+            self.last_seen,
         )
 
 
@@ -225,6 +231,14 @@ def status_body(
         "software_version": software_version,
         "client_id": client_id,
     }
+
+
+def last_seen_body(*, t_utc_s: float, interval_s: float) -> dict[str, Any]:
+    """Retained, refreshed every ``interval_s`` while the daemon publishes: when it was
+    last alive. The will's ``ts_ms`` is the connect time, so a subscriber that finds
+    ``offline`` with reason ``will`` takes the death time from here (between ``ts_ms``
+    and ``ts_ms + interval_s``, plus the broker's keepalive check)."""
+    return {"ts_ms": ts_ms(t_utc_s), "interval_s": interval_s}
 
 
 def _probe(p: ProbeState) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from cryod.daemon.telemetry.payloads import (
     assert_no_personal_data,
     cycle_body,
     encode,
+    last_seen_body,
     stamp,
     state_body,
     status_body,
@@ -71,6 +72,7 @@ def test_every_builder_matches_its_schema_and_extra_keys_fail() -> None:
             online=True, software_version="0.1.0", client_id="x", t_utc_s=T_UTC, reason="connected"
         ),
         TOPICS.telemetry: telemetry_body(snapshot()),
+        TOPICS.last_seen: last_seen_body(t_utc_s=T_UTC, interval_s=10.0),
         TOPICS.state: state_body(
             t_utc_s=T_UTC,
             engine_state="running",
