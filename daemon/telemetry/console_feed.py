@@ -101,7 +101,7 @@ class ConsoleTelemetry:
             self._last_alarms = alarms_key
             active = [
                 ActiveAlarm(
-                    alarm_id=row or 0,
+                    alarm_id=row,
                     code=str(a.code),
                     priority=_PRIORITY[a.priority],
                     probe=a.probe,

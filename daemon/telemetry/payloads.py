@@ -357,7 +357,7 @@ def alarm_event_body(
 
 @dataclass(frozen=True, slots=True)
 class ActiveAlarm:
-    alarm_id: int
+    alarm_id: int | None  # its id in the log; None until written there (or never written)
     code: str
     priority: AlarmPriority
     probe: int | None
@@ -373,7 +373,7 @@ _PRIORITY_ORDER: Final = {"high": 0, "medium": 1, "low": 2, "info": 3}
 def alarms_active_body(*, t_utc_s: float, alarms: Iterable[ActiveAlarm]) -> dict[str, Any]:
     """The whole list of active alarms (retained), highest priority first."""
     ordered = sorted(
-        alarms, key=lambda a: (_PRIORITY_ORDER[a.priority], a.raised_ts_ms, a.alarm_id)
+        alarms, key=lambda a: (_PRIORITY_ORDER[a.priority], a.raised_ts_ms, a.alarm_id or 0)
     )
     return {
         "ts_ms": ts_ms(t_utc_s),
