@@ -96,6 +96,7 @@ class AlarmCode(enum.StrEnum):
     CONSOLE_LIMIT_TRIP = "console_limit_trip"
     SAFE_STATE_UNCONFIRMED = "safe_state_unconfirmed"
     ANCHOR_FAILED = "anchor_failed"
+    STORAGE_FAILURE = "storage_failure"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,9 +155,15 @@ ALARM_SPECS: dict[AlarmCode, AlarmSpec] = dict(
             A,
             "an output commanded off was not confirmed off by the console",
         ),
-        # raised by the daemon (not the supervisor): the record is kept, but its chain head
-        # is not leaving the database by every route; never a reason to stop a freeze
+        # the record is kept, but its chain head is not leaving the database by every
+        # route (the daemon tells the supervisor); never a reason to stop a freeze
         _spec(C.ANCHOR_FAILED, M, N, "the record's chain head cannot be anchored"),
+        _spec(
+            C.STORAGE_FAILURE,
+            H,
+            A,
+            "the procedure record cannot be written (record before acting cannot hold)",
+        ),
     ]
 )
 del H, M, L, A, F, N, C

@@ -97,14 +97,14 @@ class Continue:
     """Leave a hold."""
 
 
-AbortCause = Literal["operator", "storage_failure", "shutdown"]
+AbortCause = Literal["operator", "shutdown"]
 
 
 @dataclass(frozen=True, slots=True)
 class Abort:
     """The safe state now, and the run ends ``aborted``. ``cause`` says who asked:
-    the operator (``cryoctl abort``), a storage failure (record before acting can
-    no longer hold) or the daemon stopping."""
+    the operator (``cryoctl abort``) or the daemon stopping. (A storage failure is
+    the supervisor's ``storage_failure`` alarm: a trip, and the engine faults.)"""
 
     cause: AbortCause = "operator"
     detail: str = ""

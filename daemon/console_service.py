@@ -5,43 +5,46 @@ for, one effect at a time, and reports each result back. Order on every poll,
 fixed so safety never waits behind anything else:
 
 1. read a snapshot (bounded by the driver's timeouts; a failure is ``None``);
-2. the supervisor checks it and, on a trip, the safe state is commanded
-   *before* the engine hears of anything;
+2. the supervisor checks it (and the record's writer health) and, on a trip,
+   the safe state is commanded *before* the engine hears of anything;
 3. queued operator commands, then the engine's tick and the sticky safe state;
 4. the lease is renewed by a write when a quarter of its timeout has passed
    since the last renewal (only when steps 1-3 completed: a stuck loop stops
    renewing, and the console closes the valves on its own);
 5. samples go to the writer and telemetry to the publisher without waiting.
 
-The one safe state (``safe_state.py``) is executed on connect, on a trip, on
-a failed command, on a storage failure, on an operator abort and on shutdown.
-At shutdown the lease is disarmed only once a fresh snapshot shows every
-output off; otherwise it is left to expire, and the console closes them.
+The one safe state (``safe_state.py``) is executed on connect, on a trip (a
+storage failure is one: the supervisor's ``storage_failure`` alarm), on a
+failed command, on an operator abort and on shutdown. At shutdown the lease is
+disarmed only once a fresh snapshot shows every output off; otherwise it is
+left to expire, and the console closes them.
 
 Records that must be durable before acting (the cycle row before its valve
-opens) are awaited; everything else is recorded in order by a separate
-recorder task so a slow disk never delays the next poll.
+opens) are awaited; everything else goes to the ``Recorder``, which writes it
+in order off the poll loop, so a slow disk never delays the next poll. The
+clock is ``clock.py``; what ``status()`` shows is built by ``console_status.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
-import random
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from cryod import __version__
-from cryod.drivers.base import Driver, DriverError, Identity, LinkError, Reading, Snapshot
+from cryod.drivers.backoff import Backoff, BackoffPolicy
+from cryod.drivers.base import Driver, DriverError, Identity, LinkError, LinkStats, Snapshot
 
 from . import commands as C
 from . import engine as E
-from .alarms import Alarm, AlarmBook, AlarmCode, Condition, Now
+from .alarms import Alarm
+from .clock import Clock
 from .config import ConsoleConfig
+from .console_status import EngineStatus, LinkHealth, console_status, engine_status
 from .coordinator import (
     AlarmCleared,
     AlarmRaised,
@@ -57,16 +60,24 @@ from .coordinator import (
 )
 from .limits import ConsoleEnvelope
 from .logging import get_logger
-from .protocols import Protocol
+from .protocols import Protocol as RunProtocolFile
+from .recorder import Recorder
 from .store.models import Outcome, Phase
 from .store.records import CycleClose, CycleOpen, ProcedureClose, ProcedureLog, ProcedureOpen
 from .store.samples import snapshot_rows
-from .store.writer import Writer
+from .store.writer import Writer, WriterStatus
 from .supervisor import Supervisor
 
-__all__ = ["ConsoleService", "OperatorError"]
+__all__ = ["SHUTDOWN_BUDGET_S", "ConsoleService", "OperatorError", "TelemetrySink"]
 
 log = get_logger("cryod.console")
+
+#: the most a console's shutdown may take (the safe state and its confirmation); the
+#: consoles stop in parallel, and systemd's TimeoutStopSec (20 s) leaves the rest of
+#: its time for the log and MQTT (tests/service checks the unit against this)
+SHUTDOWN_BUDGET_S = 10.0
+#: reconnect back-off of the console link (drivers/backoff.py: the one rule)
+CONNECT_BACKOFF = BackoffPolicy(first_s=0.2, max_s=5.0)
 
 
 class OperatorError(Exception):
@@ -78,68 +89,22 @@ class OperatorError(Exception):
         self.message = message
 
 
+class TelemetrySink(Protocol):
+    """Where the shell hands telemetry (``telemetry.console_feed.ConsoleTelemetry``);
+    neither call may wait."""
+
+    def offer_snapshot(self, snap: Snapshot, stats: LinkStats) -> None: ...
+
+    def notify_outbox(self) -> None: ...
+
+
 @dataclass
 class _Request:
+    """An operator command for the poll loop: an engine event, or a function run there."""
+
     event: C.Event | None
-    fn: Callable[[], Any] | None
+    fn: Callable[[], Awaitable[Any]] | None
     future: asyncio.Future[Any]
-
-
-@dataclass
-class StorageAlarm:
-    """The storage-failure alarm (high priority, latched): the record of the procedure can
-    no longer be kept, so no freeze may go on or start until an operator acknowledges it
-    and resets with the writer healthy again. Kept here, not in the supervisor's alarm
-    book, because its cause is the host's disk, not a console reading."""
-
-    kind: str
-    detail: str
-    raised_utc: dt.datetime
-    acked: bool = False
-    handled: bool = False  # the safe state was commanded for it
-
-
-STORAGE_ALARM_CODE = "storage_failure"
-#: the most a console's shutdown may take (the safe state and its confirmation); the
-#: consoles stop in parallel, and systemd's TimeoutStopSec (20 s) leaves the rest of
-#: its time for the log and MQTT (tests/service checks the unit against this)
-SHUTDOWN_BUDGET_S = 10.0
-_RUN_EVENTS = (C.RunProtocol, C.AdHocFreeze, C.AdHocThaw)
-
-
-class Clock:
-    """Monotonic time for durations (optionally scaled for a simulated console), UTC for records."""
-
-    def __init__(self, scale: float = 1.0) -> None:
-        self.scale = scale
-        self._t0 = time.monotonic()
-
-    def now(self) -> Now:
-        return Now(self.mono(time.monotonic()), dt.datetime.now(dt.UTC))
-
-    def mono(self, t: float) -> float:
-        """A raw monotonic time on this clock."""
-        return self._t0 + (t - self._t0) * self.scale
-
-    def rescale(self, snap: Snapshot) -> Snapshot:
-        """Put a snapshot's determination times on the scaled clock (simulated consoles only),
-        so the core compares like with like."""
-        if self.scale == 1.0:
-            return snap
-
-        def r(x: Reading) -> Reading:
-            return replace(x, t_mono=self.mono(x.t_mono))
-
-        return replace(
-            snap,
-            t_mono=self.mono(snap.t_mono),
-            supply_kpa=r(snap.supply_kpa),
-            cylinder_kpa=r(snap.cylinder_kpa),
-            skin_c=None if snap.skin_c is None else r(snap.skin_c),
-            probes=tuple(
-                replace(p, tip_c=r(p.tip_c), return_kpa=r(p.return_kpa)) for p in snap.probes
-            ),
-        )
 
 
 class ConsoleService:
@@ -151,8 +116,7 @@ class ConsoleService:
         *,
         writer: Writer,
         plog: ProcedureLog,
-        publisher: Any = None,
-        session: int = 0,
+        telemetry: TelemetrySink | None = None,
         adopt: tuple[int, dict[int, float]] | None = None,
     ) -> None:
         """``adopt``: a procedure a previous run left open (its id and the freeze time
@@ -163,38 +127,35 @@ class ConsoleService:
         self.envelope = envelope
         self.writer = writer
         self.plog = plog
-        self.publisher = publisher
-        self.session = session
+        self.telemetry = telemetry
         self.clock = Clock(cfg.time_scale)
         # the core sees durations on the (possibly scaled) engine clock
         period_s = cfg.poll_period_s * cfg.time_scale
         self.coord = Coordinator(
             engine=E.Engine(E.EngineConfig(cfg.limits, envelope, period_s)),
-            supervisor=Supervisor(cfg.limits, envelope, period_s),
+            supervisor=Supervisor(cfg.limits, envelope, period_s, time_scale=cfg.time_scale),
             probes=envelope.probes,
         )
+        self.recorder = Recorder(
+            plog, cfg.id, on_outbox=None if telemetry is None else telemetry.notify_outbox
+        )
         self.identity: Identity | None = None
-        self.snapshot: Snapshot | None = None
+        self.snapshot: Snapshot | None = None  # the last poll's (None: the read failed)
         self.procedure_id: int | None = None
         self._cycle_rows: dict[int, int] = {}  # engine cycle_ref -> cycles.id
-        self._alarm_rows: dict[tuple[str, int | None], int] = {}
         self._inbox: asyncio.Queue[_Request] = asyncio.Queue(maxsize=64)
-        self._records: asyncio.Queue[Callable[[], Any]] = asyncio.Queue()
         self.connected = False
         self.late_polls = 0
         self.polls = 0
         self.last_poll_mono: float | None = None
         self.poll_starts: deque[float] = deque(maxlen=4096)  # for the benchmark
+        self._read_mono: float | None = None  # wall-monotonic time of the last snapshot read
         self._link_failed = False
         self._failing: set[str] = set()  # outputs whose last command failed (logged once)
         # wall-monotonic time the last renewal was sent (None: renew at the next poll)
         self._renewed_mono: float | None = None
         self._renew_after_s = cfg.lease_renew_s - 0.5 * cfg.poll_period_s
         self._adopt = adopt
-        self.storage_alarm: StorageAlarm | None = None
-        # conditions found outside the console (external_condition), e.g. anchor_failed
-        self._external: dict[AlarmCode, Condition] = {}
-        self._external_book = AlarmBook()
 
     @property
     def engine(self) -> E.Engine:
@@ -211,7 +172,7 @@ class ConsoleService:
     # ------------------------------------------------------------ lifecycle
     async def run(self) -> None:
         """Connect, go to the safe state, then poll until cancelled."""
-        recorder = asyncio.create_task(self._recorder(), name=f"recorder-{self.id}")
+        recorder = asyncio.create_task(self.recorder.run(), name=f"recorder-{self.id}")
         try:
             await self._connect()
             if self._adopt is not None:
@@ -222,9 +183,10 @@ class ConsoleService:
             recorder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await recorder
+            await self.recorder.drain()  # what is still queued
 
     async def _connect(self) -> None:
-        delay = 0.2
+        backoff = Backoff(policy=CONNECT_BACKOFF)
         while True:
             try:
                 await self.driver.connect()
@@ -243,7 +205,7 @@ class ConsoleService:
                     serial=ident.serial,
                     probes=ident.probes,
                 )
-                self._record(
+                self.recorder.event(
                     "console_connected",
                     {
                         "console": self.id,
@@ -257,8 +219,7 @@ class ConsoleService:
                 log.warning("console_connect_failed", console=self.id, error=str(exc))
                 with contextlib.suppress(DriverError):
                     await self.driver.close()
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 5.0)
+            await asyncio.sleep(backoff.failed())
 
     def _check_identity(self, ident: Identity) -> None:
         if ident.probes != self.envelope.probes:
@@ -283,14 +244,14 @@ class ConsoleService:
     async def _shutdown(self) -> None:
         """The safe state first (every step attempted, retried until the console
         confirms every output off or the lease must have taken over), then the lease
-        disarmed if, and only if, a fresh snapshot shows every output off; then the
-        recorder's queue is written. The caller flushes the log."""
+        disarmed if, and only if, a fresh snapshot shows every output off. The caller
+        writes the recorder's queue and flushes the log."""
         if self.identity is not None:  # the console answered once: it may have outputs on
             try:
                 async with asyncio.timeout(SHUTDOWN_BUDGET_S):
                     if await self._shutdown_safe_state():
                         await self.driver.arm_lease(0)
-                        self._record("lease_disarmed", {"console": self.id})
+                        self.recorder.event("lease_disarmed", {"console": self.id})
                     else:
                         log.error(
                             "safe_state_not_confirmed_at_shutdown",
@@ -305,11 +266,6 @@ class ConsoleService:
                 log.error("shutdown_incomplete", console=self.id, error=str(exc) or "timeout")
         with contextlib.suppress(DriverError, TimeoutError):
             await asyncio.wait_for(self.driver.close(), 1.0)
-        # let the recorder write what is queued
-        while not self._records.empty():
-            fn = self._records.get_nowait()
-            with contextlib.suppress(Exception):
-                await fn()
 
     async def _shutdown_safe_state(self) -> bool:
         """Execute the safe state, then poll (no lease renewal) until a fresh snapshot
@@ -323,8 +279,7 @@ class ConsoleService:
         give_up = max(last + lease_s, time.monotonic()) + 2 * self.cfg.poll_period_s
         while True:
             snap = await self._read()
-            self.coord.begin_poll(snap, self.clock.now())
-            await self._run_effects()
+            await self._supervise(snap)
             self.coord.tick(self.clock.now())
             await self._run_effects()
             if snap is not None and _all_off(snap) and not self.supervisor.unconfirmed:
@@ -361,6 +316,7 @@ class ConsoleService:
         try:
             snap: Snapshot | None = self.clock.rescale(await self.driver.read_snapshot())
             self.connected = True
+            self._read_mono = time.monotonic()
         except DriverError as exc:
             snap = None
             self._link_failed = isinstance(exc, LinkError)
@@ -370,17 +326,22 @@ class ConsoleService:
         self.snapshot = snap
         return snap
 
+    def _note_storage(self) -> None:
+        """Tell the supervisor whether the procedure record can be kept."""
+        fault = storage_fault(self.writer.status())
+        self.supervisor.note_storage(fault is None, fault or "")
+
+    async def _supervise(self, snap: Snapshot | None) -> None:
+        """The supervisor's check of a poll result (and of the writer), its demands executed."""
+        self._note_storage()
+        self.coord.begin_poll(snap, self.clock.now())
+        await self._run_effects()
+
     async def poll_once(self) -> None:
         self.polls += 1
         snap = await self._read()
         # 1. the supervisor first
-        self.coord.begin_poll(snap, self.clock.now())
-        await self._run_effects()
-        alarm = self.storage_alarm
-        if alarm is not None and not alarm.handled:
-            alarm.handled = True
-            self.coord.storage_failed(f"{alarm.kind}: {alarm.detail}", self.clock.now())
-            await self._run_effects()
+        await self._supervise(snap)
         # 2. operator commands, then the tick and the sticky safe state
         while not self._inbox.empty():
             await self._serve(self._inbox.get_nowait())
@@ -389,19 +350,19 @@ class ConsoleService:
         # 3. renew the lease (a write) when due, only after everything above completed
         if snap is None:
             self._renewed_mono = None  # the link failed: renew as soon as it answers again
-        else:
-            if self._renewal_due():
-                sent = time.monotonic()  # the console's deadline runs from after this
-                try:
-                    await self.driver.renew_lease()
-                    self._renewed_mono = sent
-                except DriverError as exc:
-                    self._renewed_mono = None
-                    log.warning("lease_renew_failed", console=self.id, error=str(exc))
-            # 4. samples and telemetry, never waiting
-            self.writer.submit_samples(snapshot_rows(snap, self.id, self.procedure_id))
-            if self.publisher is not None:
-                self.publisher.offer_snapshot(self.id, snap, self.driver.stats)
+            return
+        if self._renewal_due():
+            sent = time.monotonic()  # the console's deadline runs from after this
+            try:
+                await self.driver.renew_lease()
+                self._renewed_mono = sent
+            except DriverError as exc:
+                self._renewed_mono = None
+                log.warning("lease_renew_failed", console=self.id, error=str(exc))
+        # 4. samples and telemetry, never waiting
+        self.writer.submit_samples(snapshot_rows(snap, self.id, self.procedure_id))
+        if self.telemetry is not None:
+            self.telemetry.offer_snapshot(snap, self.driver.stats)
 
     def _renewal_due(self) -> bool:
         """A quarter of the lease (``cfg.lease_renew_s``) has passed since the last
@@ -410,36 +371,11 @@ class ConsoleService:
         last = self._renewed_mono
         return last is None or time.monotonic() - last >= self._renew_after_s
 
-    def storage_failed(self, kind: str, detail: str) -> None:
-        """The writer reported a storage failure: raise the latched high-priority alarm;
-        the next poll drives the safe state and ends any run (record before acting can
-        no longer hold)."""
-        if self.storage_alarm is not None:
-            self.storage_alarm.detail = detail
-            return
-        self.storage_alarm = StorageAlarm(kind, detail, dt.datetime.now(dt.UTC))
-        log.error(
-            "alarm_raised",
-            console=self.id,
-            code=STORAGE_ALARM_CODE,
-            priority="high",
-            probe=None,
-            detail=f"{kind}: {detail}",
-        )
-
-    def external_condition(self, code: AlarmCode, present: bool, detail: str = "") -> None:
-        """A condition the daemon found outside the console (e.g. ``anchor_failed``):
-        raised, recorded, shown and cleared like the supervisor's alarms, in a book of
-        its own. Its spec decides what it demands; these never end a freeze."""
-        if present:
-            self._external[code] = Condition(code, None, detail)
-        else:
-            self._external.pop(code, None)
-        raised, cleared = self._external_book.update(self._external.values(), self.clock.now())
-        for alarm in raised:
-            self._alarm_raised(alarm)
-        for alarm in cleared:
-            self._alarm_cleared(alarm)
+    def anchoring_failed(self, present: bool, detail: str = "") -> None:
+        """The record's chain head is (or is no longer) failing to leave the database
+        by every anchor route: ``anchor_failed`` (medium, never stops a freeze) through
+        the supervisor's one alarm book, at the next check."""
+        self.supervisor.note_anchoring(not present, detail)
 
     # ------------------------------------------------------------ effects
     async def _run_effects(self) -> None:
@@ -465,7 +401,7 @@ class ConsoleService:
         if isinstance(effect, C.CloseCycle):
             self._close_cycle(effect)
         elif isinstance(effect, C.Record):
-            self._record(effect.kind, {"console": self.id, **effect.details})
+            self.recorder.event(effect.kind, {"console": self.id, **effect.details})
             if effect.kind == "safe_state_executed" and not effect.details.get("confirmed"):
                 log.error("safe_state_not_confirmed", console=self.id, **effect.details)
         elif isinstance(effect, C.Reject):
@@ -477,9 +413,9 @@ class ConsoleService:
                 detail=effect.detail,
             )
         elif isinstance(effect, AlarmRaised):
-            self._alarm_raised(effect.alarm)
+            self.recorder.alarm_raised(effect.alarm, procedure_id=self.procedure_id)
         elif isinstance(effect, AlarmCleared):
-            self._alarm_cleared(effect.alarm)
+            self.recorder.alarm_cleared(effect.alarm)
         elif isinstance(effect, ValveOpened):
             self._valve_opened(effect.cycle_ref)
         elif isinstance(effect, Refused):
@@ -489,7 +425,7 @@ class ConsoleService:
                 output=describe(effect.command),
                 reason=effect.reason,
             )
-            self._record(
+            self.recorder.event(
                 "output_refused",
                 {"console": self.id, "output": describe(effect.command), "reason": effect.reason},
             )
@@ -530,7 +466,6 @@ class ConsoleService:
         """Record before acting: the row is committed before anything opens."""
         if self.procedure_id is None:
             return Failed(reason="no procedure open")
-        await self._records_barrier()  # the previous cycle's close lands first
         snap = self.snapshot
         supply = snap.supply_kpa.value if snap is not None and snap.supply_kpa.usable else None
         spec = CycleOpen(
@@ -547,7 +482,7 @@ class ConsoleService:
             host_only_limits=cmd.host_only_limits,
         )
         try:
-            row = await self.plog.open_cycle(spec)
+            row = await self.recorder.open_cycle(spec)  # the previous cycle's close first
         except Exception as exc:  # noqa: BLE001 - any storage failure refuses the freeze
             log.error("cycle_open_failed", console=self.id, error=str(exc))
             return Failed(reason=f"cycle not recorded: {exc}")
@@ -557,14 +492,9 @@ class ConsoleService:
     def _valve_opened(self, cycle_ref: int) -> None:
         """The freeze really started: note it on the (already committed) cycle row."""
         row = self._cycle_rows.get(cycle_ref)
-        if row is None:
-            return
-        now = self.clock.now()
-
-        async def write() -> None:
-            await self.plog.mark_valve_open(row, now.utc, now.mono_s)
-
-        self._records.put_nowait(write)
+        if row is not None:
+            now = self.clock.now()
+            self.recorder.valve_opened(row, utc=now.utc, mono_s=now.mono_s)
 
     def _close_cycle(self, cmd: C.CloseCycle) -> None:
         row = self._cycle_rows.pop(cmd.cycle_ref, None)
@@ -572,120 +502,35 @@ class ConsoleService:
             return
         f = cmd.figures
         snap = self.snapshot
-        now = self.clock.now()
-        spec = CycleClose(
-            cycle_id=row,
-            outcome=Outcome(cmd.outcome),
-            ended_at=cmd.utc,
-            # a freeze ends when its valve's close was confirmed (its start is the
-            # confirmed open); a thaw has no valve: it ends at the engine's decision
-            ended_mono=now.mono_s if f.phase == "freeze" else cmd.mono_s,
-            min_tip_c=f.min_tip_c,
-            time_to_target_s=f.time_to_target_s,
-            time_below_m20_s=f.below_m20_s,
-            time_below_m40_s=f.below_m40_s,
-            thaw_to_0_s=f.thaw_to_0c_s,
-            supply_end_kpa=f.supply_end_kpa
-            if f.supply_end_kpa is not None
-            else (snap.supply_kpa.value if snap is not None else None),
-        )
-        pub = self.publisher
-
-        async def close() -> None:
-            summary = await self.plog.close_cycle(spec)
-            if pub is not None:
-                pub.notify_outbox()
-            log.info(
-                "cycle_closed",
-                console=self.id,
-                cycle=row,
-                outcome=cmd.outcome,
+        supply_end = f.supply_end_kpa
+        if supply_end is None and snap is not None:
+            supply_end = snap.supply_kpa.value
+        self.recorder.cycle_closed(
+            CycleClose(
+                cycle_id=row,
+                outcome=Outcome(cmd.outcome),
+                ended_at=cmd.utc,
+                # a freeze ends when its valve's close was confirmed (its start is the
+                # confirmed open); a thaw has no valve: it ends at the engine's decision
+                ended_mono=self.clock.now().mono_s if f.phase == "freeze" else cmd.mono_s,
                 min_tip_c=f.min_tip_c,
-                summary_keys=len(summary or {}),
+                time_to_target_s=f.time_to_target_s,
+                time_below_m20_s=f.below_m20_s,
+                time_below_m40_s=f.below_m40_s,
+                thaw_to_0_s=f.thaw_to_0c_s,
+                supply_end_kpa=supply_end,
             )
-
-        self._records.put_nowait(close)
-
-    # ------------------------------------------------------------ records
-    def _record(self, kind: str, payload: dict[str, Any]) -> None:
-        async def write() -> None:
-            await self.plog.record_event(kind, payload)
-
-        self._records.put_nowait(write)
-
-    def _alarm_raised(self, alarm: Alarm) -> None:
-        log.warning(
-            "alarm_raised",
-            console=self.id,
-            code=str(alarm.code),
-            priority=str(alarm.priority),
-            probe=alarm.probe,
-            detail=alarm.detail,
         )
-        key = (str(alarm.code), alarm.probe)
-        pid = self.procedure_id
-
-        async def write() -> None:
-            self._alarm_rows[key] = await self.plog.raise_alarm(
-                console=self.id,
-                code=str(alarm.code),
-                priority=str(alarm.priority),
-                message=alarm.detail,
-                probe=alarm.probe,
-                procedure_id=pid,
-                at=alarm.raised_utc,
-            )
-            if self.publisher is not None:
-                self.publisher.notify_outbox()
-
-        self._records.put_nowait(write)
-
-    def _alarm_cleared(self, alarm: Alarm) -> None:
-        key = (str(alarm.code), alarm.probe)
-
-        async def write() -> None:
-            row = self._alarm_rows.pop(key, None)
-            if row is not None:
-                await self.plog.clear_alarm(row)
-                if self.publisher is not None:
-                    self.publisher.notify_outbox()
-
-        self._records.put_nowait(write)
-
-    async def _records_barrier(self) -> None:
-        """Return once every record queued so far has been written (or failed)."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        async def mark() -> None:
-            done.set_result(None)
-
-        self._records.put_nowait(mark)
-        await done
-
-    async def _recorder(self) -> None:
-        """Writes queued records in order; a storage failure is logged, never fatal here
-        (the writer's health drives the watchdog and the storage alarm)."""
-        while True:
-            fn = await self._records.get()
-            try:
-                await fn()
-            except Exception as exc:  # noqa: BLE001 - keep recording what can be recorded
-                log.error("record_failed", console=self.id, error=str(exc))
 
     # ------------------------------------------------------------ operator API
     async def submit(
         self,
         event: C.Event | None = None,
-        fn: Callable[[], Any] | None = None,
+        fn: Callable[[], Awaitable[Any]] | None = None,
         *,
         timeout_s: float = 10.0,
     ) -> Any:
         """Queue an operator command for the poll loop; returns its result or raises."""
-        if isinstance(event, _RUN_EVENTS) and self.storage_alarm is not None:
-            raise OperatorError(
-                STORAGE_ALARM_CODE,
-                f"storage failure ({self.storage_alarm.kind}): acknowledge and reset first",
-            )
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         try:
             self._inbox.put_nowait(_Request(event, fn, fut))
@@ -696,10 +541,7 @@ class ConsoleService:
     async def _serve(self, req: _Request) -> None:
         try:
             if req.fn is not None:
-                result = req.fn()
-                if asyncio.iscoroutine(result):
-                    result = await result
-                req.future.set_result(result)
+                req.future.set_result(await req.fn())
                 return
             assert req.event is not None
             rejects = await self._feed(req.event)
@@ -725,7 +567,7 @@ class ConsoleService:
         self.procedure_id = procedure_id
         self.coord.procedure_opened(self.clock.now(), cumulative_s)
         await self._run_effects()
-        self._record(
+        self.recorder.event(
             "procedure_adopted",
             {"console": self.id, "procedure_id": procedure_id, "cumulative_freeze_s": cumulative_s},
         )
@@ -757,7 +599,7 @@ class ConsoleService:
                 raise OperatorError("no_procedure", "no procedure is open")
             if self.state.phase in E.ACTIVE:
                 raise OperatorError("busy", f"engine is {self.state.phase}: stop or abort first")
-            await self._records_barrier()  # queued cycle closes land first
+            await self.recorder.barrier()  # queued cycle closes land first
             pid = self.procedure_id
             close = ProcedureClose.model_validate({**data, "procedure_id": pid})
             await self.plog.close_procedure(close)
@@ -767,44 +609,21 @@ class ConsoleService:
 
         return int(await self.submit(fn=go))
 
-    async def run_protocol(self, protocol: Protocol, probes: tuple[int, ...]) -> Any:
+    async def run_protocol(self, protocol: RunProtocolFile, probes: tuple[int, ...]) -> Any:
         return await self.submit(C.RunProtocol(protocol, probes))
 
     async def acknowledge(self, who: str) -> Any:
         async def go() -> dict[str, Any]:
-            acked = self.coord.acknowledge(self.clock.now()) + self._external_book.acknowledge()
+            acked = self.coord.acknowledge(self.clock.now())
             await self._run_effects()
-            storage = []
-            if self.storage_alarm is not None and not self.storage_alarm.acked:
-                self.storage_alarm.acked = True
-                storage = [STORAGE_ALARM_CODE]
-            for a in acked:
-                row = self._alarm_rows.get((str(a.code), a.probe))
-                if row is not None:
-                    rid = row
-
-                    async def write(rid: int = rid) -> None:
-                        await self.plog.ack_alarm(rid, by=who)
-                        if self.publisher is not None:  # the "acknowledged" outbox event
-                            self.publisher.notify_outbox()
-
-                    self._records.put_nowait(write)
-            return {"acknowledged": [str(a.code) for a in acked] + storage}
+            for alarm in acked:
+                self.recorder.alarm_acknowledged(alarm, by=who)
+            return {"acknowledged": [str(a.code) for a in acked]}
 
         return await self.submit(fn=go)
 
     async def reset(self) -> Any:
         async def go() -> dict[str, Any]:
-            if self.storage_alarm is not None:
-                if not self.storage_alarm.acked:
-                    raise OperatorError("not_acknowledged", "acknowledge the alarms first")
-                w = self.writer.status()
-                if not w.healthy:
-                    raise OperatorError("cause_present", f"storage still failing: {w.reason}")
-                self.storage_alarm = None
-                log.info("alarm_cleared", console=self.id, code=STORAGE_ALARM_CODE)
-                if self.state.phase is not E.Phase.FAULT:
-                    return {"state": str(self.state.phase)}
             try:
                 await self.driver.reset_faults()
             except DriverError as exc:
@@ -812,6 +631,7 @@ class ConsoleService:
             snap = None
             with contextlib.suppress(DriverError):
                 snap = self.clock.rescale(await self.driver.read_snapshot())
+            self._note_storage()  # a reset needs the record's writer healthy again
             result, rejects = self.coord.reset(snap, self.clock.now())
             if snap is not None and not snap.lease.armed:
                 with contextlib.suppress(DriverError):
@@ -827,140 +647,60 @@ class ConsoleService:
         return await self.submit(fn=go)
 
     # ------------------------------------------------------------ status
-    def _storage_alarm_status(self) -> list[dict[str, Any]]:
-        a = self.storage_alarm
-        if a is None:
-            return []
-        return [
-            {
-                "id": None,
-                "code": STORAGE_ALARM_CODE,
-                "priority": "high",
-                "probe": None,
-                "message": f"{a.kind}: {a.detail}",
-                "raised_at": a.raised_utc.isoformat(),
-                "acked": a.acked,
-                "latched": True,
-                "present": not self.writer.status().healthy,
-            }
-        ]
+    def engine_status(self) -> EngineStatus:
+        return engine_status(self.state, self.clock.now().mono_s)
 
-    def engine_status(self) -> dict[str, Any]:
-        """The engine part of ``status()`` (telemetry reads it 4 times a second)."""
-        st = self.state
-        run = st.run
-        engine: dict[str, Any] = {"state": str(st.phase), "reason": st.reason}
-        if run is not None:
-            step = run.step
-            remaining = None
-            planned = (
-                run.planned_s if run.planned_s is not None else getattr(step, "duration_s", None)
-            )
-            if planned is not None and st.phase in (E.Phase.FREEZING, E.Phase.THAWING):
-                remaining = max(0.0, planned - (self.clock.now().mono_s - run.phase_start_mono_s))
-            engine.update(
-                phase=getattr(step, "kind", type(step).__name__.replace("Step", "").lower()),
-                step=run.step_index + 1,
-                steps=len(run.protocol.steps),
-                remaining_s=remaining,
-                protocol=run.protocol.name,
-                probes=list(run.probes),
-            )
-        return engine
+    def active_alarms(self) -> list[tuple[Alarm, int | None]]:
+        """The supervisor's active alarms, each with its id in the log (None until written)."""
+        return [(a, self.recorder.alarm_row(a)) for a in self.supervisor.book.active]
 
-    def alarms_status(self) -> list[dict[str, Any]]:
-        """The active alarms of ``status()``, the storage alarm included."""
-        return [
-            {
-                "id": self._alarm_rows.get((str(a.code), a.probe)),
-                "code": str(a.code),
-                "priority": str(a.priority),
-                "probe": a.probe,
-                "message": a.detail,
-                "raised_at": a.raised_utc.isoformat(),
-                "raised_ts_ms": int(a.raised_utc.timestamp() * 1000),
-                "acked": a.acknowledged,
-                "latched": a.latching,
-                "present": a.present,
-            }
-            for a in self.supervisor.book.active + self._external_book.active
-        ] + self._storage_alarm_status()
+    def link_health(self) -> LinkHealth:
+        """Up while snapshots arrive; silent once the last one is older than the
+        supervisor's stale rule (in wall seconds)."""
+        read = self._read_mono
+        return LinkHealth(
+            connected=self.driver.stats.connected,
+            snapshot_age_s=None if read is None else time.monotonic() - read,
+            stale_after_s=self.clock.wall_s(self.supervisor.stale_after_s),
+        )
 
     def status(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "driver": self.cfg.driver,
-            "identity": None
-            if self.identity is None
-            else {
-                "model": self.identity.model,
-                "serial": self.identity.serial,
-                "firmware": self.identity.firmware,
-                "probes": self.identity.probes,
-                "gas": self.identity.gas,
-                "capabilities": sorted(self.identity.capabilities),
-            },
-            "link": self.driver.stats.as_dict(),
-            "poll": {
+        last = self.last_poll_mono
+        return console_status(
+            console=self.id,
+            driver=self.cfg.driver,
+            identity=self.identity,
+            stats=self.driver.stats,
+            link=self.link_health(),
+            poll={
                 "hz": self.cfg.poll_hz,
                 "polls": self.polls,
                 "late_polls": self.late_polls,
                 "last_poll_age_ms": None
-                if self.last_poll_mono is None
-                else round((time.monotonic() - self.last_poll_mono) * 1000, 1),
+                if last is None
+                else round((time.monotonic() - last) * 1000, 1),
             },
-            "engine": self.engine_status(),
-            "snapshot": snapshot_dict(self.snapshot),
-            "alarms": self.alarms_status(),
-            "procedure": None
-            if self.procedure_id is None
-            else {"id": self.procedure_id, "open": True},
-            "time_scale": self.cfg.time_scale,
-        }
+            engine=self.engine_status(),
+            snapshot=self.snapshot,
+            alarms=self.active_alarms(),
+            procedure_id=self.procedure_id,
+            time_scale=self.cfg.time_scale,
+        )
+
+
+def storage_fault(w: WriterStatus) -> str | None:
+    """Why the procedure record cannot be kept, or None when it can: a write failed
+    (disk full, read-only, I/O: ``kind: message``) or the writer stopped. A write
+    that is only slow is not a failure here (the systemd watchdog watches that)."""
+    if w.healthy:
+        return None
+    if w.last_error is not None:
+        return str(w.last_error)
+    if w.busy_for_s > 0:
+        return None
+    return w.reason
 
 
 def _all_off(snap: Snapshot) -> bool:
     """The console reports every output off: master closed, no freeze, no thaw."""
     return not snap.master_open and not any(p.freeze_open or p.thaw_on for p in snap.probes)
-
-
-def _reading(r: Any) -> dict[str, Any] | None:
-    if r is None:
-        return None
-    return {"value": r.value, "validity": str(r.validity)}
-
-
-def snapshot_dict(snap: Snapshot | None) -> dict[str, Any] | None:
-    if snap is None:
-        return None
-    return {
-        "seq": snap.seq,
-        "t_utc_ms": int(snap.t_utc * 1000),
-        "console_time_s": snap.console_time_s,
-        "supply_kpa": _reading(snap.supply_kpa),
-        "cylinder_kpa": _reading(snap.cylinder_kpa),
-        "skin_c": _reading(snap.skin_c),
-        "master_open": snap.master_open,
-        "supply_low": snap.supply_low,
-        "lease": {
-            "armed": snap.lease.armed,
-            "timeout_ms": snap.lease.timeout_ms,
-            "expired": snap.lease.expired,
-            "expiry_count": snap.lease.expiry_count,
-        },
-        "faults": snap.faults.names(),
-        "probes": [
-            {
-                "probe": p.probe,
-                "tip_c": p.tip_c.value,
-                "validity": str(p.tip_c.validity),
-                "tc_status": p.tc_status.name.lower(),
-                "return_kpa": p.return_kpa.value,
-                "freeze_open": p.freeze_open,
-                "thaw_on": p.thaw_on,
-                "limits_armed": p.limits_armed,
-                "trip": p.trip.name.lower(),
-            }
-            for p in snap.probes
-        ],
-    }

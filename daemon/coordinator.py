@@ -257,11 +257,6 @@ class Coordinator:
         else:
             self._queue_safe_state(["shutdown"], first=(), full=True)
 
-    def storage_failed(self, detail: str, now: Now) -> None:
-        """Record before acting can no longer hold: end any run in the safe state."""
-        self._now = now
-        self._events.append(Abort(cause="storage_failure", detail=detail))
-
     # ---- operator bookkeeping that is not an engine event --------------------
     def procedure_opened(self, now: Now, cumulative_s: dict[int, float] | None = None) -> None:
         """A procedure opened (or was adopted after a restart with the freeze time

@@ -371,7 +371,7 @@ def _print_status(st: dict[str, Any]) -> None:
         link = c["link"]
         print(
             f"console {c['id']} [{c['driver']}] link "
-            f"{'up' if link['connected'] else 'DOWN'} (timeouts {link['timeouts']}, "
+            f"{_link_text(link)} (timeouts {link['timeouts']}, "
             f"bad frames {link['bad_frames']}, reconnects {link['reconnects']})"
         )
         e = c["engine"]
@@ -386,9 +386,9 @@ def _print_status(st: dict[str, Any]) -> None:
         print(f"  procedure {proc['id'] if proc else 'none open'}")
         snap = c.get("snapshot")
         if snap:
-            sup = snap["supply_kpa"]
+            sup = "---" if snap["supply_kpa"] is None else f"{snap['supply_kpa']} kPa"
             print(
-                f"  supply {sup['value']} kPa ({sup['validity']}), master "
+                f"  supply {sup} ({snap['supply_validity']}), master "
                 f"{'open' if snap['master_open'] else 'closed'}, lease "
                 f"{'armed' if snap['lease']['armed'] else 'DISARMED'} "
                 f"{snap['lease']['timeout_ms']} ms, faults {snap['faults'] or 'none'}"
@@ -396,7 +396,7 @@ def _print_status(st: dict[str, Any]) -> None:
             for p in snap["probes"]:
                 tip = "---" if p["tip_c"] is None else f"{p['tip_c']:.1f} C"
                 print(
-                    f"  probe {p['probe']}: {tip} ({p['validity']})"
+                    f"  probe {p['probe']}: {tip} ({p['tip_validity']})"
                     + (" FREEZE" if p["freeze_open"] else "")
                     + (" THAW" if p["thaw_on"] else "")
                 )
@@ -407,6 +407,17 @@ def _print_status(st: dict[str, Any]) -> None:
                 + f": {a['message']}"
                 + (" (acked)" if a["acked"] else "")
             )
+
+
+def _link_text(link: dict[str, Any]) -> str:
+    """``up``; ``silent for N s`` (no snapshot for longer than the stale rule, though
+    connected); ``DOWN``."""
+    age = link.get("snapshot_age_s")
+    silent = "silent (no snapshot yet)" if age is None else f"silent for {age:.1f} s"
+    state = link.get("state", "up" if link["connected"] else "down")
+    if state == "up":
+        return "up"
+    return silent if state == "silent" else f"DOWN, {silent}"
 
 
 def _offline(args: argparse.Namespace) -> int:

@@ -19,14 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
 
 from cryod import __version__
-from cryod.drivers.base import LinkStats, Snapshot
 from cryod.drivers.registry import load_driver
 
 from . import commands as C
-from .alarms import AlarmCode
 from .anchoring import AnchorFile, Anchoring, StartCheck, start_check
 from .config import LoadedConfig, driver_options
 from .console_service import ConsoleService, OperatorError
@@ -39,81 +36,16 @@ from .store import audit, chain, export, queries
 from .store.db import make_engine
 from .store.errors import StoreError
 from .store.migrate_proc import migrate_in_child
-from .store.models import AuditEntry
 from .store.outbox import Outbox
 from .store.records import ProcedureLog, RecordError
 from .store.recovery import recover
 from .store.schema_version import HEAD_REVISION, at_head
 from .store.writer import Writer
+from .telemetry.console_feed import ConsoleTelemetry
 
 __all__ = ["Daemon"]
 
 log = get_logger("cryod")
-
-
-class Telemetry:
-    """Our side of the MQTT publisher for one console: never awaits."""
-
-    def __init__(self, publisher: Any, telemetry_hz: float) -> None:
-        from .telemetry import payloads
-
-        self.pub = publisher
-        self._payloads = payloads
-        self._last_state: tuple[Any, ...] | None = None
-        self._last_alarms: tuple[Any, ...] | None = None
-        self._period_s = 1.0 / telemetry_hz
-        self._next_s = 0.0
-
-    def offer_snapshot(self, console: str, snap: Snapshot, stats: LinkStats) -> None:
-        # build the body only when the publisher's rate will take it (2 Hz of 20 Hz polls)
-        now = time.monotonic()
-        if now < self._next_s:
-            return
-        self._next_s = now + self._period_s
-        self.pub.offer_telemetry(self._payloads.telemetry_body(snap, link=stats))
-
-    def notify_outbox(self) -> None:
-        self.pub.notify_outbox()
-
-    def update(self, svc: ConsoleService) -> None:
-        eng = svc.engine_status()
-        key = (eng.get("state"), eng.get("step"), svc.procedure_id)
-        if key != self._last_state:
-            self._last_state = key
-            rem = eng.get("remaining_s")
-            self.pub.publish_event(
-                "state",
-                self._payloads.state_body(
-                    t_utc_s=time.time(),
-                    engine_state=str(eng.get("state")),
-                    phase=eng.get("phase"),
-                    remaining_s=rem,
-                    procedure_id=svc.procedure_id,
-                    protocol=eng.get("protocol"),
-                    safe=eng.get("state") not in ("freezing", "precheck"),
-                ),
-            )
-        listed = svc.alarms_status()
-        alarms = tuple((a["code"], a["probe"], a["acked"]) for a in listed)
-        if alarms != self._last_alarms:
-            self._last_alarms = alarms
-            active = [
-                self._payloads.ActiveAlarm(
-                    alarm_id=a["id"] or 0,
-                    code=a["code"],
-                    priority=a["priority"],
-                    probe=a["probe"],
-                    message=a["message"],
-                    raised_ts_ms=int(a["raised_ts_ms"]),
-                    acknowledged=a["acked"],
-                    latched=a["latched"],
-                )
-                for a in listed
-            ]
-            self.pub.publish_event(
-                "alarms_active",
-                self._payloads.alarms_active_body(t_utc_s=time.time(), alarms=active),
-            )
 
 
 class Daemon:
@@ -122,6 +54,7 @@ class Daemon:
         self.cfg = loaded.cfg
         self.notifier = notifier or Notifier(unset_environment=True)
         self.consoles: dict[str, ConsoleService] = {}
+        self.feeds: dict[str, ConsoleTelemetry] = {}  # MQTT, per console (when configured)
         self.writer: Writer | None = None
         self.plog: ProcedureLog | None = None
         self.control: ControlServer | None = None
@@ -194,7 +127,7 @@ class Daemon:
                 count=len(rec.interrupted),
                 cycles=[c.cycle_id for c in rec.interrupted],
             )
-        open_procs = await asyncio.to_thread(_open_procedures, engine)
+        open_procs = await asyncio.to_thread(queries.open_procedures, engine)
         self.writer = Writer(
             engine,
             batch_max=d.sample_batch_max,
@@ -205,7 +138,7 @@ class Daemon:
         )
         await self.writer.start()
         self.plog = ProcedureLog(self.writer, study_id_required=d.require_study_id)
-        self.session = await self.writer.commit_now(_next_session, label="session")
+        self.session = await self.writer.commit_now(queries.next_session, label="session")
         await self.plog.record_event(
             "daemon_started", {"version": __version__, "session": self.session}
         )
@@ -220,21 +153,20 @@ class Daemon:
                         driver_options(ccfg, self.loaded.path),
                         source=f"{self.loaded.path}: consoles.{ccfg.id}",
                     )
-                    pub = None
+                    feed = None
                     if self.loaded.mqtt is not None and self.loaded.mqtt.enabled:
-                        pub = self._publisher(ccfg.id)
+                        feed = self.feeds[ccfg.id] = self._publisher(ccfg.id)
                     svc = ConsoleService(
                         ccfg,
                         drv,
                         self.loaded.envelopes[ccfg.id],
                         writer=self.writer,
                         plog=self.plog,
-                        publisher=pub,
-                        session=self.session,
+                        telemetry=feed,
                         adopt=open_procs.get(ccfg.id),  # left open by a previous run
                     )
                     if self.anchor_condition is not None:
-                        svc.external_condition(AlarmCode.ANCHOR_FAILED, True, self.anchor_condition)
+                        svc.anchoring_failed(True, self.anchor_condition)
                     self.consoles[ccfg.id] = svc
                     tg.create_task(svc.run(), name=f"console-{ccfg.id}")
                     self.heartbeats.register(f"poll-{ccfg.id}", max(2.0, 10 * ccfg.poll_period_s))
@@ -295,7 +227,7 @@ class Daemon:
                 await pub.close()
         log.info("stopped")
 
-    def _publisher(self, console_id: str) -> Telemetry:
+    def _publisher(self, console_id: str) -> ConsoleTelemetry:
         from .telemetry.publisher import Publisher
 
         assert self.writer is not None
@@ -308,13 +240,13 @@ class Daemon:
         )
         pub.start()
         self.publishers.append(pub)
-        return Telemetry(pub, cfg.telemetry_hz)
+        return ConsoleTelemetry(pub, cfg.telemetry_hz)
 
     def _anchor_condition(self, present: bool, detail: str) -> None:
         """An anchor route failing (or well again): the medium anchor_failed alarm."""
         self.anchor_condition = detail if present else None
         for svc in self.consoles.values():
-            svc.external_condition(AlarmCode.ANCHOR_FAILED, present, detail)
+            svc.anchoring_failed(present, detail)
 
     def _foreign_head(
         self, expected: audit.AuditHead | None, found: audit.AuditHead | None
@@ -343,10 +275,10 @@ class Daemon:
         task.add_done_callback(self._background.discard)
 
     def _on_storage_error(self, err: StoreError) -> None:
+        """Logged and shown in status; each console's supervisor raises the
+        ``storage_failure`` alarm from the writer's health at its next poll."""
         self.storage_error = str(err)
         log.error("storage_error", error=str(err))
-        for svc in self.consoles.values():
-            svc.storage_failed(err.kind, err.message)
 
     async def _health(self) -> None:
         """Feed the heartbeats that the watchdog checks; update telemetry state; tell
@@ -365,8 +297,13 @@ class Daemon:
             for cid, svc in self.consoles.items():
                 if svc.last_poll_mono is not None and time.monotonic() - svc.last_poll_mono < 2.0:
                     self.heartbeats.beat(f"poll-{cid}")
-                if svc.publisher is not None:
-                    svc.publisher.update(svc)
+                feed = self.feeds.get(cid)
+                if feed is not None:
+                    feed.update(
+                        engine=svc.engine_status(),
+                        procedure_id=svc.procedure_id,
+                        alarms=svc.active_alarms(),
+                    )
             if self.writer is not None and self.writer.status().healthy:
                 self.heartbeats.beat("writer")
             await asyncio.sleep(0.25)
@@ -674,41 +611,6 @@ def _validation_message(exc: ValidationError) -> str:
 
 class _Shutdown(Exception):
     pass
-
-
-def _next_session(session: Any) -> int:
-    n = session.scalar(
-        select(func.count()).select_from(AuditEntry).where(AuditEntry.kind == "daemon_started")
-    )
-    return int(n or 0) + 1
-
-
-def _open_procedures(engine: Any) -> dict[str, tuple[int, dict[int, float]]]:
-    """Procedures left open by a previous run, per console (the latest wins), with the
-    freeze time each probe has had in it (the per-procedure limit survives a restart)."""
-    from sqlalchemy.orm import Session
-
-    from .store.models import Cycle, Procedure
-    from .store.records import duration_between
-
-    out: dict[str, tuple[int, dict[int, float]]] = {}
-    with Session(engine) as s:
-        rows = s.execute(
-            select(Procedure.console, Procedure.id)
-            .where(Procedure.closed_at.is_(None))
-            .order_by(Procedure.id)
-        ).all()
-        for console, pid in rows:
-            cum: dict[int, float] = {}
-            for c in s.scalars(
-                select(Cycle).where(Cycle.procedure_id == pid, Cycle.phase == "freeze")
-            ):
-                if c.ended_at is None:
-                    continue
-                d = duration_between(c.started_at, c.started_mono, c.ended_at, c.ended_mono)
-                cum[c.probe] = cum.get(c.probe, 0.0) + d
-            out[console] = (pid, cum)
-    return out
 
 
 def _chain_node(engine: Any) -> str | None:

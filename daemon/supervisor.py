@@ -3,6 +3,8 @@
 Pure (no I/O, injected clock ``Now``). The shell drives it:
 
     sup = Supervisor(limits, envelope, poll_period_s)
+    sup.note_storage(writer_healthy, why)   # the record's writer, before every check
+    sup.note_anchoring(anchored, why)       # the chain head's anchor routes
     verdict = sup.check(snapshot_or_None, now, engine.supervision(state))   # every poll, first
     if verdict.demand: execute verdict.demand.commands(n_probes), then feed
         SupervisorTrip(alarm) to the engine for each alarm in verdict.trips
@@ -305,13 +307,24 @@ class SlidingFit:
 
 class Supervisor:
     def __init__(
-        self, limits: SafetyLimits, envelope: ConsoleEnvelope, poll_period_s: float
+        self,
+        limits: SafetyLimits,
+        envelope: ConsoleEnvelope,
+        poll_period_s: float,
+        *,
+        time_scale: float = 1.0,
     ) -> None:
+        """``poll_period_s`` is on the clock ``now`` runs on; ``time_scale`` says how
+        much faster than the wall clock that is (a simulated console), so an alarm's
+        detail can give wall seconds."""
         if poll_period_s <= 0:
             raise ValueError("poll_period_s must be > 0")
+        if not time_scale > 0:
+            raise ValueError("time_scale must be > 0")
         self.limits = limits
         self.envelope = envelope
         self.poll_period_s = poll_period_s
+        self.time_scale = time_scale
         self.book = AlarmBook()
         self._tripped = False
         self._valves = {p: _Valve() for p in range(1, envelope.probes + 1)}
@@ -327,6 +340,8 @@ class Supervisor:
         self._cyl_open = SlidingRange(limits.leak_window_s)  # freeze valves open, same window
         # outputs commanded off that the console has not confirmed off, and why
         self._unconfirmed: dict[Output, tuple[OutputCommand, str]] = {}
+        self._storage_fault: str | None = None  # why the record cannot be kept, or None
+        self._anchor_fault: str | None = None  # why the chain head is not anchored, or None
 
     # ---- inputs -----------------------------------------------------------
     @property
@@ -345,6 +360,18 @@ class Supervisor:
         later command succeeds or a snapshot shows it off."""
         if not cmd.on:
             self._unconfirmed[output_of(cmd)] = (cmd, reason)
+
+    def note_storage(self, healthy: bool, detail: str = "") -> None:
+        """The procedure record's writer is healthy or not (the shell says so before
+        every check): while it is not, ``storage_failure`` is present. Record before
+        acting can no longer hold, so no freeze may go on or start."""
+        self._storage_fault = None if healthy else (detail or "storage failing")
+
+    def note_anchoring(self, healthy: bool, detail: str = "") -> None:
+        """The record's chain head leaves the database by every anchor route, or not:
+        while it does not, ``anchor_failed`` is present (medium: the record is still
+        kept, so it never stops a freeze; docs/integrity.md)."""
+        self._anchor_fault = None if healthy else (detail or "anchoring failing")
 
     @property
     def unconfirmed(self) -> tuple[Output, ...]:
@@ -454,9 +481,11 @@ class Supervisor:
             self._last_good_mono = snap.t_mono
         ref = self._last_good_mono if self._last_good_mono is not None else self._started_mono
         if t - ref > self.stale_after_s:
-            conds.append(
-                Condition(AlarmCode.STALE_DATA, None, f"no valid snapshot for {t - ref:.2f} s")
-            )
+            conds.append(Condition(AlarmCode.STALE_DATA, None, self._silence(t - ref)))
+        if self._storage_fault is not None:
+            conds.append(Condition(AlarmCode.STORAGE_FAILURE, None, self._storage_fault))
+        if self._anchor_fault is not None:
+            conds.append(Condition(AlarmCode.ANCHOR_FAILED, None, self._anchor_fault))
         # valves change only in note_command, never during a check: count them once
         n_open = sum(1 for v in self._valves.values() if v.open_since is not None)
         freezing = n_open > 0
@@ -482,6 +511,13 @@ class Supervisor:
             self._tripped = True
             demand = SafeStateDemand(reasons=tuple(str(a.code) for a in trips))
         return Verdict(raised, cleared, trips, demand, self.book.active)
+
+    def _silence(self, silent_s: float) -> str:
+        """The stale-data detail in wall-clock seconds (and simulated ones when scaled)."""
+        wall = f"no valid snapshot for {silent_s / self.time_scale:.2f} s"
+        if self.time_scale == 1.0:
+            return wall
+        return f"{wall} ({silent_s:.2f} s simulated at x{self.time_scale:g})"
 
     def _confirm_from(self, snap: Snapshot, now: Now) -> None:
         """A fresh snapshot that shows an unconfirmed output off confirms it: the

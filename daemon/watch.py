@@ -13,7 +13,11 @@ the console does.
   keeps retrying; Ctrl-C ends it with exit status 0.
 
 Readings that are not valid are shown as their validity, never as a number,
-and the trend keeps a gap for them.
+and the trend keeps a gap for them. The snapshot has the shape of MQTT
+telemetry (``telemetry.payloads.snapshot_body``): a reading is a number or
+null, with its validity beside it (``tip_validity``, ``supply_validity``...).
+The link is shown as the daemon judges it (``up``, ``silent`` for N s,
+``DOWN``), not as the driver's connection flag alone.
 """
 
 from __future__ import annotations
@@ -122,7 +126,7 @@ class Trends:
             snap = console.get("snapshot")
             if not isinstance(snap, Mapping):
                 continue
-            t_ms = snap.get("t_utc_ms")
+            t_ms = snap.get("ts_ms")
             if t_ms is not None and self._last_t.get(cid) == t_ms:
                 continue  # the same snapshot as last time: no new point
             self._last_t[cid] = t_ms
@@ -209,8 +213,9 @@ def _map(value: Any) -> Mapping[str, Any]:
 
 
 def _usable_tip(probe: Mapping[str, Any]) -> float | None:
+    """The tip reading when the daemon sent one (an unusable one is null)."""
     value = probe.get("tip_c")
-    if probe.get("validity", "valid") != "valid" or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
 
@@ -229,14 +234,14 @@ def _countdown(seconds: Any) -> str:
     return f"{total // 60:02d}:{total % 60:02d}"
 
 
-def _reading(obj: Any, unit: str, digits: int = 0) -> Text:
-    """A {"value", "validity"} reading: the number only when valid."""
-    if not isinstance(obj, Mapping):
+def _reading(value: Any, validity: Any, unit: str, digits: int = 0) -> Text:
+    """A reading and its validity: the number when the daemon sent one (an unusable
+    reading is null), else the validity."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return Text(_fmt_num(value, digits, f" {unit}"))
+    if validity is None:
         return Text("--", style="dim")
-    validity = str(obj.get("validity", "valid"))
-    if validity != "valid":
-        return Text(validity.upper(), style=VALIDITY_STYLE.get(validity, "bold red"))
-    return Text(_fmt_num(obj.get("value"), digits, f" {unit}"))
+    return Text(str(validity).upper(), style=VALIDITY_STYLE.get(str(validity), "bold red"))
 
 
 def _flag(value: Any, on: str = "OPEN", off: str = "closed") -> Text:
@@ -331,7 +336,7 @@ def _probe_table(
     table.add_column("thaw", justify="left", no_wrap=True, min_width=4)
     for probe in _list(snap.get("probes")):
         number = probe.get("probe", "?")
-        validity = str(probe.get("validity", "?"))
+        validity = str(probe.get("tip_validity", "?"))
         tip = _usable_tip(probe)
         tip_text = (
             Text(f"{tip:.1f}", style="bold")
@@ -357,9 +362,9 @@ def _probe_table(
 def _supply_line(snap: Mapping[str, Any], ascii_only: bool) -> Text:
     deg = "C" if ascii_only else "°C"
     return _kv(
-        ("supply", _reading(snap.get("supply_kpa"), "kPa")),
-        ("cylinder", _reading(snap.get("cylinder_kpa"), "kPa")),
-        ("skin", _reading(snap.get("skin_c"), deg, 1)),
+        ("supply", _reading(snap.get("supply_kpa"), snap.get("supply_validity"), "kPa")),
+        ("cylinder", _reading(snap.get("cylinder_kpa"), snap.get("cylinder_validity"), "kPa")),
+        ("skin", _reading(snap.get("skin_c"), snap.get("skin_validity"), deg, 1)),
         ("master valve", _flag(snap.get("master_open"))),
     )
 
@@ -384,20 +389,12 @@ def _lease_line(snap: Mapping[str, Any]) -> Text:
 def _link_line(console: Mapping[str, Any]) -> Text:
     link = _map(console.get("link"))
     poll = _map(console.get("poll"))
-    connected = link.get("connected")
     age = poll.get("last_poll_age_ms")
     age_text = Text(_fmt_num(age, 0, " ms"))
     if isinstance(age, int | float) and age > STALE_POLL_MS:
         age_text.stylize("bold red")
     pairs: list[tuple[str, Text | str]] = [
-        (
-            "link",
-            Text("connected", style="green")
-            if connected
-            else Text("DOWN", style="bold red")
-            if connected is not None
-            else Text("?", style="dim"),
-        ),
+        ("link", _link_state(link)),
         ("timeouts", str(link.get("timeouts", "?"))),
         ("retries", str(link.get("retries", "?"))),
         ("bad frames", str(link.get("bad_frames", "?"))),
@@ -412,6 +409,24 @@ def _link_line(console: Mapping[str, Any]) -> Text:
         line.append("last error ", style="bold")
         line.append(str(link["last_error"]), style="red")
     return line
+
+
+def _link_state(link: Mapping[str, Any]) -> Text:
+    """``up``; ``SILENT 12 s`` (connected, but no snapshot for longer than the stale
+    rule); ``DOWN``. A daemon that does not say (an older one): its connection flag."""
+    state = link.get("state")
+    if state is None:
+        connected = link.get("connected")
+        if connected is None:
+            return Text("?", style="dim")
+        state = "up" if connected else "down"
+    if state == "up":
+        return Text("up", style="green")
+    age = link.get("snapshot_age_s")
+    silent = "" if not isinstance(age, int | float) else f" {age:.1f} s"
+    if state == "silent":
+        return Text(f"SILENT{silent or ' (no snapshot yet)'}", style="bold red")
+    return Text(f"DOWN{f', silent{silent}' if silent else ''}", style="bold red")
 
 
 def _alarm_lines(console: Mapping[str, Any]) -> Text:

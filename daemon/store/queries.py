@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from .db import engine_for
-from .models import Alarm, Cycle, OperatorAction, Procedure, format_utc
-from .records import cycle_summary
+from .models import Alarm, AuditEntry, Cycle, OperatorAction, Procedure, format_utc
+from .records import cycle_summary, duration_between
 
 Db = Engine | str | os.PathLike[str]
 
@@ -201,3 +201,42 @@ def show_procedure(db: Db, procedure_id: int) -> ProcedureDetail:
 
 def procedure_ids(session: Session) -> list[int]:
     return list(session.scalars(select(Procedure.id).order_by(Procedure.id)).all())
+
+
+# ---- what the daemon reads when it starts ----------------------------------------------
+class OpenProcedure(NamedTuple):
+    """A procedure a previous run left open, and the freeze time each probe has had in it."""
+
+    procedure_id: int
+    freeze_s: dict[int, float]
+
+
+def next_session(session: Session) -> int:
+    """The number of this daemon start: one more than the starts recorded."""
+    n = session.scalar(
+        select(func.count()).select_from(AuditEntry).where(AuditEntry.kind == "daemon_started")
+    )
+    return int(n or 0) + 1
+
+
+def open_procedures(engine: Engine) -> dict[str, OpenProcedure]:
+    """Procedures left open by a previous run, per console (the latest wins), with the
+    freeze time each probe has had in it (the per-procedure limit survives a restart)."""
+    out: dict[str, OpenProcedure] = {}
+    with Session(engine) as s:
+        rows = s.execute(
+            select(Procedure.console, Procedure.id)
+            .where(Procedure.closed_at.is_(None))
+            .order_by(Procedure.id)
+        ).all()
+        for console, pid in rows:
+            freeze_s: dict[int, float] = {}
+            for c in s.scalars(
+                select(Cycle).where(Cycle.procedure_id == pid, Cycle.phase == "freeze")
+            ):
+                if c.ended_at is None:
+                    continue
+                d = duration_between(c.started_at, c.started_mono, c.ended_at, c.ended_mono)
+                freeze_s[c.probe] = freeze_s.get(c.probe, 0.0) + d
+            out[console] = OpenProcedure(pid, freeze_s)
+    return out

@@ -40,6 +40,8 @@ __all__ = [
     "audit_head_topic",
     "cycle_body",
     "encode",
+    "last_seen_body",
+    "snapshot_body",
     "stamp",
     "state_body",
     "status_body",
@@ -186,6 +188,10 @@ class Topics:
     def cycles(self) -> str:
         return f"{self.base}/cycles"
 
+    @property
+    def last_seen(self) -> str:
+        return f"{self.base}/last_seen"
+
     def all(self) -> tuple[str, ...]:
         return (
             self.status,
@@ -194,6 +200,7 @@ class Topics:
             self.alarms,
             self.alarms_active,
             self.cycles,
+            self.last_seen,
         )
 
 
@@ -240,6 +247,14 @@ def status_body(
     }
 
 
+def last_seen_body(*, t_utc_s: float, interval_s: float) -> dict[str, Any]:
+    """Retained, refreshed every ``interval_s`` while the daemon publishes: when it was
+    last alive. The will's ``ts_ms`` is the connect time, so a subscriber that finds
+    ``offline`` with reason ``will`` takes the death time from here (between ``ts_ms``
+    and ``ts_ms + interval_s``, plus the broker's keepalive check)."""
+    return {"ts_ms": ts_ms(t_utc_s), "interval_s": interval_s}
+
+
 def _probe(p: ProbeState) -> dict[str, Any]:
     return {
         "probe": p.probe,
@@ -255,11 +270,15 @@ def _probe(p: ProbeState) -> dict[str, Any]:
     }
 
 
-def telemetry_body(snapshot: Snapshot, *, link: LinkStats | None = None) -> dict[str, Any]:
-    """One telemetry sample from a poll snapshot; unusable readings are null with their validity."""
+def snapshot_body(snapshot: Snapshot) -> dict[str, Any]:
+    """A poll snapshot as JSON: the one shape, for MQTT telemetry and ``cryoctl status``.
+
+    Every reading is a number only when usable, else null, with its validity
+    beside it under ``<name>_validity`` (``tip_validity``, ``supply_validity``...).
+    """
     lease = snapshot.lease
     skin = snapshot.skin_c
-    body: dict[str, Any] = {
+    return {
         "ts_ms": ts_ms(snapshot.t_utc),
         "poll_seq": snapshot.seq,
         "console_time_s": _num(snapshot.console_time_s),
@@ -280,6 +299,11 @@ def telemetry_body(snapshot: Snapshot, *, link: LinkStats | None = None) -> dict
         "faults": snapshot.faults.names(),
         "probes": [_probe(p) for p in snapshot.probes],
     }
+
+
+def telemetry_body(snapshot: Snapshot, *, link: LinkStats | None = None) -> dict[str, Any]:
+    """One telemetry sample: the snapshot (``snapshot_body``) and the link's counters."""
+    body = snapshot_body(snapshot)
     if link is not None:
         body["link"] = {
             "connected": link.connected,
@@ -347,7 +371,7 @@ def alarm_event_body(
 
 @dataclass(frozen=True, slots=True)
 class ActiveAlarm:
-    alarm_id: int
+    alarm_id: int | None  # its id in the log; None until written there (or never written)
     code: str
     priority: AlarmPriority
     probe: int | None
@@ -363,7 +387,7 @@ _PRIORITY_ORDER: Final = {"high": 0, "medium": 1, "low": 2, "info": 3}
 def alarms_active_body(*, t_utc_s: float, alarms: Iterable[ActiveAlarm]) -> dict[str, Any]:
     """The whole list of active alarms (retained), highest priority first."""
     ordered = sorted(
-        alarms, key=lambda a: (_PRIORITY_ORDER[a.priority], a.raised_ts_ms, a.alarm_id)
+        alarms, key=lambda a: (_PRIORITY_ORDER[a.priority], a.raised_ts_ms, a.alarm_id or 0)
     )
     return {
         "ts_ms": ts_ms(t_utc_s),

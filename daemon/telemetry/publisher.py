@@ -8,10 +8,13 @@ come from the storage outbox and are delivered at least once, in outbox
 order, each with its outbox id as ``event_id``; an item is marked delivered
 only after the broker acknowledged it.
 
-``run()`` loops ``async with aiomqtt.Client(...)`` with exponential backoff
-and jitter; a broker that is down only shows in ``status()``. The broker's
-last will publishes ``offline`` if the daemon dies; ``close()`` publishes it
-itself, since a clean DISCONNECT suppresses the will.
+``run()`` loops ``async with aiomqtt.Client(...)`` with exponential back-off
+and jitter (``drivers/backoff.py``, the one rule); a broker that is down only
+shows in ``status()``. The broker's last will publishes ``offline`` if the
+daemon dies; ``close()`` publishes it itself, since a clean DISCONNECT
+suppresses the will. The will's ``ts_ms`` is when that connection was made, so
+a retained ``last_seen`` (refreshed every ``last_seen_s``) says when the daemon
+was last alive.
 
 This module subscribes to nothing, on purpose: no MQTT topic can reach the
 engine, so none can move a valve. It is the only module importing aiomqtt.
@@ -23,7 +26,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import ssl
 import time
 from collections import deque
@@ -33,8 +35,10 @@ from typing import Any, Literal, Protocol
 
 import aiomqtt
 
+from cryod.drivers.backoff import Backoff, BackoffPolicy
+
 from .config import MqttConfig
-from .payloads import PersonalDataError, Topics, encode, stamp, status_body
+from .payloads import PersonalDataError, Topics, encode, last_seen_body, stamp, status_body
 
 __all__ = [
     "MemoryOutbox",
@@ -151,6 +155,7 @@ class Publisher:
         outbox_poll_s: float = 10.0,  # a safety net: every outbox write wakes the sender
         outbox_retry_s: float = 1.0,  # after an outbox read or mark failed
         publish_timeout_s: float = 10.0,
+        last_seen_s: float = 10.0,  # how often the retained last_seen is refreshed
         utc: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -166,6 +171,7 @@ class Publisher:
         self._outbox_retry_s = outbox_retry_s
         self._outbox_failed = False  # the last drain hit a storage error: retry soon
         self._publish_timeout_s = publish_timeout_s
+        self._last_seen_s = last_seen_s
         self._utc = utc
         self._mono = monotonic
         self.topics = Topics(config.site, config.console)
@@ -192,7 +198,16 @@ class Publisher:
             broker=config.broker,
             client_id=config.effective_client_id,
             published=dict.fromkeys(
-                ("status", "telemetry", "state", "alarms", "alarms_active", "cycles", "audit_head"),
+                (
+                    "status",
+                    "last_seen",
+                    "telemetry",
+                    "state",
+                    "alarms",
+                    "alarms_active",
+                    "cycles",
+                    "audit_head",
+                ),
                 0,
             ),
         )
@@ -308,7 +323,10 @@ class Publisher:
 
     async def run(self) -> None:
         """Connect, publish, and reconnect with backoff until ``close()``."""
-        attempt = 0
+        cfg = self._cfg
+        backoff = Backoff(
+            policy=BackoffPolicy(first_s=cfg.reconnect_min_s, max_s=cfg.reconnect_max_s)
+        )
         try:
             while not self._closing.is_set():
                 self._status.state = "connecting"
@@ -327,9 +345,9 @@ class Publisher:
                 if self._closing.is_set():
                     break
                 # a connection that held resets the backoff; a flapping one does not
-                held_s = self._held_s
-                attempt = 0 if held_s >= 10.0 else attempt + 1
-                delay_s = self._backoff_s(attempt)
+                if self._held_s >= 10.0:
+                    backoff.succeeded()
+                delay_s = backoff.failed()
                 self._status.state = "backoff"
                 self._status.next_retry_s = round(delay_s, 3)
                 with contextlib.suppress(TimeoutError):
@@ -340,11 +358,6 @@ class Publisher:
             self._status.next_retry_s = None
 
     # ----- internals -----
-
-    def _backoff_s(self, attempt: int) -> float:
-        """Exponential backoff with jitter in [d/2, d], so a fleet does not reconnect in step."""
-        base = min(self._cfg.reconnect_max_s, self._cfg.reconnect_min_s * (2 ** min(attempt, 20)))
-        return random.uniform(base / 2, base)
 
     def _next_seq(self, topic: str) -> int:
         n = self._seq.get(topic, 0) + 1
@@ -496,7 +509,7 @@ class Publisher:
 
     async def _send_loop(self, client: aiomqtt.Client) -> None:
         qos = self._cfg.qos
-        next_outbox = self._mono()
+        next_outbox = next_seen = self._mono()
         while not self._closing.is_set():
             self._wake.clear()
             if self._state_dirty and self._state_msg is not None:
@@ -529,6 +542,13 @@ class Publisher:
                 if more:
                     self._outbox_hint = True
                     continue
+            if self._mono() >= next_seen:
+                seen = last_seen_body(t_utc_s=self._utc(), interval_s=self._last_seen_s)
+                msg = self._encode(self.topics.last_seen, seen)
+                await self._publish(
+                    client, self.topics.last_seen, "last_seen", msg, qos.status, retain=True
+                )
+                next_seen = self._mono() + self._last_seen_s
             while self._telemetry and not (
                 self._state_dirty or self._active_dirty or self._head_dirty or self._outbox_hint
             ):
@@ -545,7 +565,7 @@ class Publisher:
                     self._telemetry.popleft()
             if self._state_dirty or self._active_dirty or self._head_dirty or self._outbox_hint:
                 continue
-            wait_s = max(0.0, next_outbox - self._mono())
+            wait_s = max(0.0, min(next_outbox, next_seen) - self._mono())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait_s):  # no task per wait, as wait_for makes
                     await self._wake.wait()

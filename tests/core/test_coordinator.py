@@ -106,14 +106,43 @@ def test_supervisor_trip_drives_the_safe_state_before_the_engine_hears() -> None
     assert records[done_at].details["confirmed"] is True
 
 
-def test_storage_failure_drives_the_safe_state_and_aborts_the_run() -> None:
+def test_storage_failure_trips_drives_the_safe_state_and_faults_until_healthy() -> None:
+    """The writer's failure is the supervisor's storage_failure alarm: a trip like any
+    other (safe state first, the engine faults), and no freeze until ack + reset with
+    the writer healthy again."""
     h = Harness(supervise=True)
     t = freezing(h)
-    h.coord.storage_failed("disk_full: no space", now(t))
-    cmds = h.drain(now(t))
+    h.sup.note_storage(False, "disk_full: no space")
+    t += POLL_S
+    cmds = h.tick(t, snap(t, {1: -30.0}, freeze_open=[1]))
     _assert_one_safe_state(cmds)
-    assert h.state.phase is Phase.ABORTED
-    assert h.state.reason == "storage_failure: disk_full: no space"
+    assert h.state.phase is Phase.FAULT
+    assert h.state.trips == ("storage_failure",)
+    alarm = h.sup.book.get(AlarmCode.STORAGE_FAILURE)
+    assert alarm is not None
+    assert (alarm.priority, alarm.latching, alarm.detail) == ("high", True, "disk_full: no space")
+    # no new freeze while the record cannot be kept
+    rejected = h.feed(RunProtocol(proto([freeze(60), thaw(30)]), (2,)), t)
+    assert not any(isinstance(c, SetFreeze) and c.on for c in rejected)
+    assert h.state.phase is Phase.FAULT
+    # ack + reset refused while the writer still fails
+    h.coord.acknowledge(now(t))
+    h.drain(now(t))
+    result, _ = h.coord.reset(snap(t), now(t))
+    h.drain(now(t))
+    assert not result.ok
+    assert "storage_failure: cause still present" in result.reason
+    assert h.state.phase is Phase.FAULT
+    # healthy again: the reset clears it
+    h.sup.note_storage(True)
+    t += POLL_S
+    h.tick(t)
+    result, rejects = h.coord.reset(snap(t), now(t))
+    h.drain(now(t))
+    assert result.ok, result.reason
+    assert rejects == []
+    assert h.state.phase is Phase.IDLE
+    assert h.sup.book.get(AlarmCode.STORAGE_FAILURE) is None
 
 
 @pytest.mark.parametrize("active", [True, False])

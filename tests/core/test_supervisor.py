@@ -357,6 +357,58 @@ def test_stale_data_high_latched() -> None:
     assert_latched_until_ack_and_reset(s, C.STALE_DATA, {})
 
 
+def test_stale_data_detail_says_wall_seconds_at_simulated_speed() -> None:
+    """At simulated speed the core's clock runs ``time_scale`` times the wall clock:
+    the detail gives wall seconds, and the simulated ones as such."""
+    scale = 20.0
+    sup = Supervisor(LIMITS, ENV, POLL_S * scale, time_scale=scale)
+    sup.check(snap(0.0), now(0.0), WATCH1)
+    t = 0.0
+    while sup.book.get(C.STALE_DATA) is None:
+        t = round(t + POLL_S * scale, 6)
+        sup.check(None, now(t), WATCH1)
+    alarm = sup.book.get(C.STALE_DATA)
+    assert alarm is not None
+    wall_s = t / scale
+    assert alarm.detail == f"no valid snapshot for {wall_s:.2f} s ({t:.2f} s simulated at x20)"
+    assert wall_s <= (LIMITS.stale_polls + 1) * POLL_S + 1e-9  # the wall-clock rule
+    real = Supervisor(LIMITS, ENV, POLL_S)
+    real.check(snap(0.0), now(0.0), WATCH1)
+    real.check(None, now(1.0), WATCH1)
+    stale = real.book.get(C.STALE_DATA)
+    assert stale is not None
+    assert stale.detail == "no valid snapshot for 1.00 s"
+
+
+def test_storage_failure_high_latched_until_the_writer_is_healthy() -> None:
+    """The record's writer failing is an alarm of the one book: high, latched, the
+    safe state demanded even while idle; reset refused while it still fails."""
+    s = S()
+    s.run(0.5)
+    s.sup.note_storage(False, "disk_full: database or disk is full")
+    v = s.run(POLL_S)
+    assert s.raised()[(C.STORAGE_FAILURE, None)] is Priority.HIGH
+    assert C.STORAGE_FAILURE in {a.code for a in v.trips}
+    assert v.demand is not None
+    alarm = s.sup.book.get(C.STORAGE_FAILURE)
+    assert alarm is not None
+    assert alarm.detail == "disk_full: database or disk is full"
+    s.sup.acknowledge(now(s.t))
+    s.run(1.0)
+    r = s.sup.reset(now(s.t))
+    assert not r.ok
+    assert "storage_failure: cause still present" in r.reason
+    assert not s.sup.permits(SetFreeze(probe=1, on=True)).ok
+    s.sup.note_storage(True)
+    s.run(0.5)  # healthy again: still latched until the reset
+    assert s.sup.book.get(C.STORAGE_FAILURE) is not None
+    assert not s.sup.permits(SetFreeze(probe=1, on=True)).ok
+    r = s.sup.reset(now(s.t))
+    assert r.ok, r.reason
+    assert s.sup.book.get(C.STORAGE_FAILURE) is None
+    assert s.sup.permits(SetFreeze(probe=1, on=True)).ok
+
+
 def test_old_snapshot_counts_as_stale() -> None:
     s = S()
     s.run(0.5)

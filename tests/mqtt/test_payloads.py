@@ -23,6 +23,7 @@ from cryod.daemon.telemetry.payloads import (
     audit_head_topic,
     cycle_body,
     encode,
+    last_seen_body,
     stamp,
     state_body,
     status_body,
@@ -76,6 +77,7 @@ def test_every_builder_matches_its_schema_and_extra_keys_fail() -> None:
         audit_head_topic("demo", "ws-1"): audit_head_body(
             t_utc_s=T_UTC, node="ws-1", seq=42, digest="ab" * 32
         ),
+        TOPICS.last_seen: last_seen_body(t_utc_s=T_UTC, interval_s=10.0),
         TOPICS.state: state_body(
             t_utc_s=T_UTC,
             engine_state="running",

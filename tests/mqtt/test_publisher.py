@@ -143,10 +143,12 @@ async def test_clean_shutdown_publishes_retained_offline(
 async def test_will_says_offline_within_1_5_keepalive_when_the_process_dies_or_hangs(
     broker: Mosquitto, tmp_path: Path, how: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The will comes; its ts_ms is the connect time, so the retained last_seen says
+    when the daemon was last alive: the last one it published before it died."""
     keepalive_s = 2
     client_id = f"cryod-killme-{how.lower()}"
     err = (tmp_path / "proc.err").open("wb")
-    args = [str(broker.port), str(keepalive_s), client_id]
+    args = [str(broker.port), str(keepalive_s), client_id, "0.2"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.mqtt.publisher_proc", *args],
         cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
@@ -156,9 +158,12 @@ async def test_will_says_offline_within_1_5_keepalive_when_the_process_dies_or_h
             mine = lambda m: m.topic.endswith("/status") and m.payload["client_id"] == client_id  # noqa: E731
             await col.wait_for(lambda m: mine(m) and m.payload["status"] == "online", 15)
             await col.wait_for(lambda m: m.topic.endswith("/killme/state"), 5)
+            seen = lambda m: m.topic.endswith("/killme/last_seen")  # noqa: E731
+            await col.wait_count(seen, 2, 5)  # published, then refreshed
             n = len(col.messages)
             t0 = time.monotonic()
             proc.send_signal(getattr(signal, how))
+            t_kill_ms = time.time() * 1000
             will = await col.wait_for(
                 lambda m: mine(m) and m.payload["status"] == "offline",
                 1.5 * keepalive_s + 8.0,
@@ -171,6 +176,15 @@ async def test_will_says_offline_within_1_5_keepalive_when_the_process_dies_or_h
         err.close()
     assert will.payload["reason"] == "will"
     assert will.payload["session"] == 42
+    before = [m for m in col.messages[:n] if seen(m)]
+    async with Collector(broker.port, client_id="after-death") as after:
+        last_seen = await after.wait_for(seen, 5)
+    assert last_seen.retain
+    # what a subscriber finds: the last refresh before the death, later than the will's ts
+    assert last_seen.payload["ts_ms"] >= before[-1].payload["ts_ms"]
+    assert will.payload["ts_ms"] < last_seen.payload["ts_ms"] <= t_kill_ms + 1
+    assert last_seen.payload["interval_s"] == 0.2
+    assert before[0].payload["ts_ms"] < before[-1].payload["ts_ms"]
     # kill -9: the kernel closes the socket, so the broker sends the will at once. A hung
     # process is caught by the keepalive: 1.5 x keepalive after the last packet, plus the
     # broker's check interval (mosquitto 2.0.11 as packaged checks every ~6 s, in whole seconds)
@@ -210,13 +224,13 @@ async def test_every_topic_matches_the_asyncapi_schemas(
             audit_head_topic("demo", "ws-1"),
             audit_head_body(t_utc_s=time.time(), node="ws-1", seq=7, digest="cd" * 32),
         )
-        for suffix in ("telemetry", "state", "active", "alarms", "cycles", "head"):
+        for suffix in ("telemetry", "state", "active", "alarms", "cycles", "head", "last_seen"):
             await col.wait_for(lambda m, s=suffix: m.topic.endswith("/" + s))
         await pub.close()
         await col.wait_for(lambda m: _status(m, "offline"))
     channels = [asyncapi.validate(m.topic, m.payload) for m in col.messages]
     assert set(channels) == {name for name, _, _ in asyncapi.channels()}
-    assert len(channels) >= 7
+    assert len(channels) >= 8
 
 
 async def test_alarm_and_cycle_events_redelivered_in_order_after_broker_restart(

@@ -184,18 +184,20 @@ def test_storage_failure_during_freeze(tmp_path: Path, method: str) -> None:
                 kind = str(alarm["message"]).split(":", 1)[0]
                 assert kind in breaker.kinds, (kind, alarm)
                 assert kind in writer["reason"], writer
+                # a supervisor trip like any other: the engine faults
                 st = wait_for(
-                    lambda: (s := d.status())["engine"]["state"] == "aborted" and s,
+                    lambda: (s := d.status())["engine"]["state"] == "fault" and s,
                     5,
-                    "the run to be aborted",
+                    "the engine to fault",
                 )
-                assert st["engine"]["reason"].startswith("storage_failure"), st["engine"]
+                assert st["engine"]["reason"] == "supervisor: storage_failure", st["engine"]
                 figures["gas_stopped_after_s"] = round(stopped - t_break, 3)
                 figures["reported"] = writer["reason"][:80]
                 # no new freeze while the record cannot be kept
                 with pytest.raises(ControlError) as err:
                     d.call("freeze", {"probe": 2, "seconds": 30})
-                assert err.value.code == "storage_failure"
+                assert err.value.code == "fault_latched", err.value
+                assert "storage_failure" in err.value.message, err.value
                 # the supervisor still works: a console over-pressure is seen and alarmed
                 sim.ctl("fault", "overpressure")
                 wait_for(lambda: _alarm(d, "console_overpressure"), 5, "the supervisor's alarm")
@@ -229,7 +231,7 @@ def test_storage_failure_during_freeze(tmp_path: Path, method: str) -> None:
                 assert d2.stop() == 0
         outcomes = [c["outcome"] for c in shown["cycles"]]
         assert outcomes, shown
-        assert set(outcomes) <= {"aborted", "interrupted"}, outcomes
+        assert set(outcomes) <= {"faulted", "interrupted"}, outcomes
         assert integrity(breaker.db) == "ok"
         raised = [
             e

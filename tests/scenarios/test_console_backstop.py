@@ -227,7 +227,7 @@ async def test_console_that_does_not_echo_limits_gets_no_freeze(
         reason = svc.state.reason
         assert reason.startswith("limits_refused: probe 1:"), reason
         assert "not confirmed" in reason or "echo the limits" in reason, reason
-        await svc._records_barrier()
+        await svc.recorder.barrier()
     assert not [e for e in freeze_valve(sim) if e["commanded"]], "a freeze valve opened"
     db = sqlite3.connect(tmp_path / "cryod.db")
     try:
@@ -259,7 +259,7 @@ async def test_console_without_limits_refused_unless_site_allows(tmp_path: Path)
     async with console(tmp_path / "b", profile=profile, limits=allowed) as (svc, sim):
         await svc.submit(E.AdHocFreeze(1, 5.0))
         await wait_for(lambda: svc.state.phase is E.Phase.COMPLETE, 5, "the freeze to complete")
-        await svc._records_barrier()
+        await svc.recorder.barrier()
     assert [e for e in freeze_valve(sim) if e["commanded"]], "the allowed freeze never opened"
     assert not sim.events("limits")  # nothing was handed down: the console cannot hold it
     db = sqlite3.connect(tmp_path / "b" / "cryod.db")
