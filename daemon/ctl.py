@@ -27,9 +27,34 @@ DEFAULT_SOCKET = os.environ.get("CRYOD_SOCKET", "/run/cryod/control.sock")
 
 INDICATIONS = ["mortons_neuroma", "stump_neuroma", "other_traumatic_neuroma", "other"]
 
+# exit statuses (docs/cli.md)
+EXIT_OK = 0
+EXIT_REFUSED = 1  # refused by the daemon, not found, audit chain broken, bad value
+EXIT_USAGE = 2  # argparse's own status for a bad command line
+EXIT_NO_DAEMON = 3
+EXIT_BAD_FILE = 4  # a file named on the command line (--db, --log) cannot be used
+
+EXIT_CODES = f"""exit status:
+  {EXIT_OK}  success (verify: the audit chain is intact)
+  {EXIT_REFUSED}  refused by the daemon, no such procedure, audit chain broken, or a bad value
+  {EXIT_USAGE}  bad command line
+  {EXIT_NO_DAEMON}  cannot reach cryod on its socket
+  {EXIT_BAD_FILE}  a file named with --db or --log cannot be used: missing, empty, not SQLite,
+     corrupt, not a cryod database, or at another schema revision (one line says which)
+"""
+
+
+class _UnusableFile(Exception):
+    """A file named on the command line that cannot be read; the message is one line."""
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cryoctl", description="Operate and inspect cryod.")
+    p = argparse.ArgumentParser(
+        prog="cryoctl",
+        description="Operate and inspect cryod.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--version", action="version", version=f"cryoctl {__version__}")
     p.add_argument("--socket", default=DEFAULT_SOCKET, help=f"daemon socket ({DEFAULT_SOCKET})")
     p.add_argument("--console", default=None, help="console id (needed with several consoles)")
@@ -228,38 +253,36 @@ def _print_status(st: dict[str, Any]) -> None:
 
 def _offline(args: argparse.Namespace) -> int:
     from .store import audit, export, queries
+    from .store.db import open_for_reading
 
-    db = args.db
-    if not Path(db).exists():
-        print(f"cryoctl: {db}: no such database", file=sys.stderr)
-        return 2
-    if args.cmd == "procedures":
-        _print_json([p.as_dict() for p in queries.list_procedures(db)])
-        return 0
-    if args.cmd == "show":
-        try:
-            _print_json(queries.show_procedure(db, args.id).as_dict())
-        except queries.NotFound as exc:
-            print(f"cryoctl: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    if args.cmd == "export":
-        return _write_export(
-            args,
-            export.export_csv(db, args.id)
-            if args.format == "csv"
-            else export.export_json(db, args.id),
-        )
-    if args.cmd == "verify":
-        head = _expected_head(args)
-        res = audit.verify(db, expected_head=head)
-        return _print_verify(res.ok, res.first_bad_seq, res.reason)
-    if args.cmd == "report":
-        from .report import write_report
+    with open_for_reading(args.db) as db:
+        if args.cmd == "procedures":
+            _print_json([p.as_dict() for p in queries.list_procedures(db)])
+            return 0
+        if args.cmd == "show":
+            try:
+                _print_json(queries.show_procedure(db, args.id).as_dict())
+            except queries.NotFound as exc:
+                print(f"cryoctl: {exc}", file=sys.stderr)
+                return 1
+            return 0
+        if args.cmd == "export":
+            return _write_export(
+                args,
+                export.export_csv(db, args.id)
+                if args.format == "csv"
+                else export.export_json(db, args.id),
+            )
+        if args.cmd == "verify":
+            head = _expected_head(args)
+            res = audit.verify(db, expected_head=head)
+            return _print_verify(res.ok, res.first_bad_seq, res.reason)
+        if args.cmd == "report":
+            from .report import write_report
 
-        out = write_report(db, args.id, args.out)
-        print(out)
-        return 0
+            out = write_report(args.db, args.id, args.out)
+            print(out)
+            return 0
     return 2
 
 
@@ -271,7 +294,11 @@ def _expected_head(args: argparse.Namespace) -> Any:
         return audit.AuditHead(int(seq), h)
     if args.log:
         # every head the daemon logged: a recomputed chain is then named from its first row
-        heads = audit.heads_from_log(Path(args.log).read_text(encoding="utf-8").splitlines())
+        try:
+            text = Path(args.log).read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise _UnusableFile(f"{args.log}: cannot read the log ({exc.strerror})") from exc
+        heads = audit.heads_from_log(text.splitlines())
         return heads or None
     return None
 
@@ -279,15 +306,19 @@ def _expected_head(args: argparse.Namespace) -> Any:
 def _print_verify(ok: bool, first_bad: Any, reason: Any) -> int:
     if ok:
         print("audit chain ok")
-        return 0
+        return EXIT_OK
     print(f"audit chain BROKEN at row {first_bad}: {reason}")
-    return 1
+    return EXIT_REFUSED
 
 
 def _write_export(args: argparse.Namespace, data: Any) -> int:
     text = data if isinstance(data, str) else json.dumps(data, indent=2, default=str)
     if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
+        try:
+            Path(args.out).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            print(f"cryoctl: {args.out}: cannot write the export ({exc.strerror})", file=sys.stderr)
+            return EXIT_BAD_FILE
         print(args.out)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
@@ -302,18 +333,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     offline_capable = ("procedures", "show", "export", "verify", "report")
     if args.cmd in offline_capable and getattr(args, "db", None):
+        from .store.errors import UnusableDatabase
+
         try:
             return _offline(args)
+        except UnusableDatabase as exc:
+            print(f"cryoctl: {exc.message}", file=sys.stderr)
+            return EXIT_BAD_FILE
+        except _UnusableFile as exc:
+            print(f"cryoctl: {exc}", file=sys.stderr)
+            return EXIT_BAD_FILE
         except (ValueError, LookupError) as exc:
             print(f"cryoctl: {exc}", file=sys.stderr)
-            return 1
+            return EXIT_REFUSED
     if args.cmd == "watch":
         from .watch import run_watch
 
         return run_watch(args.socket, refresh_hz=args.hz)
     if args.cmd == "report":
         print("cryoctl report needs --db PATH (the daemon's database or a copy)", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     cmd, req = _live_request(args)
     if cmd == "verify":
         req = {}
@@ -325,10 +364,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = asyncio.run(call(args.socket, cmd, req, timeout_s=args.timeout))
     except ControlError as exc:
         print(f"cryoctl: refused: {exc.code}: {exc.message}", file=sys.stderr)
-        return 1
+        return EXIT_REFUSED
     except (OSError, TimeoutError) as exc:
         print(f"cryoctl: cannot reach cryod at {args.socket}: {exc}", file=sys.stderr)
-        return 3
+        return EXIT_NO_DAEMON
     if cmd == "status" and not args.json:
         _print_status(result)
     elif cmd == "verify":
