@@ -571,6 +571,7 @@ class ConsoleService:
             supply_end_kpa=f.supply_end_kpa
             if f.supply_end_kpa is not None
             else (snap.supply_kpa.value if snap is not None else None),
+            figures_note=f.figures_note,
         )
         pub = self.publisher
 

@@ -12,13 +12,16 @@ from sqlalchemy.orm import Session
 from cryod.daemon.store import audit, migrate, records, recovery
 from cryod.daemon.store.db import make_engine
 from cryod.daemon.store.errors import StoreError
+from cryod.daemon.store.schema_version import HEAD_REVISION
 
 from .conftest import cycle_open, procedure_meta
 
 
 def make_old_db(path: Path) -> None:
-    """A database as revision 0001 (before the outbox) left it, with data."""
-    migrate.upgrade(path, "0001")
+    """A database as revision 0001 (before the outbox) left it, with data: written
+    by this cryod at head (its models have every column of head), then taken down
+    to 0001 by the real migrations' downgrades."""
+    migrate.upgrade(path, "head")
     eng = make_engine(path)
     try:
         with Session(eng) as s, s.begin():
@@ -28,6 +31,20 @@ def make_old_db(path: Path) -> None:
                 "INSERT INTO samples (procedure_id, console, t_utc, t_mono, probe, channel, value,"
                 " validity) VALUES (1, 'c1', 1.0, 1.0, 1, 'tip_c', -30.0, 'valid')"
             )
+    finally:
+        eng.dispose()
+    _downgrade(path, "0001")
+
+
+def _downgrade(path: Path, revision: str) -> None:
+    from alembic import command
+
+    eng = make_engine(path)
+    try:
+        with eng.begin() as conn:
+            cfg = migrate.alembic_config(path)
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, revision)
     finally:
         eng.dispose()
 
@@ -55,7 +72,7 @@ def test_older_database_is_backed_up_then_upgraded(tmp_path: Path) -> None:
     assert revision(db) == "0001"
     when = dt.datetime(2026, 3, 1, 9, 30, 0, tzinfo=dt.UTC)
     report = migrate.upgrade_on_start(db, now=when)
-    assert (report.from_revision, report.to_revision) == ("0001", "0003")
+    assert (report.from_revision, report.to_revision) == ("0001", HEAD_REVISION)
     assert report.backup_path == tmp_path / "cryod.db.bak-20260301T093000Z"
     # the backup is the old database, whole and consistent
     assert revision(report.backup_path) == "0001"
@@ -68,7 +85,7 @@ def test_older_database_is_backed_up_then_upgraded(tmp_path: Path) -> None:
     assert "outbox" not in tables(report.backup_path)
     assert recovery.integrity_check(report.backup_path) == []
     # the live database is at head with its data
-    assert revision(db) == "0003"
+    assert revision(db) == HEAD_REVISION
     assert "outbox" in tables(db)
     con = sqlite3.connect(db)
     try:
@@ -92,7 +109,7 @@ def test_older_database_is_backed_up_then_upgraded(tmp_path: Path) -> None:
     # a second start has nothing to do and makes no backup
     again = migrate.upgrade_on_start(db, now=when)
     assert again.backup_path is None
-    assert again.from_revision == "0003"
+    assert again.from_revision == HEAD_REVISION
     assert sorted(p.name for p in tmp_path.glob("cryod.db.bak-*")) == [
         "cryod.db.bak-20260301T093000Z"
     ]
