@@ -12,7 +12,7 @@ from cryod import __version__
 
 __all__ = ["main"]
 
-# exit statuses (docs/cli.md); systemd restarts the service after none of 2 and 3
+# exit statuses (docs/cli.md); systemd does not restart the service after 2 or 3
 EXIT_OK = 0
 EXIT_FAILED = 1  # anything else (a bug: its traceback is in the journal)
 EXIT_CONFIG = 2

@@ -32,15 +32,16 @@ EXIT_OK = 0
 EXIT_REFUSED = 1  # refused by the daemon, not found, audit chain broken, bad value
 EXIT_USAGE = 2  # argparse's own status for a bad command line
 EXIT_NO_DAEMON = 3
-EXIT_BAD_FILE = 4  # a file named on the command line (--db, --log) cannot be used
+EXIT_BAD_FILE = 4  # a file named on the command line (--db, --log, --out) cannot be used
 
 EXIT_CODES = f"""exit status:
   {EXIT_OK}  success (verify: the audit chain is intact)
   {EXIT_REFUSED}  refused by the daemon, no such procedure, audit chain broken, or a bad value
   {EXIT_USAGE}  bad command line
   {EXIT_NO_DAEMON}  cannot reach cryod on its socket
-  {EXIT_BAD_FILE}  a file named with --db or --log cannot be used: missing, empty, not SQLite,
-     corrupt, not a cryod database, or at another schema revision (one line says which)
+  {EXIT_BAD_FILE}  a file named with --db, --log or --out cannot be used: missing, empty, not
+     SQLite, corrupt, not a cryod database, at another schema revision, not writable
+     (one line says which)
 """
 
 
@@ -258,14 +259,14 @@ def _offline(args: argparse.Namespace) -> int:
     with open_for_reading(args.db) as db:
         if args.cmd == "procedures":
             _print_json([p.as_dict() for p in queries.list_procedures(db)])
-            return 0
+            return EXIT_OK
         if args.cmd == "show":
             try:
                 _print_json(queries.show_procedure(db, args.id).as_dict())
             except queries.NotFound as exc:
                 print(f"cryoctl: {exc}", file=sys.stderr)
-                return 1
-            return 0
+                return EXIT_REFUSED
+            return EXIT_OK
         if args.cmd == "export":
             return _write_export(
                 args,
@@ -282,8 +283,8 @@ def _offline(args: argparse.Namespace) -> int:
 
             out = write_report(args.db, args.id, args.out)
             print(out)
-            return 0
-    return 2
+            return EXIT_OK
+    return EXIT_USAGE
 
 
 def _expected_head(args: argparse.Namespace) -> Any:
@@ -322,7 +323,7 @@ def _write_export(args: argparse.Namespace, data: Any) -> int:
         print(args.out)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    return 0
+    return EXIT_OK
 
 
 def _print_json(data: Any) -> None:
@@ -376,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _write_export(args, result)
     else:
         _print_json(result)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":
