@@ -95,6 +95,7 @@ class AlarmCode(enum.StrEnum):
     CONSOLE_OVERPRESSURE = "console_overpressure"
     CONSOLE_LIMIT_TRIP = "console_limit_trip"
     SAFE_STATE_UNCONFIRMED = "safe_state_unconfirmed"
+    ANCHOR_FAILED = "anchor_failed"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -153,6 +154,9 @@ ALARM_SPECS: dict[AlarmCode, AlarmSpec] = dict(
             A,
             "an output commanded off was not confirmed off by the console",
         ),
+        # raised by the daemon (not the supervisor): the record is kept, but its chain head
+        # is not leaving the database by every route; never a reason to stop a freeze
+        _spec(C.ANCHOR_FAILED, M, N, "the record's chain head cannot be anchored"),
     ]
 )
 del H, M, L, A, F, N, C

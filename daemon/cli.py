@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from cryod import __version__
 
@@ -19,9 +20,10 @@ EXIT_CONFIG = 2
 EXIT_DATABASE = 3
 
 EXIT_CODES = f"""exit status:
-  {EXIT_OK}  stopped cleanly (run), config valid (check-config), demo done
+  {EXIT_OK}  stopped cleanly (run), config valid (check-config; warnings on stderr), demo done
   {EXIT_FAILED}  any other failure
-  {EXIT_CONFIG}  configuration error: every problem listed as FILE: KEY: reason
+  {EXIT_CONFIG}  configuration error: every problem listed as FILE: KEY: reason; or (run)
+     a [node] id other than the database's chain names (node_mismatch in the journal)
   {EXIT_DATABASE}  the database cannot be used: not SQLite, corrupt, another application's,
      from a newer cryod, or its directory not writable (one line names the file and why)
 """
@@ -60,11 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .config import ConfigError, load_config
 
         try:
-            load_config(args.file)
+            loaded = load_config(args.file)
         except ConfigError as exc:
             for line in exc.problems:
                 print(line, file=sys.stderr)
             return EXIT_CONFIG
+        for warning in _anchor_warnings(loaded):
+            print(f"{args.file}: warning: {warning}", file=sys.stderr)
         print(f"{args.file}: ok")
         return EXIT_OK
     if args.cmd == "run":
@@ -105,6 +109,16 @@ def _database_checked(run: Callable[[], int], database: str | os.PathLike[str] |
     except DATABASE_ERRORS as exc:
         print(f"cryod: {unreadable(database or 'database', exc).message}", file=sys.stderr)
     return EXIT_DATABASE
+
+
+def _anchor_warnings(loaded: Any) -> list[str]:
+    from .anchoring import placement_warnings
+
+    mqtt = loaded.mqtt
+    host = None
+    if loaded.cfg.anchors.mqtt and mqtt is not None and mqtt.enabled:
+        host = f"unix:{mqtt.unix_socket}" if mqtt.unix_socket is not None else mqtt.host
+    return placement_warnings(loaded.cfg.daemon.database, loaded.cfg.anchors.file, host)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ than stopping at the first, so ``cryod check-config`` can print them all.
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,16 @@ from cryod.drivers.tomlfile import read_toml
 
 from .limits import ConsoleEnvelope, SafetyLimits
 
-__all__ = ["ConfigError", "ConsoleConfig", "DaemonConfig", "DaemonSection", "load_config"]
+__all__ = [
+    "AnchorsSection",
+    "ConfigError",
+    "ConsoleConfig",
+    "DaemonConfig",
+    "DaemonSection",
+    "NodeSection",
+    "default_node_id",
+    "load_config",
+]
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -59,6 +69,39 @@ class DaemonSection(_Strict):
         if self.control_socket_mode & 0o007:
             raise ValueError("control_socket_mode must give others no access (e.g. 0o660)")
         return self
+
+
+def default_node_id() -> str:
+    """The host's short name as a node id (``[node] id`` should name the workstation)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname().split(".")[0]).strip("-._")
+    return name[:64] or "cryod"
+
+
+class NodeSection(_Strict):
+    """The workstation: its id names the database's one chain (docs/integrity.md) and is
+    in every chain entry, anchor and export. Unique per workstation; one node may run
+    several consoles. Default: the host name."""
+
+    id: str = Field(default_factory=default_node_id, min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _id(self) -> NodeSection:
+        if not _ID.match(self.id):
+            raise ValueError("id: letters, digits, '_', '.', '-' only (it is an MQTT topic level)")
+        return self
+
+
+class AnchorsSection(_Strict):
+    """Where the chain's head goes besides the journal (docs/integrity.md)."""
+
+    #: an append-only file, on another filesystem or a write-once share (ReadWritePaths=)
+    file: Path | None = None
+    #: also the retained MQTT head cryod/v1/{site}/{node}/audit/head (when [mqtt] is set)
+    mqtt: bool = True
+    #: at most one anchor per interval; procedure, cycle, alarm and export events at once
+    interval_s: float = Field(default=1.0, ge=1.0, le=3600)
+    #: a route that could not anchor a head for this long raises anchor_failed (medium)
+    alarm_after_s: float = Field(default=30.0, gt=0, le=3600)
 
 
 class ConsoleConfig(_Strict):
@@ -112,6 +155,8 @@ class ConsoleConfig(_Strict):
 
 class DaemonConfig(_Strict):
     daemon: DaemonSection = DaemonSection()
+    node: NodeSection = NodeSection()
+    anchors: AnchorsSection = AnchorsSection()
     consoles: list[ConsoleConfig] = Field(min_length=1, max_length=16)
     mqtt: dict[str, Any] | None = None  # validated by cryod.daemon.telemetry.config
 
@@ -169,8 +214,14 @@ def load_config_data(
         if d.control_socket.is_absolute()
         else (base.parent / d.control_socket).resolve()
     )
+    anchors = cfg.anchors
+    if anchors.file is not None and not anchors.file.is_absolute():
+        anchors = anchors.model_copy(update={"file": (base.parent / anchors.file).resolve()})
     cfg = cfg.model_copy(
-        update={"daemon": d.model_copy(update={"database": db, "control_socket": sock})}
+        update={
+            "daemon": d.model_copy(update={"database": db, "control_socket": sock}),
+            "anchors": anchors,
+        }
     )
     loaded = LoadedConfig(base, cfg)
     for i, console in enumerate(cfg.consoles):

@@ -40,7 +40,7 @@ from cryod.drivers.base import Driver, DriverError, Identity, LinkError, Reading
 
 from . import commands as C
 from . import engine as E
-from .alarms import Alarm, Now
+from .alarms import Alarm, AlarmBook, AlarmCode, Condition, Now
 from .config import ConsoleConfig
 from .coordinator import (
     AlarmCleared,
@@ -192,6 +192,9 @@ class ConsoleService:
         self._renew_after_s = cfg.lease_renew_s - 0.5 * cfg.poll_period_s
         self._adopt = adopt
         self.storage_alarm: StorageAlarm | None = None
+        # conditions found outside the console (external_condition), e.g. anchor_failed
+        self._external: dict[AlarmCode, Condition] = {}
+        self._external_book = AlarmBook()
 
     @property
     def engine(self) -> E.Engine:
@@ -423,6 +426,20 @@ class ConsoleService:
             probe=None,
             detail=f"{kind}: {detail}",
         )
+
+    def external_condition(self, code: AlarmCode, present: bool, detail: str = "") -> None:
+        """A condition the daemon found outside the console (e.g. ``anchor_failed``):
+        raised, recorded, shown and cleared like the supervisor's alarms, in a book of
+        its own. Its spec decides what it demands; these never end a freeze."""
+        if present:
+            self._external[code] = Condition(code, None, detail)
+        else:
+            self._external.pop(code, None)
+        raised, cleared = self._external_book.update(self._external.values(), self.clock.now())
+        for alarm in raised:
+            self._alarm_raised(alarm)
+        for alarm in cleared:
+            self._alarm_cleared(alarm)
 
     # ------------------------------------------------------------ effects
     async def _run_effects(self) -> None:
@@ -756,7 +773,7 @@ class ConsoleService:
 
     async def acknowledge(self, who: str) -> Any:
         async def go() -> dict[str, Any]:
-            acked = self.coord.acknowledge(self.clock.now())
+            acked = self.coord.acknowledge(self.clock.now()) + self._external_book.acknowledge()
             await self._run_effects()
             storage = []
             if self.storage_alarm is not None and not self.storage_alarm.acked:
@@ -867,7 +884,7 @@ class ConsoleService:
                 "latched": a.latching,
                 "present": a.present,
             }
-            for a in self.supervisor.book.active
+            for a in self.supervisor.book.active + self._external_book.active
         ] + self._storage_alarm_status()
 
     def status(self) -> dict[str, Any]:

@@ -13,40 +13,58 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cryod import __version__
 
 from .control import ControlError, call
 
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
 __all__ = ["main"]
+
+T = TypeVar("T")
 
 DEFAULT_SOCKET = os.environ.get("CRYOD_SOCKET", "/run/cryod/control.sock")
 
 INDICATIONS = ["mortons_neuroma", "stump_neuroma", "other_traumatic_neuroma", "other"]
 
-# exit statuses (docs/cli.md)
+# exit statuses (docs/cli.md, docs/integrity.md); one meaning each across commands.
+# verify's own are record_check.VerifyExit (tests/security/test_bad_database.py
+# keeps the two equal)
 EXIT_OK = 0
-EXIT_REFUSED = 1  # refused by the daemon, not found, audit chain broken, bad value
-EXIT_USAGE = 2  # argparse's own status for a bad command line
+EXIT_REFUSED = 1  # refused by the daemon, no such procedure or row, a bad value; chain broken
+EXIT_USAGE = 2  # a bad command line: argparse's own status, a malformed --head or --row
 EXIT_NO_DAEMON = 3
-EXIT_BAD_FILE = 4  # a file named on the command line (--db, --log, --out) cannot be used
+EXIT_TABLES = 4  # verify: a research row or a sample batch does not match the chain
+EXIT_ANCHORS = 5  # verify: the chain disagrees with an anchor
+EXIT_EXPORT = 6  # verify: an export does not match what it carries
+EXIT_BAD_FILE = 7  # a file named on the command line cannot be used
 
 EXIT_CODES = f"""exit status:
-  {EXIT_OK}  success (verify: the audit chain is intact)
-  {EXIT_REFUSED}  refused by the daemon, no such procedure, audit chain broken, or a bad value
-  {EXIT_USAGE}  bad command line
+  {EXIT_OK}  success (verify: every check passed)
+  {EXIT_REFUSED}  refused by the daemon, no such procedure or row, or a bad value
+     (verify: the chain is not consistent on its own)
+  {EXIT_USAGE}  bad command line (also a malformed --head SEQ:HASH or --row TABLE:ID)
   {EXIT_NO_DAEMON}  cannot reach cryod on its socket
-  {EXIT_BAD_FILE}  a file named with --db, --log or --out cannot be used: missing, empty, not
-     SQLite, corrupt, not a cryod database, at another schema revision, not writable
-     (one line says which)
+  {EXIT_TABLES}  verify: a research row or sample batch does not match the chain
+  {EXIT_ANCHORS}  verify: the chain disagrees with an anchor (rewritten, cut off, forked)
+  {EXIT_EXPORT}  verify: an export does not match what it carries
+  {EXIT_BAD_FILE}  a file named with --db, --log, --anchors, --export or --out cannot be used:
+     missing, empty, not SQLite, corrupt, not a cryod database, at another schema
+     revision, not a cryod export, not writable (one line says which)
 """
 
 
-class _UnusableFile(Exception):
-    """A file named on the command line that cannot be read; the message is one line."""
+class BadInput(Exception):
+    """A bad value on the command line: one line for the user, exit status 2."""
+
+
+class UnusableFile(Exception):
+    """A file named on the command line that cannot be used: one line, exit status 7."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,7 +133,6 @@ def build_parser() -> argparse.ArgumentParser:
         ("procedures", "list procedures"),
         ("show", "one procedure with its cycles and alarms"),
         ("export", "export for a research registry"),
-        ("verify", "walk the audit hash chain"),
         ("report", "procedure report (HTML, PDF or PNG by extension)"),
     ):
         sp = sub.add_parser(name, help=help_)
@@ -128,16 +145,196 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--out", default=None)
         if name == "report":
             sp.add_argument("--out", required=True)
-        if name == "verify":
-            sp.add_argument(
-                "--head", default=None, help="expected chain head SEQ:HASH (from the daemon's log)"
-            )
-            sp.add_argument(
-                "--log", default=None, help="a log file to take the latest chain head from"
-            )
+    _verify_parser(sub)
+    rd = sub.add_parser(
+        "redact",
+        help="withdraw a procedure (or one row) from the record (offline, cryod stopped)",
+        description="Erase a row's content and salt for consent reasons; the chain keeps its "
+        "digest and who asked and why, and verify lists it as a redaction "
+        "(docs/integrity.md). Run with cryod stopped, on its database.",
+    )
+    rd.add_argument("--db", required=True, help="the database (cryod stopped)")
+    what = rd.add_mutually_exclusive_group(required=True)
+    what.add_argument("--procedure", type=int, help="a procedure with its cycles, alarms, samples")
+    what.add_argument("--row", metavar="TABLE:ID", help="one row, e.g. alarms:12")
+    rd.add_argument("--by", required=True, help="who asked for it (e.g. the study's DPO)")
+    rd.add_argument("--reason", required=True, help="why (e.g. consent withdrawn, ref. ...)")
     w = sub.add_parser("watch", help="live view")
     w.add_argument("--hz", type=float, default=4.0)
     return p
+
+
+VERIFY_EPILOG = """\
+checks, reported apart:
+  chain    the chain is consistent on its own (no entry edited, deleted, reordered)
+  tables   every research row and sample batch matches the chain's latest entry
+  anchors  the chain agrees with each record of its head outside the database
+           (--log: journal export or daemon log; --anchors: anchor file or heads
+           collected from MQTT; --head SEQ:HASH). Without anchors, a chain
+           recomputed after an edit passes the two checks above.
+  export   with --export FILE: every row of an export re-hashes to its digest
+
+exit status (with several failures, the first in this order):
+  0  every check passed
+  1  the chain is not consistent on its own
+  4  a table (research row or sample batch) does not match the chain
+  5  the chain disagrees with an anchor (rewritten, cut off, forked)
+  6  the export does not match what it carries
+  2  bad command line: a malformed --head
+  3  the daemon could not be reached (without --db)
+  7  a file cannot be used: --db missing, not SQLite, corrupt, not a cryod database
+     or at another schema revision; --log, --anchors or --export missing or
+     unreadable; --export not JSON or not a cryod.export/2 file
+"""
+
+
+def _verify_parser(sub: Any) -> None:
+    sp = sub.add_parser(
+        "verify",
+        help="verify the record: chain, tables, anchors (and an export)",
+        description="Verify the record against its chain, and the chain against its anchors "
+        "(docs/integrity.md).",
+        epilog=VERIFY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sp.add_argument("--db", default=None, help="work offline on a database file")
+    sp.add_argument(
+        "--head", action="append", default=[], metavar="SEQ:HASH", help="an expected chain head"
+    )
+    sp.add_argument(
+        "--log", action="append", default=[], metavar="FILE", help="heads the daemon logged"
+    )
+    sp.add_argument(
+        "--anchors",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="an anchor file, or heads collected from MQTT (one message per line)",
+    )
+    sp.add_argument("--export", default=None, metavar="FILE", help="verify an export file")
+    sp.add_argument("--json", action="store_true", help="the report as JSON")
+
+
+def _heads_arg(values: list[str]) -> list[Any]:
+    from cryod.integrity import AnchorHead
+
+    out = []
+    for n, text in enumerate(values, 1):
+        seq, sep, digest = text.partition(":")
+        if not (sep and seq.isdigit() and int(seq) >= 1 and _is_hash(digest)):
+            raise BadInput(
+                f"--head {text!r}: expected SEQ:HASH (an entry number, a colon, "
+                "its 64-hex-digit hash)"
+            )
+        out.append(AnchorHead(int(seq), digest.lower(), None, n))
+    return out
+
+
+def _is_hash(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def _anchor_sources(args: argparse.Namespace) -> list[Any]:
+    from .store.record_check import AnchorSource, anchor_source
+
+    sources = []
+    if args.head:
+        sources.append(AnchorSource("--head", tuple(_heads_arg(args.head))))
+    for flag, paths in (("--log", args.log), ("--anchors", args.anchors)):
+        for path in paths:
+            try:
+                sources.append(anchor_source(path))
+            except FileNotFoundError:
+                raise UnusableFile(f"{flag} {path}: no such file") from None
+            except OSError as exc:
+                raise UnusableFile(f"{flag} {path}: cannot be read ({exc.strerror})") from None
+    return sources
+
+
+def _verify_offline(args: argparse.Namespace) -> int:
+    from .store.record_check import VerifyExit, check_record
+
+    sources = _anchor_sources(args)
+    out: dict[str, Any] = {}
+    lines: list[str] = []
+    code = VerifyExit.OK
+    if args.db:
+        report = _read_db(args.db, lambda db: check_record(db, sources))
+        out["record"] = report.as_dict()
+        lines += report.lines()
+        code = report.exit_code
+    if args.export:
+        ex = _verify_export_file(args.export, sources, args.db)
+        out["export"] = ex.as_dict()
+        lines += ex.lines()
+        if not ex.ok and code is VerifyExit.OK:
+            code = VerifyExit.EXPORT
+    out["exit_code"] = int(code)
+    if args.json:
+        _print_json(out)
+    else:
+        print("\n".join(lines))
+    return int(code)
+
+
+def _read_db(db: str, fn: Callable[[Engine], T]) -> T:
+    """``fn(engine)`` on the cryod database file ``db``, read-only, through
+    ``open_for_reading``: a file that cannot be used (``check_database``, or an
+    SQLite error met reading it) is an ``UnusableDatabase``, one line, exit 7."""
+    from .store.db import open_for_reading
+
+    with open_for_reading(db) as engine:
+        return fn(engine)
+
+
+def _verify_export_file(path: str, sources: list[Any], db: str | None) -> Any:
+    from .store.export import ExportVersionError, verify_export
+
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UnusableFile(f"--export {path}: no such file") from None
+    except OSError as exc:
+        raise UnusableFile(f"--export {path}: cannot be read ({exc.strerror})") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise UnusableFile(f"--export {path}: not JSON ({exc})") from None
+    try:
+        if db is None:
+            return verify_export(doc, path=path, anchors=sources)
+        return _read_db(db, lambda d: verify_export(doc, path=path, anchors=sources, db=d))
+    except ExportVersionError as exc:
+        raise UnusableFile(f"--export {path}: {exc}") from None
+
+
+def _redact(args: argparse.Namespace) -> int:
+    from .store.chain import ChainedSession
+    from .store.db import DATABASE_ERRORS, check_at_head, make_engine, unreadable
+    from .store.redaction import RedactionError, redact_procedure, redact_row
+
+    row: tuple[str, int] | None = None
+    if args.procedure is None:
+        table, _, rid = str(args.row).partition(":")
+        if not (table and rid.isdigit()):
+            raise BadInput(f"--row {args.row!r}: expected TABLE:ID, e.g. alarms:12")
+        row = (table, int(rid))
+    check_at_head(args.db)  # UnusableDatabase: one line, exit 7
+    engine = make_engine(args.db)
+    result: object
+    try:
+        with ChainedSession(engine) as session, session.begin():
+            if row is None:
+                result = redact_procedure(session, args.procedure, by=args.by, reason=args.reason)
+            else:
+                result = redact_row(session, row[0], {"id": row[1]}, by=args.by, reason=args.reason)
+    except RedactionError as exc:
+        print(f"cryoctl: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except DATABASE_ERRORS as exc:
+        raise unreadable(args.db, exc, doing="written") from exc
+    finally:
+        engine.dispose()
+    print(f"redacted: {result}")
+    return EXIT_OK
 
 
 def _adverse(items: list[str]) -> list[dict[str, Any]]:
@@ -253,7 +450,7 @@ def _print_status(st: dict[str, Any]) -> None:
 
 
 def _offline(args: argparse.Namespace) -> int:
-    from .store import audit, export, queries
+    from .store import export, queries
     from .store.db import open_for_reading
 
     with open_for_reading(args.db) as db:
@@ -274,10 +471,6 @@ def _offline(args: argparse.Namespace) -> int:
                 if args.format == "csv"
                 else export.export_json(db, args.id),
             )
-        if args.cmd == "verify":
-            head = _expected_head(args)
-            res = audit.verify(db, expected_head=head)
-            return _print_verify(res.ok, res.first_bad_seq, res.reason)
         if args.cmd == "report":
             from .report import write_report
 
@@ -285,31 +478,6 @@ def _offline(args: argparse.Namespace) -> int:
             print(out)
             return EXIT_OK
     return EXIT_USAGE
-
-
-def _expected_head(args: argparse.Namespace) -> Any:
-    from .store import audit
-
-    if args.head:
-        seq, _, h = args.head.partition(":")
-        return audit.AuditHead(int(seq), h)
-    if args.log:
-        # every head the daemon logged: a recomputed chain is then named from its first row
-        try:
-            text = Path(args.log).read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            raise _UnusableFile(f"{args.log}: cannot read the log ({exc.strerror})") from exc
-        heads = audit.heads_from_log(text.splitlines())
-        return heads or None
-    return None
-
-
-def _print_verify(ok: bool, first_bad: Any, reason: Any) -> int:
-    if ok:
-        print("audit chain ok")
-        return EXIT_OK
-    print(f"audit chain BROKEN at row {first_bad}: {reason}")
-    return EXIT_REFUSED
 
 
 def _write_export(args: argparse.Namespace, data: Any) -> int:
@@ -332,21 +500,47 @@ def _print_json(data: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    offline_capable = ("procedures", "show", "export", "verify", "report")
-    if args.cmd in offline_capable and getattr(args, "db", None):
-        from .store.errors import UnusableDatabase
+    try:
+        return _main(args)
+    except BadInput as exc:
+        print(f"cryoctl: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except UnusableFile as exc:
+        print(f"cryoctl: {exc}", file=sys.stderr)
+        return EXIT_BAD_FILE
 
+
+#: the commands that also work on a database file (--db), with no daemon
+OFFLINE_CAPABLE = ("procedures", "show", "export", "report")
+
+
+def _on_files(args: argparse.Namespace) -> int:
+    """A command on files, cryod not needed: ``redact``, ``verify --db/--export`` and the
+    offline-capable ones with ``--db``. A database file that cannot be used is one
+    line and exit 7 (``UnusableDatabase``, from ``check_database``)."""
+    from .store.errors import UnusableDatabase
+
+    try:
+        if args.cmd == "redact":
+            return _redact(args)
+        if args.cmd == "verify":
+            return _verify_offline(args)
         try:
             return _offline(args)
-        except UnusableDatabase as exc:
-            print(f"cryoctl: {exc.message}", file=sys.stderr)
-            return EXIT_BAD_FILE
-        except _UnusableFile as exc:
-            print(f"cryoctl: {exc}", file=sys.stderr)
-            return EXIT_BAD_FILE
         except (ValueError, LookupError) as exc:
             print(f"cryoctl: {exc}", file=sys.stderr)
             return EXIT_REFUSED
+    except UnusableDatabase as exc:
+        raise UnusableFile(exc.message) from None
+
+
+def _main(args: argparse.Namespace) -> int:
+    if (
+        args.cmd == "redact"
+        or (args.cmd == "verify" and (args.db or args.export))
+        or (args.cmd in OFFLINE_CAPABLE and getattr(args, "db", None))
+    ):
+        return _on_files(args)
     if args.cmd == "watch":
         from .watch import run_watch
 
@@ -356,7 +550,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     cmd, req = _live_request(args)
     if cmd == "verify":
-        req = {}
+        req = {
+            "anchors": [
+                {"name": src.name, "heads": [[h.seq, h.hash, h.node] for h in src.heads]}
+                for src in _anchor_sources(args)
+            ]
+        }
     if cmd == "show":
         req["id"] = args.id
     if cmd == "export":
@@ -372,7 +571,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cmd == "status" and not args.json:
         _print_status(result)
     elif cmd == "verify":
-        return _print_verify(result["ok"], result["first_bad_seq"], result["reason"])
+        if args.json:
+            _print_json(result["report"])
+        else:
+            print("\n".join(result["lines"]))
+        return int(result["exit_code"])
     elif cmd == "export":
         return _write_export(args, result)
     else:

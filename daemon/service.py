@@ -26,6 +26,8 @@ from cryod.drivers.base import LinkStats, Snapshot
 from cryod.drivers.registry import load_driver
 
 from . import commands as C
+from .alarms import AlarmCode
+from .anchoring import AnchorFile, Anchoring, StartCheck, start_check
 from .config import LoadedConfig, driver_options
 from .console_service import ConsoleService, OperatorError
 from .control import ControlError, ControlServer, Peer
@@ -33,7 +35,7 @@ from .logging import get_logger
 from .protocol_files import load_protocol
 from .protocols import ProtocolError
 from .sdnotify import Heartbeats, Notifier, Watchdog
-from .store import audit, export, queries
+from .store import audit, chain, export, queries
 from .store.db import make_engine
 from .store.errors import StoreError
 from .store.migrate_proc import migrate_in_child
@@ -128,6 +130,8 @@ class Daemon:
         self.started_mono = time.monotonic()
         self.heartbeats = Heartbeats()
         self.storage_error: str | None = None
+        self.anchoring: Anchoring | None = None
+        self.anchor_condition: str | None = None  # anchor_failed while present
         self._stop = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
 
@@ -137,14 +141,23 @@ class Daemon:
 
     async def run(self) -> int:
         d = self.cfg.daemon
+        node = self.cfg.node.id
         db = Path(d.database)
         db.parent.mkdir(parents=True, exist_ok=True)
+        anchors = self.cfg.anchors
+        # the database against its anchor file, before anything writes to it
+        found = None
+        if anchors.file is not None:
+            try:
+                found = await asyncio.to_thread(_start_check, AnchorFile(anchors.file), node, db)
+            except OSError as exc:  # unreadable now: the route will alarm if it stays so
+                log.warning("anchor_file_unreadable", path=str(anchors.file), error=str(exc))
         if await asyncio.to_thread(at_head, db):
             log.info("database_ready", path=str(db), revision=HEAD_REVISION, backup=None)
         else:
             self.notifier.status("migrating database")
             self.notifier.extend_timeout(60)
-            report = await migrate_in_child(db)  # Alembic never loaded in the daemon
+            report = await migrate_in_child(db, node)  # Alembic never loaded in the daemon
             log.info(
                 "database_ready",
                 path=str(db),
@@ -152,6 +165,28 @@ class Daemon:
                 backup=None if report.backup_path is None else str(report.backup_path),
             )
         engine = make_engine(db)
+        chain_node = await asyncio.to_thread(_chain_node, engine)
+        if chain_node is not None and chain_node != node:
+            log.error(
+                "node_mismatch",
+                path=str(db),
+                chain_node=chain_node,
+                config_node=node,
+                hint=f'the database belongs to node {chain_node!r}: set [node] id = "{chain_node}"',
+            )
+            engine.dispose()
+            return 2  # cli.EXIT_CONFIG: the config names another node (docs/cli.md)
+        if found is not None and found.state not in ("none", "consistent"):
+            await asyncio.to_thread(_record_start_check, engine, found, anchors.file)
+            if found.state == "mismatch":
+                self.anchor_condition = f"the database disagrees with its anchors: {found.detail}"
+        self.anchoring = Anchoring(
+            node=node,
+            interval_s=anchors.interval_s,
+            alarm_after_s=anchors.alarm_after_s,
+            anchor_file=anchors.file,
+            on_condition=self._anchor_condition,
+        )
         rec = await asyncio.to_thread(recover, engine)
         if rec.interrupted:
             log.warning(
@@ -165,7 +200,8 @@ class Daemon:
             batch_max=d.sample_batch_max,
             batch_interval_s=d.sample_batch_interval_s,
             on_error=self._on_storage_error,
-            on_audit_head=lambda h: log.info("audit_head", seq=h.seq, hash=h.hash),
+            on_head=self.anchoring.offer,
+            on_foreign_head=self._foreign_head,
         )
         await self.writer.start()
         self.plog = ProcedureLog(self.writer, study_id_required=d.require_study_id)
@@ -197,10 +233,18 @@ class Daemon:
                         session=self.session,
                         adopt=open_procs.get(ccfg.id),  # left open by a previous run
                     )
+                    if self.anchor_condition is not None:
+                        svc.external_condition(AlarmCode.ANCHOR_FAILED, True, self.anchor_condition)
                     self.consoles[ccfg.id] = svc
                     tg.create_task(svc.run(), name=f"console-{ccfg.id}")
                     self.heartbeats.register(f"poll-{ccfg.id}", max(2.0, 10 * ccfg.poll_period_s))
                 self.heartbeats.register("writer", 10.0)
+                if self.publishers and anchors.mqtt and self.loaded.mqtt is not None:
+                    from .telemetry.payloads import audit_head_topic
+
+                    topic = audit_head_topic(self.loaded.mqtt.site, node)
+                    self.anchoring.attach_mqtt(self.publishers[0], topic)
+                tg.create_task(self.anchoring.run(), name="anchoring")
                 self.control = ControlServer(
                     d.control_socket,
                     self._handlers(),
@@ -243,6 +287,9 @@ class Daemon:
                 await self.plog.record_event("daemon_stopped", {"session": self.session})
         if self.writer is not None:
             await self.writer.aclose()
+        if self.anchoring is not None:
+            with contextlib.suppress(Exception):
+                await self.anchoring.flush()  # the last head (daemon_stopped) leaves too
         for pub in self.publishers:
             with contextlib.suppress(Exception):
                 await pub.close()
@@ -262,6 +309,38 @@ class Daemon:
         pub.start()
         self.publishers.append(pub)
         return Telemetry(pub, cfg.telemetry_hz)
+
+    def _anchor_condition(self, present: bool, detail: str) -> None:
+        """An anchor route failing (or well again): the medium anchor_failed alarm."""
+        self.anchor_condition = detail if present else None
+        for svc in self.consoles.values():
+            svc.external_condition(AlarmCode.ANCHOR_FAILED, present, detail)
+
+    def _foreign_head(
+        self, expected: audit.AuditHead | None, found: audit.AuditHead | None
+    ) -> None:
+        """Entries appeared in the chain that this daemon did not write: recorded (verify
+        reports them) and logged; the chain goes on from what it found."""
+        log.error(
+            "chain_foreign_entries",
+            expected_seq=None if expected is None else expected.seq,
+            found_seq=None if found is None else found.seq,
+        )
+        if self.plog is None:
+            return
+        payload = {
+            "expected": None if expected is None else {"seq": expected.seq, "hash": expected.hash},
+            "found": None if found is None else {"seq": found.seq, "hash": found.hash},
+        }
+        plog = self.plog
+
+        async def record() -> None:
+            with contextlib.suppress(Exception):  # logged above; never a crash
+                await plog.record_event("chain_foreign", payload)
+
+        task = asyncio.get_running_loop().create_task(record(), name="record-foreign")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _on_storage_error(self, err: StoreError) -> None:
         self.storage_error = str(err)
@@ -423,19 +502,15 @@ class Daemon:
             db = self.cfg.daemon.database
             if fmt == "csv":
                 return await asyncio.to_thread(export.export_csv, db, pid)
-            return await asyncio.to_thread(export.export_json, db, pid)
+            if self.writer is None:
+                raise ControlError("unavailable", "the log is not open")
+            # sealed: one export entry commits to the rows, anchored at once
+            return await self.writer.commit_now(
+                lambda s: export.export_sealed(s, pid), label="export"
+            )
 
         async def verify(args: dict[str, Any], peer: Peer) -> Any:
-            head = self.writer.audit_head if self.writer else None
-            res = await asyncio.to_thread(
-                audit.verify, self.cfg.daemon.database, expected_head=head
-            )
-            return {
-                "ok": res.ok,
-                "first_bad_seq": res.first_bad_seq,
-                "reason": res.reason,
-                "rows": getattr(res, "rows", None),
-            }
+            return await self._verify(args.get("anchors") or [])
 
         return {
             "status": status,
@@ -500,6 +575,36 @@ class Daemon:
         self._background.add(task)  # keep a reference until it is written
         task.add_done_callback(self._background.discard)
 
+    async def _verify(self, given: list[Any]) -> dict[str, Any]:
+        """The record against its chain and every anchor this daemon knows of (its own
+        newest head, the anchor file), plus the heads the client sent."""
+        from cryod.integrity import AnchorHead
+
+        from .store.record_check import AnchorSource, anchor_source, check_record
+
+        sources: list[AnchorSource] = []
+        try:
+            for src in given:
+                heads = tuple(
+                    AnchorHead(int(h[0]), str(h[1]), h[2] if isinstance(h[2], str) else None, i)
+                    for i, h in enumerate(src["heads"], 1)
+                )
+                sources.append(AnchorSource(str(src["name"]), heads))
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ControlError("bad_request", f"anchors: {exc}") from exc
+        head = self.writer.audit_head if self.writer else None
+        if head is not None:
+            sources.append(AnchorSource("cryod (running)", (AnchorHead(head.seq, head.hash),)))
+        if self.cfg.anchors.file is not None and self.cfg.anchors.file.exists():
+            path = self.cfg.anchors.file
+            sources.append(await asyncio.to_thread(anchor_source, path, self.cfg.node.id))
+        report = await asyncio.to_thread(check_record, self.cfg.daemon.database, sources)
+        return {
+            "report": report.as_dict(),
+            "lines": report.lines(),
+            "exit_code": int(report.exit_code),
+        }
+
     def status(self) -> dict[str, Any]:
         w = self.writer.status() if self.writer else None
         return {
@@ -521,6 +626,7 @@ class Daemon:
             },
             "mqtt": [p.status().as_dict() for p in self.publishers] or None,
             "audit_head": _head(self.writer),
+            "anchors": None if self.anchoring is None else self.anchoring.status(),
         }
 
 
@@ -603,6 +709,61 @@ def _open_procedures(engine: Any) -> dict[str, tuple[int, dict[int, float]]]:
                 cum[c.probe] = cum.get(c.probe, 0.0) + d
             out[console] = (pid, cum)
     return out
+
+
+def _chain_node(engine: Any) -> str | None:
+    with engine.connect() as conn:
+        return chain.chain_node(conn)
+
+
+def _start_check(anchors: AnchorFile, node: str, db: Path) -> StartCheck:
+    """The database (any revision, read-only) against its anchor file."""
+    import sqlite3
+
+    if not db.exists():
+        return StartCheck("none")
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        try:
+            row = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        except sqlite3.Error:
+            return StartCheck("none")
+        head = None if row is None else audit.AuditHead(int(row[0]), str(row[1]))
+
+        def hash_at(seq: int) -> str | None:
+            found = con.execute("SELECT hash FROM audit WHERE seq = ?", (seq,)).fetchone()
+            return None if found is None else str(found[0])
+
+        return start_check(anchors, node, head, hash_at)
+    finally:
+        con.close()
+
+
+def _record_start_check(engine: Any, found: StartCheck, path: Path | None) -> None:
+    """A restore, entries written while stopped, or a mismatch: in the chain, said once."""
+    from .store.chain import ChainedSession
+
+    def head(h: audit.AuditHead | None) -> dict[str, Any] | None:
+        return None if h is None else {"seq": h.seq, "hash": h.hash}
+
+    if found.state == "restore":
+        kind = "restore"
+        payload: dict[str, Any] = {
+            "restored": head(found.agreed),
+            "abandoned": head(found.newest),
+            "detected_by": str(path),
+        }
+        log.warning("database_restored", detail=found.detail, **payload)
+    elif found.state == "unanchored":
+        kind = "anchor_gap"
+        payload = {"anchored": head(found.agreed), "head": head(found.db_head)}
+        log.warning("entries_written_while_stopped", detail=found.detail)
+    else:
+        kind = "anchor_mismatch"
+        payload = {"newest_anchored": head(found.newest), "detail": found.detail}
+        log.error("database_disagrees_with_anchors", detail=found.detail)
+    with ChainedSession(engine) as session, session.begin():
+        audit.append(session, kind, payload)
 
 
 def _head(writer: Writer | None) -> dict[str, Any] | None:

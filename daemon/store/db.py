@@ -181,13 +181,16 @@ def _sqlite_text(exc: BaseException) -> str:
 DATABASE_ERRORS: tuple[type[Exception], ...] = (sa_exc.DBAPIError, sqlite3.Error)
 
 
-def unreadable(path: str | os.PathLike[str], exc: BaseException) -> UnusableDatabase:
-    """An SQLite error met while reading the database at ``path``, as one line."""
+def unreadable(
+    path: str | os.PathLike[str], exc: BaseException, *, doing: str = "read"
+) -> UnusableDatabase:
+    """An SQLite error met while reading (``doing="written"``: writing) the database at
+    ``path``, as one line."""
     text = _sqlite_text(exc)
     low = text.lower()
     if "malformed" in low or "not a database" in low or "corrupt" in low:
         return UnusableDatabase(path, f"corrupt SQLite database ({text})", kind="corrupt")
-    return UnusableDatabase(path, f"cannot be read ({text})", kind="io")
+    return UnusableDatabase(path, f"cannot be {doing} ({text})", kind="io")
 
 
 def check_database(path: str | os.PathLike[str]) -> str | None:
@@ -237,6 +240,12 @@ def check_database(path: str | os.PathLike[str]) -> str | None:
     return str(revision)
 
 
+def check_at_head(path: str | os.PathLike[str]) -> None:
+    """``check_database``, and the database is at this cryod's schema revision (what an
+    offline tool reads or, for ``cryoctl redact``, writes). Raises ``UnusableDatabase``."""
+    _require_head(Path(path), check_database(path))
+
+
 def _require_head(path: Path, revision: str | None) -> None:
     if revision == HEAD_REVISION:
         return
@@ -266,7 +275,7 @@ def open_for_reading(path: str | os.PathLike[str]) -> Iterator[Engine]:
     long) becomes an ``UnusableDatabase`` naming the file; the engine is
     disposed of at the end."""
     p = Path(path)
-    _require_head(p, check_database(p))
+    check_at_head(p)
     engine = open_readonly(p)
     try:
         yield engine

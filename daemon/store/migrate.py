@@ -20,9 +20,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
-from sqlalchemy.orm import Session
 
 from . import audit
+from .chain import ChainedSession
 from .db import check_database, check_writable_dir, make_engine
 from .errors import StoreError
 
@@ -37,11 +37,16 @@ class MigrationReport:
     backup_path: Path | None
 
 
-def alembic_config(db_path: str | os.PathLike[str] | None = None) -> Config:
+def alembic_config(
+    db_path: str | os.PathLike[str] | None = None, node: str | None = None
+) -> Config:
+    """``node`` names the chain when a migration writes its first v2 entries (0004)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     if db_path is not None:
         cfg.set_main_option("sqlalchemy.url", f"sqlite:///{db_path}")
+    if node is not None:
+        cfg.attributes["node"] = node
     return cfg
 
 
@@ -61,12 +66,14 @@ def current_revision(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(path: str | os.PathLike[str], revision: str = "head") -> None:
+def upgrade(
+    path: str | os.PathLike[str], revision: str = "head", *, node: str | None = None
+) -> None:
     """Upgrade (or create) the database to ``revision`` in one transaction."""
     engine = make_engine(path)
     try:
         with engine.begin() as conn:
-            cfg = alembic_config(path)
+            cfg = alembic_config(path, node)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
     finally:
@@ -101,33 +108,35 @@ def _backup_name(path: Path, now: dt.datetime) -> Path:
 def _audit(path: Path, kind: str, payload: dict[str, object]) -> None:
     engine = make_engine(path)
     try:
-        with Session(engine) as session, session.begin():
+        with ChainedSession(engine) as session, session.begin():
             audit.append(session, kind, payload)
     finally:
         engine.dispose()
 
 
 def upgrade_on_start(
-    path: str | os.PathLike[str], *, now: dt.datetime | None = None
+    path: str | os.PathLike[str], *, now: dt.datetime | None = None, node: str | None = None
 ) -> MigrationReport:
     """Bring the database at ``path`` to head; back it up first if it is older.
 
     Refuses (``StoreError``) a database from a newer cryod, and
     (``UnusableDatabase``, from ``check_database``) a file that is not SQLite,
     is corrupt or is another application's database, rather than guessing.
+    ``node`` (``[node] id``) names the chain if this migration starts it (a new
+    database, or one before 0004).
     """
     db_path = Path(path)
     check_writable_dir(db_path)
     head = head_revision()
     if not db_path.exists() or db_path.stat().st_size == 0:
-        upgrade(db_path, "head")
+        upgrade(db_path, "head", node=node)
         _audit(db_path, "database_created", {"revision": head})
         return MigrationReport(db_path, None, head, None)
     revision = check_database(db_path)  # UnusableDatabase: not SQLite, corrupt, foreign
     if revision == head:
         return MigrationReport(db_path, head, head, None)
     if revision is None:  # an SQLite file with no tables yet
-        upgrade(db_path, "head")
+        upgrade(db_path, "head", node=node)
         _audit(db_path, "database_created", {"revision": head})
         return MigrationReport(db_path, None, head, None)
     if revision not in known_revisions():
@@ -138,7 +147,7 @@ def upgrade_on_start(
         )
     dest = _backup_name(db_path, now or dt.datetime.now(dt.UTC))
     backup(db_path, dest)
-    upgrade(db_path, "head")
+    upgrade(db_path, "head", node=node)
     _audit(
         db_path,
         "schema_upgraded",
@@ -148,15 +157,15 @@ def upgrade_on_start(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m cryod.daemon.store.migrate DB``: the daemon's start-up migration,
-    run in a child process (daemon/store/migrate_proc.py). One JSON line on stdout:
-    the report, or the StoreError's kind and message (exit status 3)."""
+    """``python -m cryod.daemon.store.migrate DB [NODE]``: the daemon's start-up
+    migration, run in a child process (daemon/store/migrate_proc.py). One JSON line
+    on stdout: the report, or the StoreError's kind and message (exit status 3)."""
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m cryod.daemon.store.migrate DATABASE", file=sys.stderr)
+    if len(args) not in (1, 2):
+        print("usage: python -m cryod.daemon.store.migrate DATABASE [NODE]", file=sys.stderr)
         return 2
     try:
-        report = upgrade_on_start(args[0])
+        report = upgrade_on_start(args[0], node=args[1] if len(args) == 2 else None)
     except StoreError as exc:
         print(json.dumps({"error": exc.kind, "message": exc.message}))
         return 3

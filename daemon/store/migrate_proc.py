@@ -31,13 +31,15 @@ class ChildMigration:
     backup_path: Path | None
 
 
-async def migrate_in_child(path: Path) -> ChildMigration:
-    """Bring the database at ``path`` to head in a child process (see module doc)."""
+async def migrate_in_child(path: Path, node: str | None = None) -> ChildMigration:
+    """Bring the database at ``path`` to head in a child process (see module doc);
+    ``node`` names the chain if the migration starts it."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "cryod.daemon.store.migrate",
         str(path),
+        *(() if node is None else (node,)),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

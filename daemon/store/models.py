@@ -28,6 +28,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -290,16 +291,38 @@ class OperatorAction(Base):
 
 
 class AuditEntry(Base):
-    """Append-only, hash-chained; SQLite triggers refuse UPDATE and DELETE."""
+    """The chain: append-only, hash-chained; SQLite triggers refuse UPDATE and DELETE.
+
+    ``v`` is the entry's format (1: before revision 0004, hashed as canonical
+    JSON without a node; 2: ``cryod.entry/1`` with the node, see
+    docs/integrity.md). ``node`` names the chain (NULL on v1 entries).
+    """
 
     __tablename__ = "audit"
+    # the row entries, for exports and verify; partial, so a sample batch's entry
+    # (four a second) does not touch it
+    __table_args__ = (Index("ix_audit_rows", "seq", sqlite_where=text("kind = 'row'")),)
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     at: Mapped[dt.datetime]
     kind: Mapped[str] = mapped_column(String(64))
-    payload: Mapped[str] = mapped_column(Text)  # canonical JSON text, exactly as hashed
+    payload: Mapped[str] = mapped_column(Text)  # canonical JSON text of the hashed payload
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    v: Mapped[int] = mapped_column(Integer, server_default="1")
+    node: Mapped[str | None] = mapped_column(String(64))
+
+
+class RowSalt(Base):
+    """Each research row's salt (revision 0004), kept beside the data and never in the
+    chain: redaction erases it with the row, so the digest the chain keeps can no
+    longer confirm a guess of the content."""
+
+    __tablename__ = "row_salts"
+
+    tbl: Mapped[str] = mapped_column(String(64), primary_key=True)
+    row_key: Mapped[str] = mapped_column(Text, primary_key=True)  # canonical JSON of the key
+    salt: Mapped[str] = mapped_column(String(32))  # 16 bytes, hex
 
 
 class OutboxItemRow(Base):

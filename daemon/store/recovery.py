@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.orm import Session
 
 from . import audit
+from .chain import ChainedSession
 from .db import engine_for
 from .models import Cycle, Outcome, Procedure, Sample, utc_from_epoch, utcnow
 from .records import CycleClose, close_cycle
@@ -107,7 +108,7 @@ def recover_open_cycles(session: Session, *, now: dt.datetime | None = None) -> 
 
 def recover(engine: Engine, *, now: dt.datetime | None = None) -> RecoveryReport:
     """Run recovery in its own transaction (at start, before the writer starts)."""
-    with Session(engine, expire_on_commit=False) as session, session.begin():
+    with ChainedSession(engine, expire_on_commit=False) as session, session.begin():
         return recover_open_cycles(session, now=now)
 
 

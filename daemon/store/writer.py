@@ -15,6 +15,12 @@ event loop (and so never the poll loop or the supervisor).
   daemon acts (cycle open/close, alarms, procedures, operator actions, audit):
   samples submitted before it are flushed first, then ``op(session)`` runs in
   its own transaction, and the call returns after the COMMIT.
+- Every commit extends the chain in the same transaction (docs/integrity.md):
+  an op's research rows through ``ChainedSession``, a sample batch with one
+  ``samples`` entry over its canonical rows. ``on_audit_head(head)`` gets each
+  new head after its COMMIT, ``on_head(head, label)`` with what made it (the
+  op's label, or ``"samples"``), and ``on_foreign_head(expected, found)`` says
+  that the chain moved under the writer: someone else appended entries.
 - Storage failures (disk full, read-only, locked, I/O) never kill the task:
   they make ``status().healthy`` false (the service stops feeding the systemd
   watchdog and raises a high-priority alarm via ``on_error``) and
@@ -38,6 +44,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from .audit import AuditHead
+from .chain import ChainedSession, cover_batch, read_head
 from .db import immediate_transaction
 from .errors import StoreError, classify
 
@@ -55,6 +62,14 @@ _INSERT_SAMPLE = (
 # smallest limit SQLite has had; rows are inserted in order, ids ascending.
 _ROWS_PER_INSERT = 32
 _INSERT_SAMPLES = _INSERT_SAMPLE + ", (?, ?, ?, ?, ?, ?, ?, ?)" * (_ROWS_PER_INSERT - 1)
+_MAX_SAMPLE_ID = "SELECT max(id) FROM samples"
+
+
+def _canonical(rid: int, r: SampleRow | tuple[Any, ...]) -> tuple[Any, ...]:
+    """A sample as ``cryod.samples/1`` lists its columns (id first), from a SampleRow;
+    a NaN value is NULL, as SQLite stores it."""
+    value = r[5]
+    return (rid, r[7], r[0], r[1], r[2], r[3], r[4], None if value != value else value, r[6])
 
 
 class SampleRow(NamedTuple):
@@ -135,6 +150,8 @@ class Writer:
         stall_s: float = 5.0,
         on_error: Callable[[StoreError], None] | None = None,
         on_audit_head: Callable[[AuditHead], None] | None = None,
+        on_head: Callable[[AuditHead, str], None] | None = None,
+        on_foreign_head: Callable[[AuditHead | None, AuditHead | None], None] | None = None,
     ) -> None:
         if queue_max < 1 or batch_max < 1 or batch_interval_s <= 0 or stall_s <= 0:
             raise ValueError("queue_max, batch_max, batch_interval_s and stall_s must be > 0")
@@ -147,6 +164,8 @@ class Writer:
         self.stall_s = stall_s
         self._on_error = on_error
         self._on_audit_head = on_audit_head
+        self._on_head = on_head
+        self._on_foreign_head = on_foreign_head
         # samples are queued as chunks (one poll's rows), in order with the ops
         self._items: deque[list[SampleRow] | _Op[Any]] = deque()
         self._queued_samples = 0  # accepted, not yet handed to the worker
@@ -170,6 +189,8 @@ class Writer:
             raise RuntimeError("writer already started")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cryod-store")
         self._loop = asyncio.get_running_loop()
+        # the chain's head as found: each commit checks nobody else moved it since
+        self._audit_head = await self._in_worker(self._read_head)
         self._task = asyncio.create_task(self._run(), name="cryod-store-writer")
 
     async def aclose(self) -> None:
@@ -394,14 +415,21 @@ class Writer:
         finally:
             self._busy_since = None
 
+    def _read_head(self) -> AuditHead | None:
+        with self.engine.connect() as conn:
+            found = read_head(conn)
+        return None if found is None else found[0]
+
     async def _write_samples(self, chunks: list[list[SampleRow]], n: int) -> None:
+        info: dict[str, Any] = {"expect_head": self._audit_head}
         try:
-            elapsed, invalid = await self._in_worker(lambda: self._insert_samples(chunks))
+            elapsed, invalid = await self._in_worker(lambda: self._insert_samples(chunks, info))
         except Exception as exc:  # noqa: BLE001 - classified and reported below
             err = classify(exc)
             self._counters.dropped_error += n
             self._record_error(err)
             return
+        self._new_head(info, "samples")
         c = self._counters
         c.written += n - invalid
         c.dropped_invalid += invalid
@@ -410,14 +438,18 @@ class Writer:
         c.batch_time_s += elapsed
         self._record_success()
 
-    def _insert_samples(self, chunks: list[list[SampleRow]]) -> tuple[float, int]:
-        """Worker thread: one transaction; a refused row is retried alone, not the batch."""
+    def _insert_samples(
+        self, chunks: list[list[SampleRow]], info: dict[str, Any]
+    ) -> tuple[float, int]:
+        """Worker thread: one transaction with the batch's chain entry; a refused row is
+        retried alone, not the batch."""
         t0 = time.perf_counter()
         rows = list(chain.from_iterable(chunks))
         k = _ROWS_PER_INSERT
         whole = len(rows) - len(rows) % k
         try:
             with immediate_transaction(self.engine) as dbapi:
+                (before,) = dbapi.execute(_MAX_SAMPLE_ID).fetchone()
                 if whole:
                     groups = (chain.from_iterable(rows[i : i + k]) for i in range(0, whole, k))
                     dbapi.executemany(_INSERT_SAMPLES, [tuple(g) for g in groups])
@@ -425,36 +457,69 @@ class Writer:
                     # plain tuples: sqlite3 binds an exact tuple ~0.5 us/row faster than
                     # a NamedTuple (generic sequence path), far more than the copy costs
                     dbapi.executemany(_INSERT_SAMPLE, [tuple(r) for r in rows[whole:]])
+                if rows:
+                    (last,) = dbapi.execute("SELECT last_insert_rowid()").fetchone()
+                    first = last - len(rows) + 1
+                    if first != (before or 0) + 1:  # rowids are max+1 under our write lock
+                        raise StoreError("other", f"sample ids not contiguous ({before}, {last})")
+                    ids = range(first, last + 1)
+                    cover_batch(
+                        dbapi, first, last, map(_canonical, ids, rows), len(rows), info=info
+                    )
             return time.perf_counter() - t0, 0
         except Exception as exc:
             if classify(exc).kind != "integrity":
                 raise
         invalid = 0
+        kept: list[tuple[Any, ...]] = []
         with self._tx_engine.begin() as conn:
             for row in rows:
                 try:
                     with conn.begin_nested():
-                        conn.exec_driver_sql(_INSERT_SAMPLE, tuple(row))
+                        rid = conn.exec_driver_sql(_INSERT_SAMPLE, tuple(row)).lastrowid
+                        kept.append(_canonical(rid, row))
                 except Exception as exc:
                     if classify(exc).kind != "integrity":
                         raise
                     invalid += 1
+            if kept:
+                cover_batch(conn, kept[0][0], kept[-1][0], kept, len(kept), info=info)
         return time.perf_counter() - t0, invalid
 
-    def _run_in_session(self, fn: Callable[[Session], T]) -> tuple[T, AuditHead | None, bool]:
-        """Worker thread: (result, new audit head, whether the transaction wrote)."""
-        with Session(self._tx_engine, expire_on_commit=False) as session:
+    def _run_in_session(self, fn: Callable[[Session], T], info: dict[str, Any]) -> tuple[T, bool]:
+        """Worker thread: (result, whether the transaction wrote); the new head, if
+        any, is left in ``info``."""
+        with ChainedSession(self._tx_engine, expire_on_commit=False, info=info) as session:
             with session.begin():
                 raw = session.connection().connection.dbapi_connection
                 before = getattr(raw, "total_changes", 0)
                 result = fn(session)
                 wrote = getattr(raw, "total_changes", 0) != before
-            head = session.info.get("audit_head")
-            return result, head if isinstance(head, AuditHead) else None, wrote
+            info.update(session.info)  # the Session copied it: take its findings back
+            return result, wrote
+
+    def _new_head(self, info: dict[str, Any], label: str) -> None:
+        """After a COMMIT: report the chain's new head (and foreign entries before it)."""
+        foreign = info.get("foreign")
+        if foreign is not None and self._on_foreign_head is not None:
+            with contextlib.suppress(Exception):
+                self._on_foreign_head(*foreign)
+        head = info.get("audit_head")
+        if not isinstance(head, AuditHead):
+            return
+        self._audit_head = head
+        # a broken callback must not stop writes
+        if self._on_audit_head is not None:
+            with contextlib.suppress(Exception):
+                self._on_audit_head(head)
+        if self._on_head is not None:
+            with contextlib.suppress(Exception):
+                self._on_head(head, label)
 
     async def _run_op(self, op: _Op[Any]) -> None:
+        info: dict[str, Any] = {"expect_head": self._audit_head}
         try:
-            result, head, wrote = await self._in_worker(lambda: self._run_in_session(op.fn))
+            result, wrote = await self._in_worker(lambda: self._run_in_session(op.fn, info))
         except Exception as exc:  # noqa: BLE001 - handed to the waiting caller
             err = classify(exc)
             if err.storage_failure:
@@ -470,10 +535,7 @@ class Writer:
         self._counters.commits += 1
         if wrote:  # a read-only transaction proves nothing about the disk
             self._record_success()
-        if head is not None:
-            self._audit_head = head
-            if self._on_audit_head is not None:
-                self._on_audit_head(head)
+        self._new_head(info, op.label)
         if not op.future.done():
             op.future.set_result(result)
 

@@ -97,6 +97,7 @@ class QosConfig(_Strict):
     state: Qos = 1
     alarms: Literal[1, 2] = 1
     cycles: Literal[1, 2] = 1
+    audit_head: Literal[1, 2] = 1  # an anchor of the record: at least once
 
 
 class MqttConfig(_Strict):

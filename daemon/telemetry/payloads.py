@@ -36,6 +36,8 @@ __all__ = [
     "alarm_event_body",
     "alarms_active_body",
     "assert_no_personal_data",
+    "audit_head_body",
+    "audit_head_topic",
     "cycle_body",
     "encode",
     "stamp",
@@ -193,6 +195,18 @@ class Topics:
             self.alarms_active,
             self.cycles,
         )
+
+
+def audit_head_topic(site: str, node: str) -> str:
+    """The node's anchor topic ``cryod/v1/{site}/{node}/audit/head`` (one per node,
+    whatever its consoles): the record's chain head, retained."""
+    return f"{PREFIX}/{site}/{node}/audit/head"
+
+
+def audit_head_body(*, t_utc_s: float, node: str, seq: int, digest: str) -> dict[str, Any]:
+    """A chain head as an anchor (docs/integrity.md): which node, which entry, its hash.
+    No personal data: a head says nothing about what the entries hold."""
+    return {"ts_ms": ts_ms(t_utc_s), "node": node, "chain_seq": seq, "chain_hash": digest}
 
 
 def _num(value: float | None, ndigits: int = 3) -> float | None:

@@ -127,6 +127,7 @@ class PublisherStatus:
     outbox_pending: int = 0  # as of the last outbox check (at most one batch)
     outbox_errors: int = 0  # storage errors reading or marking the outbox (retried)
     last_outbox_error: str | None = None
+    audit_head_seq: int | None = None  # the newest chain head the broker acknowledged
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,6 +177,11 @@ class Publisher:
         self._active_msg: bytes | None = None
         self._state_dirty = False
         self._active_dirty = False
+        # the chain's heads (anchors, docs/integrity.md), each published in order and
+        # retained (the newest stays); the newest is re-published after a reconnect
+        self._heads: deque[tuple[str, bytes, int]] = deque(maxlen=64)  # topic, msg, seq
+        self._head_msg: tuple[str, bytes, int] | None = None
+        self._head_dirty = False
         self._outbox_hint = True
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
@@ -186,7 +192,8 @@ class Publisher:
             broker=config.broker,
             client_id=config.effective_client_id,
             published=dict.fromkeys(
-                ("status", "telemetry", "state", "alarms", "alarms_active", "cycles"), 0
+                ("status", "telemetry", "state", "alarms", "alarms_active", "cycles", "audit_head"),
+                0,
             ),
         )
 
@@ -251,6 +258,21 @@ class Publisher:
             self._state_msg, self._state_dirty = msg, True
         else:
             self._active_msg, self._active_dirty = msg, True
+        self._wake.set()
+
+    def offer_audit_head(self, topic: str, body: Mapping[str, Any]) -> None:
+        """Publish the chain's head (``payloads.audit_head_body``) retained on ``topic``,
+        the node's own. Heads are sent in the order offered (at most 64 wait; the
+        anchoring offers about one a second), so a subscriber sees each. Never blocks.
+        ``status().audit_head_seq`` is the newest head the broker acknowledged."""
+        try:
+            msg = self._encode(topic, body)
+        except (PersonalDataError, ValueError, TypeError) as exc:
+            self._reject("audit_head", exc)
+            return
+        item = (topic, msg, int(body["chain_seq"]))
+        self._heads.append(item)
+        self._head_msg, self._head_dirty = item, True
         self._wake.set()
 
     def notify_outbox(self) -> None:
@@ -440,6 +462,9 @@ class Publisher:
             # the broker may have restarted without persistence: re-state what is retained
             self._state_dirty = self._state_msg is not None
             self._active_dirty = self._active_msg is not None
+            if self._head_msg is not None and not self._heads:
+                self._heads.append(self._head_msg)  # the newest again, for the retained copy
+            self._head_dirty = bool(self._heads)
             self._outbox_hint = True
             watch = asyncio.create_task(self._watch(client), name="mqtt-watch")
             send = asyncio.create_task(self._send_loop(client), name="mqtt-send")
@@ -488,6 +513,13 @@ class Publisher:
                 if self._active_msg is msg:
                     self._active_dirty = False
                 continue
+            if self._head_dirty and self._heads:
+                topic, body, chain_seq = self._heads[0]
+                await self._publish(client, topic, "audit_head", body, qos.audit_head, retain=True)
+                self._status.audit_head_seq = chain_seq
+                self._heads.popleft()
+                self._head_dirty = bool(self._heads)
+                continue
             if self._outbox_hint or self._mono() >= next_outbox:
                 self._outbox_hint = False
                 more = await self._drain_outbox(client)
@@ -498,7 +530,7 @@ class Publisher:
                     self._outbox_hint = True
                     continue
             while self._telemetry and not (
-                self._state_dirty or self._active_dirty or self._outbox_hint
+                self._state_dirty or self._active_dirty or self._head_dirty or self._outbox_hint
             ):
                 item = self._telemetry[0]
                 try:
@@ -511,7 +543,7 @@ class Publisher:
                     )
                 if self._telemetry and self._telemetry[0] is item:
                     self._telemetry.popleft()
-            if self._state_dirty or self._active_dirty or self._outbox_hint:
+            if self._state_dirty or self._active_dirty or self._head_dirty or self._outbox_hint:
                 continue
             wait_s = max(0.0, next_outbox - self._mono())
             with contextlib.suppress(TimeoutError):

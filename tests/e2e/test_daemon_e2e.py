@@ -75,7 +75,8 @@ def test_two_freeze_protocol_end_to_end(tmp_path: Path) -> None:
         status = _cryoctl(d.socket, "status")
         assert status.returncode == 0
         assert "console c1" in status.stdout
-    assert export["schema"] == "cryod.export/1"
+    assert export["schema"] == "cryod.export/2"
+    assert export["chain"]["seal"]["kind"] == "export"  # made by the daemon: sealed
     proc = export["procedures"][0]
     assert "patient_ref" not in json.dumps(sim.events())  # nothing personal at the console
     freezes = [c for c in proc["cycles"] if c["phase"] == "freeze"]

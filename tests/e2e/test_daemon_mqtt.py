@@ -77,7 +77,13 @@ async def test_daemon_publishes_valid_telemetry_and_cycles(tmp_path: Path) -> No
         assert "patient" not in text
         assert DEMO_PROCEDURE["patient_ref"] not in text
     assert {m.topic.rsplit("/", 1)[-1] for m in msgs} >= {"status", "telemetry", "state", "cycles"}
-    assert all(m.topic.startswith("cryod/v1/test/c1/") for m in msgs)
+    # the console's tree, and its node's record anchor (docs/integrity.md)
+    node = status["anchors"]["node"]
+    assert all(
+        m.topic.startswith("cryod/v1/test/c1/") or m.topic == f"cryod/v1/test/{node}/audit/head"
+        for m in msgs
+    )
+    assert any(m.topic.endswith("/audit/head") for m in msgs)
     cycles = [m.payload for m in col.on("cycles")]
     ids = [c["event_id"] for c in cycles]
     assert ids == sorted(ids)

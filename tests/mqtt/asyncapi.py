@@ -47,7 +47,10 @@ def channels() -> list[tuple[str, re.Pattern[str], jsonschema.Draft7Validator]]:
     out = []
     for name, ch in document()["channels"].items():
         pattern = (
-            re.escape(ch["address"]).replace(r"\{site\}", "[^/]+").replace(r"\{console\}", "[^/]+")
+            re.escape(ch["address"])
+            .replace(r"\{site\}", "[^/]+")
+            .replace(r"\{console\}", "[^/]+")
+            .replace(r"\{node\}", "[^/]+")
         )
         (msg_ref,) = [m["$ref"] for m in ch["messages"].values()]
         payload_ref = _resolve(msg_ref)["payload"]["$ref"]

@@ -19,6 +19,8 @@ from cryod.daemon.telemetry.payloads import (
     alarm_event_body,
     alarms_active_body,
     assert_no_personal_data,
+    audit_head_body,
+    audit_head_topic,
     cycle_body,
     encode,
     stamp,
@@ -71,6 +73,9 @@ def test_every_builder_matches_its_schema_and_extra_keys_fail() -> None:
             online=True, software_version="0.1.0", client_id="x", t_utc_s=T_UTC, reason="connected"
         ),
         TOPICS.telemetry: telemetry_body(snapshot()),
+        audit_head_topic("demo", "ws-1"): audit_head_body(
+            t_utc_s=T_UTC, node="ws-1", seq=42, digest="ab" * 32
+        ),
         TOPICS.state: state_body(
             t_utc_s=T_UTC,
             engine_state="running",

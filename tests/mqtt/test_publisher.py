@@ -22,6 +22,8 @@ from cryod.daemon.telemetry.payloads import (
     ActiveAlarm,
     alarm_event_body,
     alarms_active_body,
+    audit_head_body,
+    audit_head_topic,
     cycle_body,
     state_body,
     telemetry_body,
@@ -204,7 +206,11 @@ async def test_every_topic_matches_the_asyncapi_schemas(
         outbox.add("alarm", _alarm(1))
         outbox.add("cycle", _cycle(1))
         pub.publish_event("alarm")
-        for suffix in ("telemetry", "state", "active", "alarms", "cycles"):
+        pub.offer_audit_head(
+            audit_head_topic("demo", "ws-1"),
+            audit_head_body(t_utc_s=time.time(), node="ws-1", seq=7, digest="cd" * 32),
+        )
+        for suffix in ("telemetry", "state", "active", "alarms", "cycles", "head"):
             await col.wait_for(lambda m, s=suffix: m.topic.endswith("/" + s))
         await pub.close()
         await col.wait_for(lambda m: _status(m, "offline"))

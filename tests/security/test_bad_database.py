@@ -1,8 +1,8 @@
 """A database file that cannot be used: one line naming the file and the problem,
 a documented exit status, never a traceback.
 
-``cryoctl procedures|show|export|verify|report --db FILE`` exit 4 and ``cryod
-run`` exits 3 (docs/cli.md) on a missing, empty, plain-text, corrupt or
+``cryoctl procedures|show|export|verify|report|redact --db FILE`` exit 7 and
+``cryod run`` exits 3 (docs/cli.md) on a missing, empty, plain-text, corrupt or
 foreign (another application's SQLite) file, or a cryod database at another
 schema revision. The check is ``daemon/store/db.py: check_database``; a
 corrupt page it does not read is reported when a command reads it.
@@ -138,6 +138,7 @@ COMMANDS = [
     ["export", "1", "--format", "csv"],
     ["verify"],
     ["report", "1", "--out", "REPORT"],
+    ["redact", "--procedure", "1", "--by", "dpo", "--reason", "consent withdrawn"],
 ]
 
 
@@ -190,11 +191,7 @@ def test_verify_log_that_does_not_exist(tmp_path: Path, capsys: pytest.CaptureFi
     log = tmp_path / "no-such.log"
     rc = ctl_main(["verify", "--db", str(db), "--log", str(log)])
     out, err = capsys.readouterr()
-    assert (rc, err, out) == (
-        EXIT_BAD_FILE,
-        f"cryoctl: {log}: cannot read the log (No such file or directory)\n",
-        "",
-    )
+    assert (rc, err, out) == (EXIT_BAD_FILE, f"cryoctl: --log {log}: no such file\n", "")
 
 
 def test_export_out_into_a_missing_directory(
@@ -213,6 +210,22 @@ def test_export_out_into_a_missing_directory(
 
 def _exit_constants(module: object) -> set[int]:
     return {v for k, v in vars(module).items() if k.startswith("EXIT_") and isinstance(v, int)}
+
+
+def test_cryoctl_verify_statuses_are_the_record_checks() -> None:
+    """One number per meaning: verify's statuses are cryoctl's, and no other status of
+    cryoctl means something else (an unusable file is not a table mismatch)."""
+    from cryod.daemon.store.record_check import VerifyExit
+
+    assert (ctl.EXIT_OK, ctl.EXIT_REFUSED, ctl.EXIT_NO_DAEMON) == (
+        VerifyExit.OK, VerifyExit.CHAIN, VerifyExit.UNREACHABLE,
+    )  # fmt: skip
+    assert (ctl.EXIT_TABLES, ctl.EXIT_ANCHORS, ctl.EXIT_EXPORT) == (
+        VerifyExit.TABLES, VerifyExit.ANCHORS, VerifyExit.EXPORT,
+    )  # fmt: skip
+    assert (ctl.EXIT_USAGE, ctl.EXIT_BAD_FILE) == (VerifyExit.BAD_INPUT, VerifyExit.BAD_FILE)
+    named = [v for k, v in vars(ctl).items() if k.startswith("EXIT_") and isinstance(v, int)]
+    assert len(named) == len(set(named)) == 8  # no two names for one status
 
 
 def test_exit_statuses_are_in_the_help_and_the_docs(capsys: pytest.CaptureFixture[str]) -> None:

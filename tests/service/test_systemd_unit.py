@@ -258,3 +258,22 @@ def test_python_runs_under_memory_deny_write_execute(tmp_path: Path) -> None:
         pytest.skip(f"kernel has no PR_SET_MDWE: {result.stdout.strip()}")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "ok", result.stdout + result.stderr
+
+
+@pytest.mark.needs_systemd
+def test_the_anchor_file_drop_in_documented_for_the_unit_verifies(tmp_path: Path) -> None:
+    """docs/install.md's drop-in for the anchor file ([anchors] file, on another
+    filesystem): ReadWritePaths= and RequiresMountsFor= on the sandboxed unit verify
+    clean, and the unit itself says where that goes."""
+    analyze = require_binary("systemd-analyze")
+    text = UNIT.read_text()
+    assert "[Service] ReadWritePaths=/mnt/audit-anchors" in text  # the unit's own hint
+    install = (UNIT.parents[1] / "docs" / "install.md").read_text()
+    assert "ReadWritePaths=/mnt/audit-anchors" in install
+    anchors = tmp_path / "anchors"
+    anchors.mkdir()
+    with_drop_in = text.replace("[Unit]\n", f"[Unit]\nRequiresMountsFor={anchors}\n", 1).replace(
+        "[Service]\n", f"[Service]\nReadWritePaths={anchors}\n", 1
+    )
+    result = _run(analyze, "verify", str(_verifiable_copy(tmp_path, with_drop_in)))
+    assert (result.stdout + result.stderr) == "", result.stdout + result.stderr

@@ -12,9 +12,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from cryod.daemon.store import audit
-from cryod.daemon.store.audit import AuditHead, entry_hash, heads_from_log, verify
+from cryod.daemon.store.audit import AuditHead, heads_from_log, verify
+from cryod.integrity import entry_hash
 
-N = 8  # rows in the chain (seq 1 is database_created from the migration)
+N = 8  # rows in the chain (seq 1-2: the migration's baseline and database_created)
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ def chain(db_path: Path, engine: Engine) -> list[AuditHead]:
         head = audit.current_head(s)
         assert head is not None
         heads.append(head)
-    for i in range(2, N + 1):
+    for i in range(3, N + 1):
         with Session(engine) as s, s.begin():
             heads.append(audit.append(s, "state", {"i": i, "state": "freezing", "tip_c": -40.5}))
     return heads
@@ -48,13 +49,13 @@ def recompute_from(db: Path, seq: int) -> None:
     con = sqlite3.connect(db, isolation_level=None)
     try:
         rows = con.execute(
-            "SELECT seq, at, kind, payload, prev_hash FROM audit ORDER BY seq"
+            "SELECT seq, at, kind, payload, prev_hash, node FROM audit ORDER BY seq"
         ).fetchall()
         prev = None
-        for s, at, kind, payload, prev_hash in rows:
+        for s, at, kind, payload, prev_hash, node in rows:
             if s >= seq:
                 prev_hash = prev
-                digest = entry_hash(s, at, kind, json.loads(payload), prev_hash)
+                digest = entry_hash(s, at, node, kind, json.loads(payload), prev_hash)
                 con.execute(
                     "UPDATE audit SET prev_hash = ?, hash = ? WHERE seq = ?", (prev_hash, digest, s)
                 )
@@ -136,7 +137,7 @@ def test_truncated_tail_caught_only_with_expected_head(
     assert (result.ok, result.first_bad_seq) == (False, N - 1)
 
 
-@pytest.mark.parametrize("from_seq", [2, 5, N])
+@pytest.mark.parametrize("from_seq", [3, 5, N])
 def test_recomputed_chain_caught_only_with_expected_head(
     db_path: Path, chain: list[AuditHead], from_seq: int
 ) -> None:

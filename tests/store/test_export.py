@@ -88,7 +88,8 @@ async def test_json_export_validates_against_schema(writer: Writer, db_path: Pat
     data = export.export_json(db_path)
     jsonschema.Draft202012Validator.check_schema(export.load_schema())
     jsonschema.validate(data, export.load_schema(), cls=jsonschema.Draft202012Validator)
-    assert data["schema"] == "cryod.export/1"
+    assert data["schema"] == "cryod.export/2"
+    assert data["chain"]["seal"] is None  # offline: unsealed
     p1, p2 = data["procedures"]
     assert [c["phase"] for c in p1["cycles"]] == ["freeze", "thaw", "freeze"]
     assert p1["cycles"][0]["time_below_c"] == {"-20": 50.5, "-40": 40.0}

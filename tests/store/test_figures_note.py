@@ -1,7 +1,7 @@
 """A figure that could not be computed is NULL with its reason, from the cycle
 close record to the export, the audit trail and the report (never 0).
 
-``cycles.figures_note`` (migration ``0004_figures_note``) carries the reason
+``cycles.figures_note`` (migration ``0005``) carries the reason
 ``daemon/figures.py`` gives (``CycleFigures.figures_note``).
 """
 
@@ -26,7 +26,8 @@ from cryod.daemon.store.models import Cycle, Outcome
 from tests.core.helpers import snap
 
 from .conftest import cycle_open, procedure_meta
-from .test_migrate import _downgrade, revision
+from .legacy import downgrade
+from .test_migrate import revision
 
 ALL_GAPS = (
     "every interval between usable tip readings was longer than the 7.5 s gap rule: "
@@ -117,7 +118,7 @@ def test_an_interrupted_cycle_says_which_figures_it_lacks(engine: Engine) -> Non
 
 def test_migration_adds_the_column_and_takes_it_away(tmp_path: Path) -> None:
     db = tmp_path / "cryod.db"
-    migrate.upgrade(db, "0003")
+    migrate.upgrade(db, "0004")
     migrate.upgrade(db, "head")
     con = sqlite3.connect(db)
     try:
@@ -125,8 +126,8 @@ def test_migration_adds_the_column_and_takes_it_away(tmp_path: Path) -> None:
     finally:
         con.close()
     assert "figures_note" in columns
-    _downgrade(db, "0003")
-    assert revision(db) == "0003"
+    downgrade(db, "0004")
+    assert revision(db) == "0004"
     con = sqlite3.connect(db)
     try:
         columns = [r[1] for r in con.execute("PRAGMA table_info(cycles)")]

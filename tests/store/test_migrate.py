@@ -7,46 +7,13 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from sqlalchemy.orm import Session
 
-from cryod.daemon.store import audit, migrate, records, recovery
+from cryod.daemon.store import audit, migrate, recovery
 from cryod.daemon.store.db import make_engine
 from cryod.daemon.store.errors import StoreError
 from cryod.daemon.store.schema_version import HEAD_REVISION
 
-from .conftest import cycle_open, procedure_meta
-
-
-def make_old_db(path: Path) -> None:
-    """A database as revision 0001 (before the outbox) left it, with data: written
-    by this cryod at head (its models have every column of head), then taken down
-    to 0001 by the real migrations' downgrades."""
-    migrate.upgrade(path, "head")
-    eng = make_engine(path)
-    try:
-        with Session(eng) as s, s.begin():
-            pid = records.open_procedure(s, procedure_meta())
-            records.open_cycle(s, cycle_open(pid))
-            s.connection().exec_driver_sql(
-                "INSERT INTO samples (procedure_id, console, t_utc, t_mono, probe, channel, value,"
-                " validity) VALUES (1, 'c1', 1.0, 1.0, 1, 'tip_c', -30.0, 'valid')"
-            )
-    finally:
-        eng.dispose()
-    _downgrade(path, "0001")
-
-
-def _downgrade(path: Path, revision: str) -> None:
-    from alembic import command
-
-    eng = make_engine(path)
-    try:
-        with eng.begin() as conn:
-            cfg = migrate.alembic_config(path)
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, revision)
-    finally:
-        eng.dispose()
+from .legacy import downgrade, make_old_db
 
 
 def tables(path: Path) -> set[str]:
@@ -95,7 +62,15 @@ def test_older_database_is_backed_up_then_upgraded(tmp_path: Path) -> None:
         indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     finally:
         con.close()
-    assert kinds == ["procedure_opened", "cycle_opened", "schema_upgraded"]
+    # the old entries stay as they were (v1); 0004 baselined every row and the sample;
+    # 0005 added cycles.figures_note and covered the cycle again
+    assert kinds == [
+        "procedure_opened",
+        "cycle_opened",
+        *("row", "row", "samples", "baseline"),
+        *("row", "schema_change"),
+        "schema_upgraded",
+    ]
     assert "ix_samples_procedure_id_t_utc" in indexes  # 0003: time order
     assert "ix_samples_procedure_id_probe_channel_t_utc" not in indexes
     assert audit.verify(db).ok
@@ -147,16 +122,7 @@ def test_0003_downgrade_restores_the_per_probe_index(tmp_path: Path) -> None:
     """The 0003 migration is reversible (an older cryod can be reinstated)."""
     db = tmp_path / "cryod.db"
     migrate.upgrade(db, "head")
-    from alembic import command
-
-    eng = make_engine(db)
-    try:
-        with eng.begin() as conn:
-            cfg = migrate.alembic_config(db)
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0002")
-    finally:
-        eng.dispose()
+    downgrade(db, "0002")
     con = sqlite3.connect(db)
     try:
         indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='index'")}

@@ -15,7 +15,8 @@ from cryod.daemon.store.errors import StoreError
 from cryod.daemon.store.migrate_proc import _parse, migrate_in_child
 from cryod.daemon.store.schema_version import HEAD_REVISION, at_head
 
-from .test_migrate import make_old_db, revision
+from .legacy import make_old_db
+from .test_migrate import revision
 
 
 async def test_new_database_is_created_at_head(tmp_path: Path) -> None:

@@ -51,7 +51,8 @@ async def test_open_cycles_are_marked_interrupted(
     assert got[0][:4] == (c1, "interrupted", last_sample, -61.0)
     assert got[1][:4] == (c2, "interrupted", format_utc(now), None)  # no samples: recovery time
     assert all(r[4] is not None and r[4] >= 0 for r in got)
-    assert kinds[-3:] == ["cycle_interrupted", "cycle_interrupted", "recovery"]
+    # each interrupted cycle's row is covered again, with its event
+    assert kinds[-5:] == ["row", "cycle_interrupted", "row", "cycle_interrupted", "recovery"]
     assert verify(db_path).ok
     # a second start finds nothing to do
     assert recovery.recover(engine).interrupted == []

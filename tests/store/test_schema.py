@@ -24,6 +24,7 @@ TABLES = {
     "operator_actions",
     "audit",
     "outbox",
+    "row_salts",
     "alembic_version",
 }
 
@@ -35,9 +36,20 @@ def test_fresh_database_is_created_at_head(db_path: Path, engine: Engine) -> Non
         triggers = {
             r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type='trigger'"))
         }
-        assert triggers == {"audit_no_update", "audit_no_delete"}
+        assert triggers == {
+            "audit_no_update",
+            "audit_no_delete",
+            "procedures_no_delete",
+            "cycles_no_delete",
+            "alarms_no_delete",
+            "operator_actions_no_delete",
+            "samples_no_update",
+            "samples_no_delete",
+            "row_salts_no_update",
+            "row_salts_no_delete",
+        }
         kinds = [r[0] for r in conn.execute(text("SELECT kind FROM audit ORDER BY seq"))]
-        assert kinds == ["database_created"]
+        assert kinds == ["baseline", "database_created"]
 
 
 def test_models_match_migrations(engine: Engine) -> None:
