@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cryod import __version__
 
 __all__ = ["main"]
+
+# exit statuses (docs/cli.md); systemd does not restart the service after 2 or 3
+EXIT_OK = 0
+EXIT_FAILED = 1  # anything else (a bug: its traceback is in the journal)
+EXIT_CONFIG = 2
+EXIT_DATABASE = 3
+
+EXIT_CODES = f"""exit status:
+  {EXIT_OK}  stopped cleanly (run), config valid (check-config; warnings on stderr), demo done
+  {EXIT_FAILED}  any other failure
+  {EXIT_CONFIG}  configuration error: every problem listed as FILE: KEY: reason; or (run)
+     a [node] id other than the database's chain names (node_mismatch in the journal)
+  {EXIT_DATABASE}  the database cannot be used: not SQLite, corrupt, another application's,
+     from a newer cryod, or its directory not writable (one line names the file and why)
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cryod",
         description="Edge daemon for a cryoablation console (research use only: "
         "NICE IPG747/HTG652).",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"cryod {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -48,11 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             for line in exc.problems:
                 print(line, file=sys.stderr)
-            return 2
+            return EXIT_CONFIG
         for warning in _anchor_warnings(loaded):
             print(f"{args.file}: warning: {warning}", file=sys.stderr)
         print(f"{args.file}: ok")
-        return 0
+        return EXIT_OK
     if args.cmd == "run":
         from .config import ConfigError, load_config
         from .logging import configure_logging
@@ -62,16 +80,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             for line in exc.problems:
                 print(line, file=sys.stderr)
-            return 2
+            return EXIT_CONFIG
         configure_logging(loaded.cfg.daemon.log_level)
         from .service import Daemon
 
-        return asyncio.run(Daemon(loaded).run())
+        return _database_checked(
+            lambda: asyncio.run(Daemon(loaded).run()), loaded.cfg.daemon.database
+        )
     if args.cmd == "demo":
         from .demo import run_demo
 
-        return run_demo(args)
-    return 2
+        return _database_checked(lambda: run_demo(args), args.db)
+    return EXIT_CONFIG
+
+
+def _database_checked(run: Callable[[], int], database: str | os.PathLike[str] | None) -> int:
+    """``run()``, with a database that cannot be used reported in one line (exit 3)
+    instead of a traceback: refused at start (``StoreError``), or an SQLite error
+    reading it at start (a corrupt page the start-up check does not read)."""
+    from .store.db import DATABASE_ERRORS, unreadable
+    from .store.errors import StoreError
+
+    try:
+        return run()
+    except StoreError as exc:
+        named = database is None or str(database) in exc.message
+        print(f"cryod: {exc.message if named else f'{database}: {exc.message}'}", file=sys.stderr)
+    except DATABASE_ERRORS as exc:
+        print(f"cryod: {unreadable(database or 'database', exc).message}", file=sys.stderr)
+    return EXIT_DATABASE
 
 
 def _anchor_warnings(loaded: Any) -> list[str]:

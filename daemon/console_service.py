@@ -519,6 +519,7 @@ class ConsoleService:
                 time_below_m40_s=f.below_m40_s,
                 thaw_to_0_s=f.thaw_to_0c_s,
                 supply_end_kpa=supply_end,
+                figures_note=f.figures_note,
             )
         )
 

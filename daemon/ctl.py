@@ -13,23 +13,67 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cryod import __version__
 
 from .control import ControlError, call
 
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
 __all__ = ["main"]
+
+T = TypeVar("T")
 
 DEFAULT_SOCKET = os.environ.get("CRYOD_SOCKET", "/run/cryod/control.sock")
 
 INDICATIONS = ["mortons_neuroma", "stump_neuroma", "other_traumatic_neuroma", "other"]
 
+# exit statuses (docs/cli.md, docs/integrity.md); one meaning each across commands.
+# verify's own are record_check.VerifyExit (tests/security/test_bad_database.py
+# keeps the two equal)
+EXIT_OK = 0
+EXIT_REFUSED = 1  # refused by the daemon, no such procedure or row, a bad value; chain broken
+EXIT_USAGE = 2  # a bad command line: argparse's own status, a malformed --head or --row
+EXIT_NO_DAEMON = 3
+EXIT_TABLES = 4  # verify: a research row or a sample batch does not match the chain
+EXIT_ANCHORS = 5  # verify: the chain disagrees with an anchor
+EXIT_EXPORT = 6  # verify: an export does not match what it carries
+EXIT_BAD_FILE = 7  # a file named on the command line cannot be used
+
+EXIT_CODES = f"""exit status:
+  {EXIT_OK}  success (verify: every check passed)
+  {EXIT_REFUSED}  refused by the daemon, no such procedure or row, or a bad value
+     (verify: the chain is not consistent on its own)
+  {EXIT_USAGE}  bad command line (also a malformed --head SEQ:HASH or --row TABLE:ID)
+  {EXIT_NO_DAEMON}  cannot reach cryod on its socket
+  {EXIT_TABLES}  verify: a research row or sample batch does not match the chain
+  {EXIT_ANCHORS}  verify: the chain disagrees with an anchor (rewritten, cut off, forked)
+  {EXIT_EXPORT}  verify: an export does not match what it carries
+  {EXIT_BAD_FILE}  a file named with --db, --log, --anchors, --export or --out cannot be used:
+     missing, empty, not SQLite, corrupt, not a cryod database, at another schema
+     revision, not a cryod export, not writable (one line says which)
+"""
+
+
+class BadInput(Exception):
+    """A bad value on the command line: one line for the user, exit status 2."""
+
+
+class UnusableFile(Exception):
+    """A file named on the command line that cannot be used: one line, exit status 7."""
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cryoctl", description="Operate and inspect cryod.")
+    p = argparse.ArgumentParser(
+        prog="cryoctl",
+        description="Operate and inspect cryod.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--version", action="version", version=f"cryoctl {__version__}")
     p.add_argument("--socket", default=DEFAULT_SOCKET, help=f"daemon socket ({DEFAULT_SOCKET})")
     p.add_argument("--console", default=None, help="console id (needed with several consoles)")
@@ -130,14 +174,17 @@ checks, reported apart:
            recomputed after an edit passes the two checks above.
   export   with --export FILE: every row of an export re-hashes to its digest
 
-exit codes (with several failures, the first in this order):
+exit status (with several failures, the first in this order):
   0  every check passed
   1  the chain is not consistent on its own
   4  a table (research row or sample batch) does not match the chain
   5  the chain disagrees with an anchor (rewritten, cut off, forked)
   6  the export does not match what it carries
-  2  bad input: a missing or unreadable file, a malformed --head, not a cryod database
+  2  bad command line: a malformed --head
   3  the daemon could not be reached (without --db)
+  7  a file cannot be used: --db missing, not SQLite, corrupt, not a cryod database
+     or at another schema revision; --log, --anchors or --export missing or
+     unreadable; --export not JSON or not a cryod.export/2 file
 """
 
 
@@ -166,10 +213,6 @@ def _verify_parser(sub: Any) -> None:
     )
     sp.add_argument("--export", default=None, metavar="FILE", help="verify an export file")
     sp.add_argument("--json", action="store_true", help="the report as JSON")
-
-
-class BadInput(Exception):
-    """Input cryoctl refuses: one line for the user, exit status 2."""
 
 
 def _heads_arg(values: list[str]) -> list[Any]:
@@ -202,9 +245,9 @@ def _anchor_sources(args: argparse.Namespace) -> list[Any]:
             try:
                 sources.append(anchor_source(path))
             except FileNotFoundError:
-                raise BadInput(f"{flag} {path}: no such file") from None
+                raise UnusableFile(f"{flag} {path}: no such file") from None
             except OSError as exc:
-                raise BadInput(f"{flag} {path}: cannot be read ({exc.strerror})") from None
+                raise UnusableFile(f"{flag} {path}: cannot be read ({exc.strerror})") from None
     return sources
 
 
@@ -234,22 +277,14 @@ def _verify_offline(args: argparse.Namespace) -> int:
     return int(code)
 
 
-def _read_db(db: str, fn: Any) -> Any:
-    """``fn(db)`` on a database file; a file that is not a readable cryod database is
-    one line of bad input, never a traceback."""
-    import sqlite3
+def _read_db(db: str, fn: Callable[[Engine], T]) -> T:
+    """``fn(engine)`` on the cryod database file ``db``, read-only, through
+    ``open_for_reading``: a file that cannot be used (``check_database``, or an
+    SQLite error met reading it) is an ``UnusableDatabase``, one line, exit 7."""
+    from .store.db import open_for_reading
 
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from .store.errors import StoreError
-
-    if not Path(db).is_file():
-        raise BadInput(f"{db}: no such database")
-    try:
-        return fn(db)
-    except (SQLAlchemyError, sqlite3.Error, StoreError) as exc:
-        orig = getattr(exc, "orig", None) or exc
-        raise BadInput(f"{db}: not a readable cryod database ({orig})") from None
+    with open_for_reading(db) as engine:
+        return fn(engine)
 
 
 def _verify_export_file(path: str, sources: list[Any], db: str | None) -> Any:
@@ -258,43 +293,48 @@ def _verify_export_file(path: str, sources: list[Any], db: str | None) -> Any:
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise BadInput(f"--export {path}: no such file") from None
+        raise UnusableFile(f"--export {path}: no such file") from None
     except OSError as exc:
-        raise BadInput(f"--export {path}: cannot be read ({exc.strerror})") from None
+        raise UnusableFile(f"--export {path}: cannot be read ({exc.strerror})") from None
     except (UnicodeDecodeError, ValueError) as exc:
-        raise BadInput(f"--export {path}: not JSON ({exc})") from None
+        raise UnusableFile(f"--export {path}: not JSON ({exc})") from None
     try:
         if db is None:
             return verify_export(doc, path=path, anchors=sources)
         return _read_db(db, lambda d: verify_export(doc, path=path, anchors=sources, db=d))
     except ExportVersionError as exc:
-        raise BadInput(f"--export {path}: {exc}") from None
+        raise UnusableFile(f"--export {path}: {exc}") from None
 
 
 def _redact(args: argparse.Namespace) -> int:
     from .store.chain import ChainedSession
-    from .store.db import make_engine
+    from .store.db import DATABASE_ERRORS, check_at_head, make_engine, unreadable
     from .store.redaction import RedactionError, redact_procedure, redact_row
 
-    def run(db: str) -> Any:
-        engine = make_engine(db)
-        try:
-            with ChainedSession(engine) as session, session.begin():
-                if args.procedure is not None:
-                    return redact_procedure(session, args.procedure, by=args.by, reason=args.reason)
-                table, _, rid = str(args.row).partition(":")
-                if not rid.isdigit():
-                    raise RedactionError(f"--row {args.row!r}: expected TABLE:ID, e.g. alarms:12")
-                return redact_row(session, table, {"id": int(rid)}, by=args.by, reason=args.reason)
-        finally:
-            engine.dispose()
-
+    row: tuple[str, int] | None = None
+    if args.procedure is None:
+        table, _, rid = str(args.row).partition(":")
+        if not (table and rid.isdigit()):
+            raise BadInput(f"--row {args.row!r}: expected TABLE:ID, e.g. alarms:12")
+        row = (table, int(rid))
+    check_at_head(args.db)  # UnusableDatabase: one line, exit 7
+    engine = make_engine(args.db)
+    result: object
     try:
-        result = _read_db(args.db, run)
+        with ChainedSession(engine) as session, session.begin():
+            if row is None:
+                result = redact_procedure(session, args.procedure, by=args.by, reason=args.reason)
+            else:
+                result = redact_row(session, row[0], {"id": row[1]}, by=args.by, reason=args.reason)
     except RedactionError as exc:
-        raise BadInput(str(exc)) from None
+        print(f"cryoctl: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except DATABASE_ERRORS as exc:
+        raise unreadable(args.db, exc, doing="written") from exc
+    finally:
+        engine.dispose()
     print(f"redacted: {result}")
-    return 0
+    return EXIT_OK
 
 
 def _adverse(items: list[str]) -> list[dict[str, Any]]:
@@ -422,45 +462,47 @@ def _link_text(link: dict[str, Any]) -> str:
 
 def _offline(args: argparse.Namespace) -> int:
     from .store import export, queries
+    from .store.db import open_for_reading
 
-    db = args.db
-    if not Path(db).exists():
-        print(f"cryoctl: {db}: no such database", file=sys.stderr)
-        return 2
-    if args.cmd == "procedures":
-        _print_json([p.as_dict() for p in queries.list_procedures(db)])
-        return 0
-    if args.cmd == "show":
-        try:
-            _print_json(queries.show_procedure(db, args.id).as_dict())
-        except queries.NotFound as exc:
-            print(f"cryoctl: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    if args.cmd == "export":
-        return _write_export(
-            args,
-            export.export_csv(db, args.id)
-            if args.format == "csv"
-            else export.export_json(db, args.id),
-        )
-    if args.cmd == "report":
-        from .report import write_report
+    with open_for_reading(args.db) as db:
+        if args.cmd == "procedures":
+            _print_json([p.as_dict() for p in queries.list_procedures(db)])
+            return EXIT_OK
+        if args.cmd == "show":
+            try:
+                _print_json(queries.show_procedure(db, args.id).as_dict())
+            except queries.NotFound as exc:
+                print(f"cryoctl: {exc}", file=sys.stderr)
+                return EXIT_REFUSED
+            return EXIT_OK
+        if args.cmd == "export":
+            return _write_export(
+                args,
+                export.export_csv(db, args.id)
+                if args.format == "csv"
+                else export.export_json(db, args.id),
+            )
+        if args.cmd == "report":
+            from .report import write_report
 
-        out = write_report(db, args.id, args.out)
-        print(out)
-        return 0
-    return 2
+            out = write_report(args.db, args.id, args.out)
+            print(out)
+            return EXIT_OK
+    return EXIT_USAGE
 
 
 def _write_export(args: argparse.Namespace, data: Any) -> int:
     text = data if isinstance(data, str) else json.dumps(data, indent=2, default=str)
     if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
+        try:
+            Path(args.out).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            print(f"cryoctl: {args.out}: cannot write the export ({exc.strerror})", file=sys.stderr)
+            return EXIT_BAD_FILE
         print(args.out)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    return 0
+    return EXIT_OK
 
 
 def _print_json(data: Any) -> None:
@@ -473,28 +515,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(args)
     except BadInput as exc:
         print(f"cryoctl: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except UnusableFile as exc:
+        print(f"cryoctl: {exc}", file=sys.stderr)
+        return EXIT_BAD_FILE
 
 
-def _main(args: argparse.Namespace) -> int:
-    if args.cmd == "redact":
-        return _redact(args)
-    if args.cmd == "verify" and (args.db or args.export):
-        return _verify_offline(args)
-    offline_capable = ("procedures", "show", "export", "report")
-    if args.cmd in offline_capable and getattr(args, "db", None):
+#: the commands that also work on a database file (--db), with no daemon
+OFFLINE_CAPABLE = ("procedures", "show", "export", "report")
+
+
+def _on_files(args: argparse.Namespace) -> int:
+    """A command on files, cryod not needed: ``redact``, ``verify --db/--export`` and the
+    offline-capable ones with ``--db``. A database file that cannot be used is one
+    line and exit 7 (``UnusableDatabase``, from ``check_database``)."""
+    from .store.errors import UnusableDatabase
+
+    try:
+        if args.cmd == "redact":
+            return _redact(args)
+        if args.cmd == "verify":
+            return _verify_offline(args)
         try:
             return _offline(args)
         except (ValueError, LookupError) as exc:
             print(f"cryoctl: {exc}", file=sys.stderr)
-            return 1
+            return EXIT_REFUSED
+    except UnusableDatabase as exc:
+        raise UnusableFile(exc.message) from None
+
+
+def _main(args: argparse.Namespace) -> int:
+    if (
+        args.cmd == "redact"
+        or (args.cmd == "verify" and (args.db or args.export))
+        or (args.cmd in OFFLINE_CAPABLE and getattr(args, "db", None))
+    ):
+        return _on_files(args)
     if args.cmd == "watch":
         from .watch import run_watch
 
         return run_watch(args.socket, refresh_hz=args.hz)
     if args.cmd == "report":
         print("cryoctl report needs --db PATH (the daemon's database or a copy)", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     cmd, req = _live_request(args)
     if cmd == "verify":
         req = {
@@ -511,10 +575,10 @@ def _main(args: argparse.Namespace) -> int:
         result = asyncio.run(call(args.socket, cmd, req, timeout_s=args.timeout))
     except ControlError as exc:
         print(f"cryoctl: refused: {exc.code}: {exc.message}", file=sys.stderr)
-        return 1
+        return EXIT_REFUSED
     except (OSError, TimeoutError) as exc:
         print(f"cryoctl: cannot reach cryod at {args.socket}: {exc}", file=sys.stderr)
-        return 3
+        return EXIT_NO_DAEMON
     if cmd == "status" and not args.json:
         _print_status(result)
     elif cmd == "verify":
@@ -527,7 +591,7 @@ def _main(args: argparse.Namespace) -> int:
         return _write_export(args, result)
     else:
         _print_json(result)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ from .commands import (
     Tick,
     WriteConsoleLimits,
 )
-from .figures import FigureTracker, SnapshotFold
+from .figures import FigureTracker, SnapshotFold, gap_rule_s
 from .interlocks import InterlockFailure, check_freeze_interlocks
 from .limits import (
     ConsoleEnvelope,
@@ -130,8 +130,14 @@ class EngineConfig:
         """Freezes run without console-held limits (site explicitly allows it)."""
         return not self.envelope.has_console_limits and self.limits.allow_host_only_limits
 
+    @property
+    def figure_gap_s(self) -> float:
+        """The figures' gap rule on this engine's clock (``poll_period_s`` is in the
+        engine's seconds: simulated ones at a simulated speed)."""
+        return gap_rule_s(poll_period_s=self.poll_period_s, stale_polls=self.limits.stale_polls)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ProbeCycle:
     probe: int
     cycle_ref: int
@@ -141,13 +147,10 @@ class ProbeCycle:
     tracker: FigureTracker | None = None
 
     def with_tracker(self, tracker: FigureTracker) -> ProbeCycle:
-        """``replace(self, tracker=tracker)`` at a third of its cost: this runs for
-        every probe at every poll. It names every field: keep it in step with them."""
+        """This cycle with ``tracker`` (itself when the tracker did not change)."""
         if tracker is self.tracker:
             return self
-        return ProbeCycle(
-            self.probe, self.cycle_ref, self.committed, self.limits_ok, self.thaw_on, tracker
-        )
+        return replace(self, tracker=tracker)
 
 
 @dataclass(frozen=True, slots=True)
@@ -676,8 +679,13 @@ class Engine:
                         mono_s=now.mono_s,
                     )
                 )
-                tracker = FigureTracker("thaw", now.mono_s, None, len(run.probes))
-                cycles.append(ProbeCycle(p, ref, tracker=tracker))
+                tracker = FigureTracker.start(
+                    phase="thaw",
+                    start_mono_s=now.mono_s,
+                    probes_sharing=len(run.probes),
+                    max_gap_s=self.cfg.figure_gap_s,
+                )
+                cycles.append(ProbeCycle(probe=p, cycle_ref=ref, tracker=tracker))
                 ref += 1
             run = replace(run, cycles=tuple(cycles), planned_s=step.duration_s)
             return replace(st, phase=Phase.THAWING, run=run, next_ref=ref)
@@ -713,7 +721,7 @@ class Engine:
             )
             if not host_only:
                 out.add(WriteConsoleLimits(probe=p, limits=self.console_limits(plan)))
-            cycles.append(ProbeCycle(p, ref, limits_ok=host_only))
+            cycles.append(ProbeCycle(probe=p, cycle_ref=ref, limits_ok=host_only))
             ref += 1
         run = replace(
             run,
@@ -735,7 +743,13 @@ class Engine:
         cycles = []
         for c in run.cycles:
             out.add(SetFreeze(probe=c.probe, on=True))
-            tracker = FigureTracker("freeze", now, step.target_tip_c, len(run.probes))
+            tracker = FigureTracker.start(
+                phase="freeze",
+                start_mono_s=now,
+                target_tip_c=step.target_tip_c,
+                probes_sharing=len(run.probes),
+                max_gap_s=self.cfg.figure_gap_s,
+            )
             cycles.append(replace(c, tracker=tracker))
         run = replace(
             run,
@@ -771,8 +785,10 @@ class Engine:
                 if c.thaw_on:
                     out.add(SetThaw(probe=c.probe, on=False))
         for c in run.cycles:
-            tracker = c.tracker or FigureTracker(
-                "freeze" if st.phase is Phase.PRECHECK else "thaw", now
+            tracker = c.tracker or FigureTracker.start(
+                phase="freeze" if st.phase is Phase.PRECHECK else "thaw",
+                start_mono_s=now,
+                max_gap_s=self.cfg.figure_gap_s,
             )
             if st.phase is Phase.FREEZING or c.thaw_on:
                 tracker = tracker.valve_closed(now)

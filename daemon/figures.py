@@ -8,7 +8,12 @@ determination time (``Reading.t_mono``), never wall-clock time. Times spent
 below a threshold are integrated between consecutive usable samples, with the
 crossing point interpolated linearly; a gap longer than ``max_gap_s`` between
 usable samples is not integrated (it is reported as ``gap_s``), so a dead
-link never counts as time in lethal ice.
+link never counts as time in lethal ice. The gap rule follows the engine's
+clock (``gap_rule_s``): 2 s, or ``stale_polls`` poll periods when that is
+longer (a console polled slowly, or a simulated clock: at speed 50 a 20 Hz
+poll is 2.5 simulated seconds). A time below a threshold that cannot be
+computed (no usable reading, one only, or every interval a gap) is None, and
+``figures_note`` says why: never 0.
 
 Gas used is estimated from the **cylinder pressure drop** between the first
 and last usable cylinder readings of the cycle (kPa; shared by all probes
@@ -18,7 +23,7 @@ is not usable at both ends, ``gas_used_kpa`` is None and ``gas_method`` says
 
 Cost: this runs for every probe at every poll (160 times a second for 8
 probes at 20 Hz). A tracker is a fixed ``config`` plus two small tuples of
-running values (``tip``, ``pressures``) rebuilt in one step when they change;
+running values (``tip``, ``pressures``) rebuilt when they change;
 ``SnapshotFold`` checks the supply and cylinder readings, which are the same
 for every probe, once per snapshot, and probes that share their pressure
 figures (every probe of a phase) share the updated ones too.
@@ -31,11 +36,50 @@ from typing import Any, Literal, NamedTuple
 
 from cryod.drivers.base import ProbeState, Reading, Snapshot
 
-__all__ = ["LETHAL_C", "CycleFigures", "FigureTracker", "SnapshotFold"]
+__all__ = [
+    "LETHAL_C",
+    "MIN_GAP_S",
+    "CycleFigures",
+    "FigureTracker",
+    "SnapshotFold",
+    "figures_note",
+    "gap_rule_s",
+]
 
 #: the lethal-ice thresholds the figures report time below (domain.md)
 LETHAL_C = (-20.0, -40.0)
 _M20_C, _M40_C = LETHAL_C
+
+#: an interval between usable tip readings longer than this is never integrated
+MIN_GAP_S = 2.0
+
+
+def gap_rule_s(*, poll_period_s: float, stale_polls: int) -> float:
+    """The longest interval between usable tip readings that is integrated, on the
+    engine's clock: 2 s, or ``stale_polls`` poll periods (the age at which the
+    supervisor calls a reading stale) when the poll is slower than that allows."""
+    return max(MIN_GAP_S, stale_polls * poll_period_s)
+
+
+def figures_note(*, samples: int, spans: int, gap_s: float, max_gap_s: float) -> str | None:
+    """Why the times below -20/-40 °C are missing or a lower bound (None: they are
+    whole). ``spans``: intervals between usable readings that were integrated."""
+    what = "times below -20/-40 °C"
+    if samples == 0:
+        return f"no usable tip reading: {what} not computed"
+    if samples == 1:
+        return f"one usable tip reading only: {what} not computed"
+    if spans == 0:
+        return (
+            f"every interval between usable tip readings was longer than the "
+            f"{max_gap_s:g} s gap rule: {what} not computed"
+        )
+    if gap_s > 0.0:
+        return (
+            f"{gap_s:.1f} s between usable tip readings not integrated (intervals over "
+            f"{max_gap_s:g} s): {what} are a lower bound"
+        )
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +88,8 @@ class CycleFigures:
     duration_s: float | None  # from phase start to the last sample
     min_tip_c: float | None
     time_to_target_s: float | None  # freeze: first crossing of the target
-    below_m20_s: float
-    below_m40_s: float
+    below_m20_s: float | None  # None: not computed (figures_note says why)
+    below_m40_s: float | None
     thaw_to_0c_s: float | None  # thaw: first crossing of 0 C from the phase start
     supply_start_kpa: float | None
     supply_end_kpa: float | None
@@ -58,6 +102,7 @@ class CycleFigures:
     samples: int  # usable tip samples
     unusable_samples: int
     gap_s: float  # time between usable samples not integrated (gaps > max_gap_s)
+    figures_note: str | None  # why a figure is missing or a lower bound (figures_note())
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,7 +124,7 @@ def _time_below(t0: float, v0: float, t1: float, v1: float, level: float) -> flo
     return (tc - t0) if v0 < level else (t1 - tc)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TrackerConfig:
     """What is fixed for the whole cycle."""
 
@@ -87,74 +132,78 @@ class TrackerConfig:
     start_mono_s: float  # when the valve opened (freeze) or the thaw began
     target_tip_c: float | None = None
     probes_sharing: int = 1
-    max_gap_s: float = 2.0
+    max_gap_s: float = MIN_GAP_S  # the engine passes gap_rule_s(...)
 
 
 class TipRun(NamedTuple):
     """Running tip figures of one probe (a tuple: rebuilt every poll, cheaply)."""
 
-    last_t: float | None
-    last_tip: float | None
-    min_tip_c: float | None
-    time_to_target_s: float | None
-    below_m20_s: float
-    below_m40_s: float
-    thaw_to_0c_s: float | None
-    samples: int
-    unusable_samples: int
-    gap_s: float
+    last_t: float | None = None
+    last_tip: float | None = None
+    min_tip_c: float | None = None
+    time_to_target_s: float | None = None
+    below_m20_s: float = 0.0
+    below_m40_s: float = 0.0
+    thaw_to_0c_s: float | None = None
+    samples: int = 0
+    unusable_samples: int = 0
+    gap_s: float = 0.0
+    spans: int = 0  # intervals integrated (not gaps)
 
 
 class Pressures(NamedTuple):
     """First and last usable supply and cylinder readings of the cycle, kPa."""
 
-    supply_start_kpa: float | None
-    supply_end_kpa: float | None
-    cylinder_start_kpa: float | None
-    cylinder_end_kpa: float | None
+    supply_start_kpa: float | None = None
+    supply_end_kpa: float | None = None
+    cylinder_start_kpa: float | None = None
+    cylinder_end_kpa: float | None = None
 
 
-_TIP_START = TipRun(None, None, None, None, 0.0, 0.0, None, 0, 0, 0.0)
-_NO_PRESSURES = Pressures(None, None, None, None)
-_set = object.__setattr__
+_TIP_START = TipRun()
+_NO_PRESSURES = Pressures()
 
 
-@dataclass(frozen=True, slots=True, init=False)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FigureTracker:
     """One probe's figures while its cycle runs; immutable, so an engine state
-    stepped again from an older one still holds that state's figures. The
-    constructor starts a cycle; updates share ``config`` and rebuild only the
-    running tuples."""
+    stepped again from an older one still holds that state's figures.
+    ``FigureTracker.start(...)`` starts a cycle; updates share ``config`` and
+    rebuild only the running tuples."""
 
     config: TrackerConfig
-    tip: TipRun
-    pressures: Pressures
-    valve_end_mono_s: float | None
+    tip: TipRun = _TIP_START
+    pressures: Pressures = _NO_PRESSURES  # one object: trackers started together share it
+    valve_end_mono_s: float | None = None
 
-    def __init__(
-        self,
+    @classmethod
+    def start(
+        cls,
+        *,
         phase: Literal["freeze", "thaw"],
         start_mono_s: float,
         target_tip_c: float | None = None,
         probes_sharing: int = 1,
-        max_gap_s: float = 2.0,
-    ) -> None:
-        config = TrackerConfig(phase, start_mono_s, target_tip_c, probes_sharing, max_gap_s)
-        _set(self, "config", config)
-        _set(self, "tip", _TIP_START)
-        _set(self, "pressures", _NO_PRESSURES)
-        _set(self, "valve_end_mono_s", None)
+        max_gap_s: float = MIN_GAP_S,
+    ) -> FigureTracker:
+        """A tracker for a cycle whose phase starts at ``start_mono_s``."""
+        return cls(
+            config=TrackerConfig(
+                phase=phase,
+                start_mono_s=start_mono_s,
+                target_tip_c=target_tip_c,
+                probes_sharing=probes_sharing,
+                max_gap_s=max_gap_s,
+            )
+        )
 
     def _evolve(
-        self, tip: TipRun, pressures: Pressures, valve_end_mono_s: float | None
+        self, *, tip: TipRun, pressures: Pressures, valve_end_mono_s: float | None
     ) -> FigureTracker:
         """A copy with new running values; the config object is shared, not copied."""
-        new = object.__new__(FigureTracker)
-        _set(new, "config", self.config)
-        _set(new, "tip", tip)
-        _set(new, "pressures", pressures)
-        _set(new, "valve_end_mono_s", valve_end_mono_s)
-        return new
+        return FigureTracker(
+            config=self.config, tip=tip, pressures=pressures, valve_end_mono_s=valve_end_mono_s
+        )
 
     def update(self, probe: ProbeState, snapshot: Snapshot) -> FigureTracker:
         """Fold in one snapshot (ignored if determined before the phase start).
@@ -167,7 +216,7 @@ class FigureTracker:
         """Note when the freeze (or active-thaw) valve was commanded closed."""
         if self.valve_end_mono_s is not None:
             return self
-        return self._evolve(self.tip, self.pressures, mono_s)
+        return self._evolve(tip=self.tip, pressures=self.pressures, valve_end_mono_s=mono_s)
 
     def figures(self, end_mono_s: float | None = None) -> CycleFigures:
         cfg, tip, pr = self.config, self.tip, self.pressures
@@ -178,6 +227,7 @@ class FigureTracker:
         valve_s = None
         if cfg.phase == "freeze" and end is not None:
             valve_s = round(max(0.0, end - cfg.start_mono_s), 3)
+        integrated = tip.spans > 0
         return CycleFigures(
             phase=cfg.phase,
             duration_s=None if tip.last_t is None else round(tip.last_t - cfg.start_mono_s, 3),
@@ -185,8 +235,8 @@ class FigureTracker:
             time_to_target_s=None
             if tip.time_to_target_s is None
             else round(tip.time_to_target_s, 3),
-            below_m20_s=round(tip.below_m20_s, 3),
-            below_m40_s=round(tip.below_m40_s, 3),
+            below_m20_s=round(tip.below_m20_s, 3) if integrated else None,
+            below_m40_s=round(tip.below_m40_s, 3) if integrated else None,
             thaw_to_0c_s=None if tip.thaw_to_0c_s is None else round(tip.thaw_to_0c_s, 3),
             supply_start_kpa=pr.supply_start_kpa,
             supply_end_kpa=pr.supply_end_kpa,
@@ -199,6 +249,9 @@ class FigureTracker:
             samples=tip.samples,
             unusable_samples=tip.unusable_samples,
             gap_s=round(tip.gap_s, 3),
+            figures_note=figures_note(
+                samples=tip.samples, spans=tip.spans, gap_s=tip.gap_s, max_gap_s=cfg.max_gap_s
+            ),
         )
 
 
@@ -234,7 +287,7 @@ class SnapshotFold:
         tip = _fold_tip(cfg, tracker.tip, probe.tip_c)
         if tip is tracker.tip and new_pr is pr:
             return tracker
-        return tracker._evolve(tip, new_pr, tracker.valve_end_mono_s)
+        return tracker._evolve(tip=tip, pressures=new_pr, valve_end_mono_s=tracker.valve_end_mono_s)
 
     def _pressures(self, pr: Pressures, start_mono_s: float) -> Pressures:
         supply_start, supply_end, cyl_start, cyl_end = pr
@@ -249,7 +302,14 @@ class SnapshotFold:
             cyl_start = cyl_start if cyl_start is not None else kpa
             cyl_end = kpa
             changed = True
-        return Pressures(supply_start, supply_end, cyl_start, cyl_end) if changed else pr
+        if not changed:
+            return pr
+        return Pressures(
+            supply_start_kpa=supply_start,
+            supply_end_kpa=supply_end,
+            cylinder_start_kpa=cyl_start,
+            cylinder_end_kpa=cyl_end,
+        )
 
 
 def _fold_tip(cfg: TrackerConfig, tip: TipRun, r: Reading) -> TipRun:
@@ -258,34 +318,46 @@ def _fold_tip(cfg: TrackerConfig, tip: TipRun, r: Reading) -> TipRun:
     start = cfg.start_mono_s
     if t1 < start:
         return tip
-    last_t, last_tip, min_c, to_target_s, m20_s, m40_s, to_0c_s, n, bad, gap_s = tip
     v1 = r.value
     if not r.usable or v1 is None:
-        return TipRun(
-            last_t, last_tip, min_c, to_target_s, m20_s, m40_s, to_0c_s, n, bad + 1, gap_s
-        )
-    if last_t is not None and t1 <= last_t:
+        return tip._replace(unusable_samples=tip.unusable_samples + 1)
+    t0, v0 = tip.last_t, tip.last_tip
+    if t0 is not None and t1 <= t0:
         return tip  # repeated or out-of-order sample: ignore
-    min_c = v1 if min_c is None else min(min_c, v1)
+    min_c = v1 if tip.min_tip_c is None else min(tip.min_tip_c, v1)
     phase, target = cfg.phase, cfg.target_tip_c
-    if last_t is None or last_tip is None:
+    to_target_s, to_0c_s = tip.time_to_target_s, tip.thaw_to_0c_s
+    m20_s, m40_s, gap_s, spans = tip.below_m20_s, tip.below_m40_s, tip.gap_s, tip.spans
+    if t0 is None or v0 is None:
         # first usable sample: events already true count from this sample
         if phase == "freeze" and target is not None and v1 <= target:
             to_target_s = t1 - start
         if phase == "thaw" and v1 >= 0.0:
             to_0c_s = t1 - start
-        return TipRun(t1, v1, min_c, to_target_s, m20_s, m40_s, to_0c_s, n + 1, bad, gap_s)
-    t0, v0 = last_t, last_tip
-    max_gap_s = cfg.max_gap_s
-    if t1 - t0 > max_gap_s:
-        gap_s = gap_s + (t1 - t0)
     else:
-        m20_s = m20_s + _time_below(t0, v0, t1, v1, _M20_C)
-        m40_s = m40_s + _time_below(t0, v0, t1, v1, _M40_C)
-    if phase == "freeze" and target is not None and to_target_s is None and v1 <= target:
-        tc = _cross(t0, v0, t1, v1, target) if t1 - t0 <= max_gap_s else t1
-        to_target_s = max(tc, t0) - start
-    if phase == "thaw" and to_0c_s is None and v1 >= 0.0:
-        tc = _cross(t0, v0, t1, v1, 0.0) if t1 - t0 <= max_gap_s else t1
-        to_0c_s = max(tc, t0) - start
-    return TipRun(t1, v1, min_c, to_target_s, m20_s, m40_s, to_0c_s, n + 1, bad, gap_s)
+        within = t1 - t0 <= cfg.max_gap_s
+        if within:
+            m20_s += _time_below(t0, v0, t1, v1, _M20_C)
+            m40_s += _time_below(t0, v0, t1, v1, _M40_C)
+            spans += 1
+        else:
+            gap_s += t1 - t0
+        if phase == "freeze" and target is not None and to_target_s is None and v1 <= target:
+            tc = _cross(t0, v0, t1, v1, target) if within else t1
+            to_target_s = max(tc, t0) - start
+        if phase == "thaw" and to_0c_s is None and v1 >= 0.0:
+            tc = _cross(t0, v0, t1, v1, 0.0) if within else t1
+            to_0c_s = max(tc, t0) - start
+    return TipRun(
+        last_t=t1,
+        last_tip=v1,
+        min_tip_c=min_c,
+        time_to_target_s=to_target_s,
+        below_m20_s=m20_s,
+        below_m40_s=m40_s,
+        thaw_to_0c_s=to_0c_s,
+        samples=tip.samples + 1,
+        unusable_samples=tip.unusable_samples,
+        gap_s=gap_s,
+        spans=spans,
+    )

@@ -66,7 +66,8 @@ class ProtocolError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are refused as such ("finite number"), not by a range check
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ProtocolMeta(_Strict):
@@ -120,7 +121,9 @@ class Protocol(_Strict):
     protocol: ProtocolMeta
     steps: list[Step] = Field(min_length=1)
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True
+    )
 
     @property
     def name(self) -> str:

@@ -108,7 +108,7 @@ class Daemon:
                 hint=f'the database belongs to node {chain_node!r}: set [node] id = "{chain_node}"',
             )
             engine.dispose()
-            return 2
+            return 2  # cli.EXIT_CONFIG: the config names another node (docs/cli.md)
         if found is not None and found.state not in ("none", "consistent"):
             await asyncio.to_thread(_record_start_check, engine, found, anchors.file)
             if found.state == "mismatch":

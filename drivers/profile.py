@@ -81,7 +81,7 @@ class ProfileError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class RegisterSpec(_Strict):
@@ -177,7 +177,9 @@ class Profile(_Strict):
     probe_block: ProbeBlockSpec
     probe_registers: dict[str, RegisterSpec]
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Profile:

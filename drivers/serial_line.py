@@ -94,7 +94,7 @@ _TRIP_NAMES = {c.name.lower(): c for c in TripCause}
 class SerialLineOptions(BaseModel):
     """Driver options from the daemon config (unknown keys are errors)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     port: str = Field(min_length=1, description="serial device, e.g. /dev/ttyUSB0")
     baudrate: int = Field(default=115200, ge=300, le=4_000_000)

@@ -7,7 +7,10 @@ functions only compare. Chain entries that cover data:
 - ``kind = "row"``: ``{"table", "key": {column: value}, "op", "digest",
   "encoding", "columns"?, "by"?, "reason"?}`` with ``op`` one of ``insert``,
   ``update``, ``baseline`` (recorded by a migration: the row's content then,
-  not its origin) and ``redact`` (content and salt erased, digest kept).
+  not its origin), ``schema`` (a migration added a column to the table: the
+  row, found to match its previous entry, covered again with the new column
+  set; it keeps the previous entry's origin) and ``redact`` (content and salt
+  erased, digest kept).
 - ``kind = "samples"``: ``{"table": "samples", "first", "last", "rows",
   "digest", "encoding", "op"}`` (``op`` ``insert`` or ``baseline``).
 - ``kind = "restore"``: ``{"restored": {"seq", "hash"}, "abandoned": {"seq",
@@ -51,7 +54,7 @@ __all__ = [
 ]
 
 RowId = tuple[str, tuple[tuple[str, Any], ...]]
-ROW_OPS = frozenset({"insert", "update", "baseline", "redact"})
+ROW_OPS = frozenset({"insert", "update", "baseline", "schema", "redact"})
 
 
 def row_id(table: str, key: Mapping[str, Any]) -> RowId:
@@ -74,6 +77,17 @@ class RowClaim:
     hints: Mapping[str, str] | None = None
     by: str | None = None
     reason: str | None = None
+    #: how the chain first vouched for the content: the op and time of this entry, or
+    #: for a ``schema`` entry those of the entry it follows (a baselined row stays
+    #: "baselined on DATE" after a column is added)
+    origin: str = ""
+    origin_at: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.origin:
+            object.__setattr__(self, "origin", self.op)
+        if not self.origin_at:
+            object.__setattr__(self, "origin_at", self.at)
 
 
 def _is_key(value: Any) -> bool:
@@ -98,6 +112,10 @@ def row_claims(entries: Iterable[Entry]) -> dict[RowId, RowClaim]:
             continue
         hints = p.get("columns")
         rid = row_id(table, key)
+        origin, origin_at = str(op), e.at
+        before = out.get(rid)
+        if op == "schema" and before is not None:
+            origin, origin_at = before.origin, before.origin_at
         out[rid] = RowClaim(
             table=table,
             key=rid[1],
@@ -108,6 +126,8 @@ def row_claims(entries: Iterable[Entry]) -> dict[RowId, RowClaim]:
             hints=hints if isinstance(hints, dict) else None,
             by=p.get("by") if isinstance(p.get("by"), str) else None,
             reason=p.get("reason") if isinstance(p.get("reason"), str) else None,
+            origin=origin,
+            origin_at=origin_at,
         )
     return out
 
@@ -267,7 +287,11 @@ def _compare(
         cols = tuple(
             c for c in spec.column_names if c in claim.hints and now.get(c) != claim.hints[c]
         )
-        cols += tuple(c for c in spec.column_names if c not in claim.hints)
+        # a column the entry did not know (added to the table later) is named only when
+        # it holds a value: null is what the column was added with
+        cols += tuple(
+            c for c in spec.column_names if c not in claim.hints and values.get(c) is not None
+        )
     return "edited", f"differs from entry {claim.seq} ({claim.op}, {claim.at})", cols
 
 
@@ -298,9 +322,9 @@ def check_rows(
             report.findings.append(Finding("rows", problem, table, key, detail, columns, claim.seq))
             continue
         report.verified[table] = report.verified.get(table, 0) + 1
-        if claim.op == "baseline":
-            n, first = report.baselined.get(table, (0, claim.at))
-            report.baselined[table] = (n + 1, min(first, claim.at))
+        if claim.origin == "baseline":
+            n, first = report.baselined.get(table, (0, claim.origin_at))
+            report.baselined[table] = (n + 1, min(first, claim.origin_at))
     for rid, claim in claims.items():
         if claim.table not in by_name:
             continue

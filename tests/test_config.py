@@ -106,3 +106,46 @@ def test_not_toml_and_missing_file(tmp_path: Path) -> None:
         load_config(f)
     with pytest.raises(ConfigError, match="file not found"):
         load_config(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (("port = 5020", "port = 5020\ntimeout_s = nan"), "consoles.0.options.timeout_s"),
+        (('driver = "modbus-tcp"', 'driver = "modbus-tcp"\npoll_hz = nan'), "consoles.0.poll_hz"),
+        (('driver = "modbus-tcp"', 'driver = "modbus-tcp"\npoll_hz = inf'), "consoles.0.poll_hz"),
+        (
+            ('driver = "modbus-tcp"', 'driver = "modbus-tcp"\nsimulated = true\ntime_scale = nan'),
+            "consoles.0.time_scale",
+        ),
+        (
+            ('driver = "modbus-tcp"', 'driver = "modbus-tcp"\nlimits.max_extend_s = -inf'),
+            "consoles.0.limits.max_extend_s",
+        ),
+        (
+            ("port = 5020", 'port = 5020\n[mqtt]\nsite = "s"\ntelemetry_hz = nan'),
+            "mqtt.telemetry_hz",
+        ),
+    ],
+    ids=["option", "poll_hz-nan", "poll_hz-inf", "time_scale", "limit", "mqtt"],
+)
+def test_a_non_finite_number_is_refused_as_such(
+    tmp_path: Path, edit: tuple[str, str], key: str
+) -> None:
+    """NaN or infinity is 'not a finite number', not 'less than or equal to 1000'
+    (a NaN fails every comparison, so a range check named the wrong problem)."""
+    f = tmp_path / "nan.toml"
+    f.write_text(GOOD.replace(*edit, 1))
+    with pytest.raises(ConfigError) as exc:
+        load_config(f)
+    assert exc.value.problems == [f"{f}: {key}: Input should be a finite number"]
+
+
+def test_check_config_says_a_nan_is_not_a_finite_number(tmp_path: Path) -> None:
+    f = tmp_path / "nan.toml"
+    f.write_text(GOOD.replace('driver = "modbus-tcp"', 'driver = "modbus-tcp"\npoll_hz = nan'))
+    r = _cryod("check-config", str(f))
+    assert (r.returncode, r.stderr) == (
+        2,
+        f"{f}: consoles.0.poll_hz: Input should be a finite number\n",
+    )

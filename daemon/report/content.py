@@ -238,6 +238,8 @@ def cycle_rows(data: ReportData) -> list[list[str]]:
             outcome += f" ({c['outcome_reason']})"
         if c.get("host_only_limits"):
             outcome += " [host-only limits]"
+        if c.get("figures_note"):
+            outcome += f"; figures: {c['figures_note']}"
         rows.append(
             [
                 str(c["cycle_id"]),

@@ -186,9 +186,12 @@ def cover_row(
     at: dt.datetime | None = None,
     node: str | None = None,
     info: dict[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Head:
-    """Append the ``row`` entry for one row as it now stands (``op``: insert, update
-    or baseline). A row with no salt yet gets one (an insert always does)."""
+    """Append the ``row`` entry for one row as it now stands (``op``: insert, update,
+    baseline or schema). A row with no salt yet gets one (an insert always does).
+    ``extra``: more payload fields saying why (a ``schema`` entry's revision and
+    columns); they cannot replace the ones above."""
     values = read_row(conn, spec, key)
     if values is None:
         raise LookupError(f"{spec.name} {dict(key)} does not exist")
@@ -203,6 +206,11 @@ def cover_row(
         "encoding": ROW_ENCODING,
         "columns": column_hints(salt, typed),
     }
+    if extra:
+        clash = payload.keys() & extra.keys()
+        if clash:
+            raise ValueError(f"extra row entry fields {sorted(clash)} would replace the entry's")
+        payload.update(extra)
     return append(conn, "row", payload, at=at, node=node, info=info)
 
 

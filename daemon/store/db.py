@@ -3,6 +3,11 @@
 WAL with synchronous=FULL: a COMMIT that returned survives power loss
 (NORMAL may roll back the last commits). PRAGMAs are per connection in
 SQLite, so they are set on every new connection, never once at start.
+
+``check_database`` is the one check that an existing file is a usable cryod
+database (the daemon at start, through the migration, and every offline
+``cryoctl --db`` command through ``open_for_reading``): anything else is an
+``UnusableDatabase`` whose message is one line naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import NullPool
 
-from .errors import StoreError
+from .errors import StoreError, UnusableDatabase
+from .schema_version import HEAD_REVISION
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -156,3 +163,123 @@ def open_readonly(path: str | os.PathLike[str]) -> Engine:
         engine.dispose()
         engine = make_engine(path, readonly=True, immutable=True)
     return engine
+
+
+#: the first 16 bytes of every SQLite 3 database file
+SQLITE_HEADER = b"SQLite format 3\x00"
+#: tables every cryod schema revision has
+CRYOD_TABLES = frozenset({"alembic_version", "procedures", "cycles", "audit"})
+
+
+def _sqlite_text(exc: BaseException) -> str:
+    """SQLite's own words for an error (no SQL, no parameters)."""
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
+    return str(orig.args[0]) if orig.args else type(orig).__name__
+
+
+#: what SQLite errors look like, through SQLAlchemy or straight from the driver
+DATABASE_ERRORS: tuple[type[Exception], ...] = (sa_exc.DBAPIError, sqlite3.Error)
+
+
+def unreadable(
+    path: str | os.PathLike[str], exc: BaseException, *, doing: str = "read"
+) -> UnusableDatabase:
+    """An SQLite error met while reading (``doing="written"``: writing) the database at
+    ``path``, as one line."""
+    text = _sqlite_text(exc)
+    low = text.lower()
+    if "malformed" in low or "not a database" in low or "corrupt" in low:
+        return UnusableDatabase(path, f"corrupt SQLite database ({text})", kind="corrupt")
+    return UnusableDatabase(path, f"cannot be {doing} ({text})", kind="io")
+
+
+def check_database(path: str | os.PathLike[str]) -> str | None:
+    """The schema revision of the cryod database at ``path`` (None: an SQLite
+    database with no tables at all, which the daemon may initialise).
+
+    Cheap, whatever the file's size: the header, the schema table and the
+    schema revision are read, no page scan (corruption further in is reported
+    when it is read: ``open_for_reading``). Raises ``UnusableDatabase`` for a
+    file that is missing, unreadable, empty, not SQLite, corrupt or another
+    application's database."""
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            header = f.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        raise UnusableDatabase(p, "no such file", kind="io") from None
+    except IsADirectoryError:
+        raise UnusableDatabase(p, "is a directory, not a database file", kind="io") from None
+    except OSError as exc:
+        raise UnusableDatabase(p, f"cannot be read ({exc.strerror})", kind="io") from None
+    if not header:
+        raise UnusableDatabase(p, "empty file, not a cryod database")
+    if header != SQLITE_HEADER:
+        raise UnusableDatabase(p, "not an SQLite database (no SQLite header)", kind="corrupt")
+    engine = open_readonly(p)
+    try:
+        with engine.connect() as conn:
+            tables = set(
+                conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")
+                .scalars()
+                .all()
+            )
+            if not tables:
+                return None
+            if not CRYOD_TABLES.issubset(tables):
+                raise UnusableDatabase(
+                    p, "an SQLite database, but not a cryod database (no cryod tables)"
+                )
+            revision = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    except DATABASE_ERRORS as exc:
+        raise unreadable(p, exc) from exc
+    finally:
+        engine.dispose()
+    if revision is None:
+        raise UnusableDatabase(p, "a cryod database without a schema revision")
+    return str(revision)
+
+
+def check_at_head(path: str | os.PathLike[str]) -> None:
+    """``check_database``, and the database is at this cryod's schema revision (what an
+    offline tool reads or, for ``cryoctl redact``, writes). Raises ``UnusableDatabase``."""
+    _require_head(Path(path), check_database(path))
+
+
+def _require_head(path: Path, revision: str | None) -> None:
+    if revision == HEAD_REVISION:
+        return
+    if revision is None:
+        raise UnusableDatabase(path, "an SQLite database with no tables, not a cryod database")
+    from .migrate import known_revisions  # Alembic: only on this error path
+
+    if revision in known_revisions():
+        raise UnusableDatabase(
+            path,
+            f"cryod database at schema revision {revision!r}, older than this cryoctl reads "
+            f"({HEAD_REVISION!r}): upgrade a copy first "
+            "(python -m cryod.daemon.store.migrate COPY)",
+        )
+    raise UnusableDatabase(
+        path,
+        f"cryod database at schema revision {revision!r}, unknown to this cryoctl "
+        f"(it reads {HEAD_REVISION!r}): written by a newer cryod?",
+    )
+
+
+@contextlib.contextmanager
+def open_for_reading(path: str | os.PathLike[str]) -> Iterator[Engine]:
+    """A read-only engine on the cryod database at ``path`` (offline tools), after
+    ``check_database`` and a check that it is at this cryod's schema revision.
+    An SQLite error while reading it (a corrupt page further in, a lock held too
+    long) becomes an ``UnusableDatabase`` naming the file; the engine is
+    disposed of at the end."""
+    p = Path(path)
+    check_at_head(p)
+    engine = open_readonly(p)
+    try:
+        yield engine
+    except DATABASE_ERRORS as exc:
+        raise unreadable(p, exc) from exc
+    finally:
+        engine.dispose()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from pathlib import Path
 from typing import Literal
 
 from sqlalchemy import exc as sa_exc
@@ -26,6 +28,19 @@ class StoreError(Exception):
     @property
     def storage_failure(self) -> bool:
         return self.kind in STORAGE_KINDS
+
+
+class UnusableDatabase(StoreError):
+    """A database file that cannot be used as cryod's: missing, empty, not SQLite,
+    corrupt, another application's, or at a schema revision this cryod does not
+    read. ``message`` is one line: the file, a colon, the problem."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], problem: str, *, kind: ErrorKind = "other"
+    ) -> None:
+        super().__init__(kind, f"{path}: {problem}")
+        self.path = Path(path)
+        self.problem = problem
 
 
 def classify(exc: BaseException) -> StoreError:

@@ -122,6 +122,7 @@ CYCLE_COLUMNS = (
     "supply_end_kpa",
     "gas_used_est_l",
     "cycle_host_only_limits",
+    "figures_note",
 )
 CSV_COLUMNS: tuple[str, ...] = PROCEDURE_COLUMNS + CYCLE_COLUMNS
 

@@ -19,11 +19,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection
 
 from . import audit
 from .chain import ChainedSession
-from .db import check_writable_dir, make_engine
+from .db import check_database, check_writable_dir, make_engine
 from .errors import StoreError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -105,16 +105,6 @@ def _backup_name(path: Path, now: dt.datetime) -> Path:
     return candidate
 
 
-def _inspect(path: Path) -> tuple[str | None, bool]:
-    """(revision, has_tables) of an existing database."""
-    engine = make_engine(path)
-    try:
-        with engine.connect() as conn:
-            return current_revision(conn), bool(inspect(conn).get_table_names())
-    finally:
-        engine.dispose()
-
-
 def _audit(path: Path, kind: str, payload: dict[str, object]) -> None:
     engine = make_engine(path)
     try:
@@ -129,9 +119,11 @@ def upgrade_on_start(
 ) -> MigrationReport:
     """Bring the database at ``path`` to head; back it up first if it is older.
 
-    Refuses (``StoreError``) a database from a newer cryod or one that is not
-    a cryod database, rather than guessing. ``node`` (``[node] id``) names the
-    chain if this migration starts it (a new database, or one before 0004).
+    Refuses (``StoreError``) a database from a newer cryod, and
+    (``UnusableDatabase``, from ``check_database``) a file that is not SQLite,
+    is corrupt or is another application's database, rather than guessing.
+    ``node`` (``[node] id``) names the chain if this migration starts it (a new
+    database, or one before 0004).
     """
     db_path = Path(path)
     check_writable_dir(db_path)
@@ -140,19 +132,10 @@ def upgrade_on_start(
         upgrade(db_path, "head", node=node)
         _audit(db_path, "database_created", {"revision": head})
         return MigrationReport(db_path, None, head, None)
-    try:
-        revision, has_tables = _inspect(db_path)
-    except sqlite3.DatabaseError as exc:
-        raise StoreError("corrupt", f"{db_path} is not a readable SQLite database: {exc}") from exc
-    except Exception as exc:
-        raise StoreError("corrupt", f"{db_path} could not be opened: {exc}") from exc
+    revision = check_database(db_path)  # UnusableDatabase: not SQLite, corrupt, foreign
     if revision == head:
         return MigrationReport(db_path, head, head, None)
-    if revision is None:
-        if has_tables:
-            raise StoreError(
-                "other", f"{db_path} holds tables but no schema version: not a cryod database"
-            )
+    if revision is None:  # an SQLite file with no tables yet
         upgrade(db_path, "head", node=node)
         _audit(db_path, "database_created", {"revision": head})
         return MigrationReport(db_path, None, head, None)

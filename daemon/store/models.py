@@ -228,6 +228,8 @@ class Cycle(Base):
     supply_end_kpa: Mapped[float | None] = mapped_column(Float)
     gas_used_est_l: Mapped[float | None] = mapped_column(Float)
     host_only_limits: Mapped[bool] = mapped_column(default=False)
+    # why a time below -20/-40 °C is NULL or a lower bound (daemon/figures.py); NULL: whole
+    figures_note: Mapped[str | None] = mapped_column(Text)
 
 
 class Sample(Base):

@@ -37,6 +37,7 @@ from cryod.integrity import (
     RowsReport,
     SampleRedaction,
     SamplesReport,
+    TableSpec,
     batch_claims,
     check_anchors,
     check_chain,
@@ -58,9 +59,11 @@ from .db import DbSpec, engine_for
 __all__ = [
     "AnchorSource",
     "RecordReport",
+    "SchemaChange",
     "VerifyExit",
     "anchor_source",
     "check_record",
+    "rows_as_stored",
 ]
 
 
@@ -70,11 +73,12 @@ class VerifyExit(enum.IntEnum):
 
     OK = 0
     CHAIN = 1  # the chain is not consistent on its own
-    BAD_INPUT = 2  # usage, a missing or unreadable file, not a cryod database
+    BAD_INPUT = 2  # a bad command line (a malformed --head)
     UNREACHABLE = 3  # no daemon at the socket (live verify)
     TABLES = 4  # a research row or a sample batch does not match the chain
     ANCHORS = 5  # the chain disagrees with an anchor
     EXPORT = 6  # an export does not match what it carries (verify --export)
+    BAD_FILE = 7  # a file named on the command line cannot be used (--db, --log, ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +97,59 @@ def anchor_source(path: str | Path, node: str | None = None) -> AnchorSource:
         return AnchorSource(str(p), tuple(parse_heads(fh, node)))
 
 
+@dataclass(frozen=True, slots=True)
+class SchemaChange:
+    """A migration added columns to a research table and covered its rows again
+    (daemon/store/schema_change.py); rows it found not matching were left as found."""
+
+    seq: int
+    at: str
+    revision: str
+    table: str
+    added: tuple[str, ...]
+    rows_covered: int
+    not_covered: tuple[str, ...]  # keys ("id=12") of rows that did not match before it
+
+    @classmethod
+    def from_entry(cls, e: Entry) -> SchemaChange:
+        p = e.payload if isinstance(e.payload, dict) else {}
+        found = p.get("not_covered")
+        missed: list[Any] = found if isinstance(found, list) else []
+        return cls(
+            seq=e.seq,
+            at=e.at,
+            revision=str(p.get("revision")),
+            table=str(p.get("table")),
+            added=tuple(str(c) for c in p.get("added") or ()),
+            rows_covered=int(p.get("rows_covered") or 0),
+            not_covered=tuple(str(m.get("key")) for m in missed if isinstance(m, dict)),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "at": self.at,
+            "revision": self.revision,
+            "table": self.table,
+            "added": list(self.added),
+            "rows_covered": self.rows_covered,
+            "not_covered": list(self.not_covered),
+        }
+
+    def line(self) -> str:
+        added = ", ".join(f"{self.table}.{c}" for c in self.added)
+        missed = (
+            f"; not covered again, as they did not match the chain before it: "
+            f"{self.table} {'; '.join(self.not_covered)}"
+            if self.not_covered
+            else ""
+        )
+        return (
+            f"  schema: revision {self.revision} added {added} at entry {self.seq} "
+            f"({self.at[:10]}); {self.rows_covered} rows covered again{missed}"
+        )
+
+
 @dataclass
 class RecordReport:
     node: str | None
@@ -103,6 +160,8 @@ class RecordReport:
     restores: list[Restore] = field(default_factory=list)
     sample_redactions: list[SampleRedaction] = field(default_factory=list)
     baseline_at: str | None = None  # when migration 0004 baselined the record
+    #: columns added to a research table by a migration (``schema_change`` entries)
+    schema_changes: list[SchemaChange] = field(default_factory=list)
 
     @property
     def tables_ok(self) -> bool:
@@ -157,6 +216,7 @@ class RecordReport:
             "anchors": [a.as_dict() for a in self.anchors],
             "redactions": [r.as_dict() for r in self.rows.redactions],
             "sample_redactions": [r.as_dict() for r in self.sample_redactions],
+            "schema_changes": [c.as_dict() for c in self.schema_changes],
             "restores": [
                 {
                     "seq": r.seq,
@@ -199,6 +259,7 @@ class RecordReport:
                 f"  baselined on {(self.baseline_at or '?')[:10]} (content as it stood then, "
                 f"not proof of origin): {what}"
             )
+        out.extend(c.line() for c in self.schema_changes)
         for r in self.rows.redactions:
             when = r.at[:10]
             out.append(
@@ -243,16 +304,18 @@ class RecordReport:
 
 
 # ---- reading ----------------------------------------------------------------------------
-def _rows(
-    conn: Connection, registry: Registry
+def rows_as_stored(
+    conn: Connection, specs: Sequence[TableSpec]
 ) -> Iterator[tuple[str, Mapping[str, Any], bytes | None]]:
+    """``(table, {column: value}, salt)`` of every row of the tables ``specs`` describe,
+    read with exactly those columns (what ``check_rows`` compares)."""
     salts: dict[tuple[str, str], bytes | None] = {}
     for tbl, row_key, salt in conn.exec_driver_sql("SELECT tbl, row_key, salt FROM row_salts"):
         try:
             salts[(str(tbl), str(row_key))] = salt_from_hex(str(salt))
         except EncodingError:
             salts[(str(tbl), str(row_key))] = None
-    for spec in registry.specs:
+    for spec in specs:
         cols = ", ".join(f'"{c}"' for c in spec.column_names)
         query = f'SELECT {cols} FROM "{spec.name}"'  # noqa: S608 - registry names
         for raw in conn.exec_driver_sql(query):
@@ -325,7 +388,7 @@ def _check(
 ) -> RecordReport:
     chain = check_chain(entries)
     node = chain.node
-    rows = check_rows(registry.specs, row_claims(entries), _rows(conn, registry))
+    rows = check_rows(registry.specs, row_claims(entries), rows_as_stored(conn, registry.specs))
     redacted = sample_redactions(entries)
     samples = check_samples(batch_claims(entries), _samples(conn), redacted)
     restored = restores(entries)
@@ -348,4 +411,5 @@ def _check(
         restores=restored,
         sample_redactions=redacted,
         baseline_at=baseline_at,
+        schema_changes=[SchemaChange.from_entry(e) for e in entries if e.kind == "schema_change"],
     )

@@ -161,6 +161,7 @@ class CycleClose:
     thaw_to_0_s: float | None = None
     supply_end_kpa: float | None = None
     gas_used_est_l: float | None = None
+    figures_note: str | None = None  # why a time below is None or a lower bound
 
 
 class RecordError(ValueError):
@@ -248,6 +249,7 @@ def cycle_summary(c: Cycle, console: str | None = None) -> dict[str, Any]:
         "supply_end_kpa": c.supply_end_kpa,
         "gas_used_est_l": c.gas_used_est_l,
         "host_only_limits": c.host_only_limits,
+        "figures_note": c.figures_note,
     }
     if console is not None:
         out["console"] = console
@@ -372,6 +374,7 @@ def close_cycle(
     ):
         # a figure that is not a finite number is unknown (NULL), never NaN
         setattr(row, name, _finite(getattr(spec, name)))
+    row.figures_note = spec.figures_note
     session.flush()
     console = session.scalar(select(Procedure.console).where(Procedure.id == row.procedure_id))
     summary = cycle_summary(row, console)

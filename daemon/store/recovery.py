@@ -37,6 +37,13 @@ class RecoveryReport:
     open_procedures: list[int]  # left open: the operator closes them with notes
 
 
+#: the figures an interrupted cycle lacks, and why
+INTERRUPTED_FIGURES_NOTE = (
+    "cycle interrupted by a restart: only min_tip_c recomputed from the stored samples, "
+    "times below -20/-40 °C not computed"
+)
+
+
 def recover_open_cycles(session: Session, *, now: dt.datetime | None = None) -> RecoveryReport:
     """Mark every cycle with no outcome ``interrupted`` (run inside one transaction)."""
     now = now or utcnow()
@@ -77,6 +84,7 @@ def recover_open_cycles(session: Session, *, now: dt.datetime | None = None) -> 
                 ended_mono=ended_mono,
                 reason="daemon restarted while the cycle was open (not resumed)",
                 min_tip_c=None if min_tip is None else float(min_tip),
+                figures_note=INTERRUPTED_FIGURES_NOTE,
             ),
             audit_kind="cycle_interrupted",
         )

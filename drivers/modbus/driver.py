@@ -44,7 +44,7 @@ _LIMIT_FIELDS = (
 
 # ---- options ---------------------------------------------------------------
 class _CommonOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     profile: str = "cryosim-8"
     unit_id: int | None = Field(default=None, ge=1, le=247)
     timeout_s: float = Field(default=0.2, gt=0, le=30)

@@ -195,9 +195,12 @@ class Harness:
     real supervisor; without it only the engine's own tests run
     (``UnsupervisedForEngineTests``). ``fail`` makes output commands fail: a
     callable given each command, returning a reason (or None to confirm it).
+    ``poll_s`` is the poll period on the engine's clock (simulated seconds at a
+    simulated speed: 0.05 s x 50 = 2.5 s).
     """
 
     limits: SafetyLimits = LIMITS
+    poll_s: float = POLL_S
     env: ConsoleEnvelope = ENV
     auto: bool = True
     supervise: bool = False
@@ -211,8 +214,8 @@ class Harness:
     def __post_init__(self) -> None:
         sup_cls = Supervisor if self.supervise else UnsupervisedForEngineTests
         self.coord = Coordinator(
-            engine=Engine(EngineConfig(self.limits, self.env, POLL_S)),
-            supervisor=sup_cls(self.limits, self.env, POLL_S),
+            engine=Engine(EngineConfig(self.limits, self.env, self.poll_s)),
+            supervisor=sup_cls(self.limits, self.env, self.poll_s),
             probes=self.env.probes,
         )
 

@@ -69,6 +69,10 @@ def test_good_file_loads(tmp_path: Path) -> None:
         (("duration_s = 90", "duration_s = 0"), "steps.0.duration_s", "greater than 0"),
         (("duration_s = 90", "duration_s = 1e6"), "steps.0.duration_s", "less than or equal"),
         (("duration_s = 90", "duration_s = 400"), "steps.0.duration_s", "max_freeze_s_per_cycle"),
+        # NaN/infinity: said as such, not as a failed range check ("≤ 7200")
+        (("duration_s = 90", "duration_s = nan"), "steps.0.duration_s", "finite number"),
+        (("duration_s = 30", "duration_s = inf"), "steps.1.duration_s", "finite number"),
+        (("target_tip_c = -60.0", "target_tip_c = -inf"), "steps.0.target_tip_c", "finite number"),
         (
             ("target_tip_c = -60.0", "target_tip_c = -170.0"),
             "steps.0.target_tip_c",

@@ -1,5 +1,6 @@
 """What a user of ``cryoctl verify``, ``cryoctl redact`` and ``cryod check-config``
-sees for bad input: one line, a documented exit code, never a traceback."""
+sees for bad input: one line, a documented exit code, never a traceback (a bad
+value on the command line 2, a file that cannot be used 7, a refusal 1)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cryod.daemon import cli, ctl
+from cryod.daemon.ctl import EXIT_BAD_FILE, EXIT_REFUSED, EXIT_USAGE
 from cryod.daemon.store import migrate
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "cryod.example.toml"
@@ -34,27 +36,29 @@ def test_a_fresh_database_verifies(db: Path, capsys: pytest.CaptureFixture[str])
 
 
 @pytest.mark.parametrize(
-    ("args", "says"),
+    ("args", "says", "code"),
     [
-        (("--head", "bogus"), "--head 'bogus': expected SEQ:HASH"),
-        (("--head", "12:abc"), "--head '12:abc': expected SEQ:HASH"),
-        (("--head", "0:" + "a" * 64), "expected SEQ:HASH"),
-        (("--log", "/nonexistent/cryod.log"), "--log /nonexistent/cryod.log: no such file"),
-        (("--anchors", "/nonexistent/a.jsonl"), "--anchors /nonexistent/a.jsonl: no such file"),
+        (("--head", "bogus"), "--head 'bogus': expected SEQ:HASH", EXIT_USAGE),
+        (("--head", "12:abc"), "--head '12:abc': expected SEQ:HASH", EXIT_USAGE),
+        (("--head", "0:" + "a" * 64), "expected SEQ:HASH", EXIT_USAGE),
+        (("--log", "/nonexistent/cryod.log"), "--log /nonexistent/cryod.log: no such file",
+         EXIT_BAD_FILE),
+        (("--anchors", "/nonexistent/a.jsonl"), "--anchors /nonexistent/a.jsonl: no such file",
+         EXIT_BAD_FILE),
     ],
-)
-def test_bad_anchor_arguments_are_one_line_and_exit_2(
-    db: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], says: str
+)  # fmt: skip
+def test_bad_anchor_arguments_are_one_line_and_a_documented_status(
+    db: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], says: str, code: int
 ) -> None:
     rc, out, err = run(capsys, "verify", "--db", str(db), *args)
-    assert rc == 2
+    assert rc == code
     assert out == ""
     assert len(err.splitlines()) == 1
     assert says in err
 
 
 @pytest.mark.parametrize("kind", ["text", "empty", "foreign", "missing"])
-def test_a_file_that_is_not_a_cryod_database_is_one_line_and_exit_2(
+def test_a_file_that_is_not_a_cryod_database_is_one_line_and_exit_7(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
 ) -> None:
     path = tmp_path / "x.db"
@@ -68,7 +72,7 @@ def test_a_file_that_is_not_a_cryod_database_is_one_line_and_exit_2(
         con.commit()
         con.close()
     rc, _out, err = run(capsys, "verify", "--db", str(path))
-    assert rc == 2
+    assert rc == EXIT_BAD_FILE
     assert len(err.splitlines()) == 1, err
     assert str(path) in err
     assert "Traceback" not in err
@@ -80,9 +84,13 @@ def test_export_files_that_cannot_be_verified(
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     rc, _, err = run(capsys, "verify", "--export", str(bad))
-    assert (rc, "not JSON" in err) == (2, True)
+    assert (rc, "not JSON" in err) == (EXIT_BAD_FILE, True)
     rc, _, err = run(capsys, "verify", "--export", str(tmp_path / "none.json"))
-    assert (rc, "no such file" in err) == (2, True)
+    assert (rc, "no such file" in err) == (EXIT_BAD_FILE, True)
+    old = tmp_path / "v1.json"
+    old.write_text('{"schema": "cryod.export/1", "procedures": []}')
+    rc, _, err = run(capsys, "verify", "--export", str(old))
+    assert (rc, "the export format is now cryod.export/2" in err) == (EXIT_BAD_FILE, True)
 
 
 def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
@@ -90,17 +98,21 @@ def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
         ctl.main(["verify", "--help"])
     text = capsys.readouterr().out
     for line in ("0  every check passed", "1  the chain", "4  a table", "5  the chain disagrees",
-                 "6  the export", "2  bad input", "3  the daemon"):  # fmt: skip
+                 "6  the export", "2  bad command line", "3  the daemon",
+                 "7  a file cannot be used"):  # fmt: skip
         assert line in text
 
 
 def test_redact_refuses_clearly(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc, _, err = run(capsys, "redact", "--db", str(db), "--row", "alarms:x", "--by", "a",
                      "--reason", "b")  # fmt: skip
-    assert (rc, "expected TABLE:ID" in err) == (2, True)
+    assert (rc, "expected TABLE:ID" in err) == (EXIT_USAGE, True)
     rc, _, err = run(capsys, "redact", "--db", str(db), "--procedure", "3", "--by", "a",
                      "--reason", "b")  # fmt: skip
-    assert (rc, "procedure 3 does not exist" in err) == (2, True)
+    assert (rc, "procedure 3 does not exist" in err) == (EXIT_REFUSED, True)
+    rc, _, err = run(capsys, "redact", "--db", str(db.with_name("none.db")), "--procedure", "1",
+                     "--by", "a", "--reason", "b")  # fmt: skip
+    assert (rc, err) == (EXIT_BAD_FILE, f"cryoctl: {db.with_name('none.db')}: no such file\n")
 
 
 def test_check_config_warns_when_every_anchor_is_on_this_host(

@@ -11,8 +11,9 @@ import pytest
 from cryod.daemon.store import audit, migrate, recovery
 from cryod.daemon.store.db import make_engine
 from cryod.daemon.store.errors import StoreError
+from cryod.daemon.store.schema_version import HEAD_REVISION
 
-from .legacy import make_old_db
+from .legacy import downgrade, make_old_db
 
 
 def tables(path: Path) -> set[str]:
@@ -38,7 +39,7 @@ def test_older_database_is_backed_up_then_upgraded(tmp_path: Path) -> None:
     assert revision(db) == "0001"
     when = dt.datetime(2026, 3, 1, 9, 30, 0, tzinfo=dt.UTC)
     report = migrate.upgrade_on_start(db, now=when)
-    assert (report.from_revision, report.to_revision) == ("0001", "0004")
+    assert (report.from_revision, report.to_revision) == ("0001", HEAD_REVISION)
     assert report.backup_path == tmp_path / "cryod.db.bak-20260301T093000Z"
     # the backup is the old database, whole and consistent
     assert revision(report.backup_path) == "0001"
@@ -51,7 +52,7 @@ def test_older_database_is_backed_up_then_upgraded(tmp_path: Path) -> None:
     assert "outbox" not in tables(report.backup_path)
     assert recovery.integrity_check(report.backup_path) == []
     # the live database is at head with its data
-    assert revision(db) == "0004"
+    assert revision(db) == HEAD_REVISION
     assert "outbox" in tables(db)
     con = sqlite3.connect(db)
     try:
@@ -61,11 +62,13 @@ def test_older_database_is_backed_up_then_upgraded(tmp_path: Path) -> None:
         indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     finally:
         con.close()
-    # the old entries stay as they were (v1); 0004 baselined every row and the sample
+    # the old entries stay as they were (v1); 0004 baselined every row and the sample;
+    # 0005 added cycles.figures_note and covered the cycle again
     assert kinds == [
         "procedure_opened",
         "cycle_opened",
         *("row", "row", "samples", "baseline"),
+        *("row", "schema_change"),
         "schema_upgraded",
     ]
     assert "ix_samples_procedure_id_t_utc" in indexes  # 0003: time order
@@ -81,7 +84,7 @@ def test_older_database_is_backed_up_then_upgraded(tmp_path: Path) -> None:
     # a second start has nothing to do and makes no backup
     again = migrate.upgrade_on_start(db, now=when)
     assert again.backup_path is None
-    assert again.from_revision == "0004"
+    assert again.from_revision == HEAD_REVISION
     assert sorted(p.name for p in tmp_path.glob("cryod.db.bak-*")) == [
         "cryod.db.bak-20260301T093000Z"
     ]
@@ -119,16 +122,7 @@ def test_0003_downgrade_restores_the_per_probe_index(tmp_path: Path) -> None:
     """The 0003 migration is reversible (an older cryod can be reinstated)."""
     db = tmp_path / "cryod.db"
     migrate.upgrade(db, "head")
-    from alembic import command
-
-    eng = make_engine(db)
-    try:
-        with eng.begin() as conn:
-            cfg = migrate.alembic_config(db)
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0002")
-    finally:
-        eng.dispose()
+    downgrade(db, "0002")
     con = sqlite3.connect(db)
     try:
         indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='index'")}

@@ -14,6 +14,7 @@ from cryod.daemon.store import migrate
 from cryod.daemon.store.db import make_engine, open_readonly
 from cryod.daemon.store.errors import StoreError
 from cryod.daemon.store.models import metadata
+from cryod.daemon.store.schema_version import HEAD_REVISION
 
 TABLES = {
     "procedures",
@@ -31,7 +32,7 @@ TABLES = {
 def test_fresh_database_is_created_at_head(db_path: Path, engine: Engine) -> None:
     with engine.connect() as conn:
         assert set(inspect(conn).get_table_names()) == TABLES
-        assert migrate.current_revision(conn) == migrate.head_revision() == "0004"
+        assert migrate.current_revision(conn) == migrate.head_revision() == HEAD_REVISION
         triggers = {
             r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type='trigger'"))
         }
