@@ -83,6 +83,11 @@ class HashLookup(Protocol):
     def get(self, seq: int, /) -> str | None: ...
 
 
+class _NoneStored:
+    def get(self, seq: int, /) -> str | None:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class Registration:
     """A registered room: its node and site, and the first entry the collector holds.
@@ -110,7 +115,7 @@ class RoomView:
 
     registration: Registration
     head: Head | None = None  # the newest accepted entry; None: nothing yet
-    stored: HashLookup = field(default_factory=dict)  # accepted entries, seq -> hash
+    stored: HashLookup = field(default_factory=lambda: _NoneStored())  # accepted: seq -> hash
     held: Mapping[int, str] = field(default_factory=dict)  # held messages, seq -> hash
 
     @property

@@ -69,7 +69,7 @@ def append(
             payload=payload,
             prev_hash=prev,
             hash=digest,
-        )  # fmt: skip
+        )
     )
     session.flush()
     return Head(seq, digest)

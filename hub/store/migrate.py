@@ -62,11 +62,11 @@ def upgrade(engine: Engine, *, node: str, now: dt.datetime) -> MigrationReport:
     head = head_revision()
     with writer(engine).begin() as conn:
         before = current_revision(conn)
-        if before is None and "alembic_version" not in inspect(conn).get_table_names():
-            if inspect(conn).get_table_names():
-                raise StoreError(
-                    "the database holds tables but no collector schema: not a cryohub database"
-                )
+        tables = inspect(conn).get_table_names()
+        if before is None and "alembic_version" not in tables and tables:
+            raise StoreError(
+                "the database holds tables but no collector schema: not a cryohub database"
+            )
         if before == head:
             return MigrationReport(before, head, None)
         if before is not None and before not in _known():

@@ -15,6 +15,7 @@ both (a PL/pgSQL function on PostgreSQL, ``RAISE(ABORT)`` on SQLite).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -28,11 +29,11 @@ depends_on: str | Sequence[str] | None = None
 APPEND_ONLY = ("audit", "received_entries", "received_rows", "received_blocks")
 
 
-def _time() -> sa.types.TypeEngine[object]:
+def _time() -> sa.types.TypeEngine[Any]:
     return sa.String(length=27).with_variant(postgresql.TIMESTAMP(timezone=True), "postgresql")
 
 
-def _json() -> sa.types.TypeEngine[object]:
+def _json() -> sa.types.TypeEngine[Any]:
     return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
