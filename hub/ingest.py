@@ -152,16 +152,14 @@ def repair_command(first: int, last: int) -> str:
 def missing_ranges(expected: int, held: Iterable[int], upto: int | None = None) -> list[SeqRange]:
     """Sequences from ``expected`` up to the newest held one (or ``upto``, exclusive)
     that are not held, as ranges."""
-    have = sorted(s for s in held if s >= expected)
+    have = sorted({s for s in held if s >= expected})
     end = upto if upto is not None else (have[-1] if have else expected)
     out: list[SeqRange] = []
     cursor = expected
-    for s in [*have, end]:
-        if s > end:
-            break
+    for s in [*(h for h in have if h < end), end]:
         if s > cursor:
             out.append(SeqRange(cursor, s - 1))
-        cursor = max(cursor, s + 1)
+        cursor = s + 1
     return out
 
 
