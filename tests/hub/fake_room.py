@@ -124,8 +124,15 @@ class FakeRoom:
             rows.append((self._sample_id, 1, "c1", t, 1000.0 + t % 100, i % 8, "tip_c",
                          -40.0 - i, "ok"))  # fmt: skip
         data = encode_sample_batch(rows, SAMPLES_V1)
-        payload = {"table": "samples", "first": rows[0][0], "last": rows[-1][0], "rows": n,
-                   "digest": batch_digest(data), "encoding": SAMPLES_V1, "op": "insert"}  # fmt: skip
+        payload = {
+            "table": "samples",
+            "first": rows[0][0],
+            "last": rows[-1][0],
+            "rows": n,
+            "digest": batch_digest(data),
+            "encoding": SAMPLES_V1,
+            "op": "insert",
+        }
         block = {"encoding": SAMPLES_V1, "data_b64": base64.b64encode(data).decode()}
         return self._entry("samples", payload, block=block)
 

@@ -484,9 +484,11 @@ def test_malformed_messages_are_refused_by_the_parser(room: FakeRoom) -> None:
         "NaN": raw(doc).replace(b'"v": 2', b'"v": NaN'),
     }
     for what, data in cases.items():
-        with pytest.raises(MessageError):
+        try:
             parse_message(data)
-            pytest.fail(what)
+        except MessageError:
+            continue
+        pytest.fail(f"{what}: parsed")
     assert parse_message(raw(doc)).seq == doc["entry"]["seq"]
 
 
