@@ -67,7 +67,9 @@ def room_view(session: Session, node: str) -> RoomView | None:
         .order_by(ReceivedEntry.seq.desc())
         .limit(1)
     ).first()
-    held = dict(session.execute(select(Held.seq, Held.hash).where(Held.node == node)).tuples())
+    held = {
+        r.seq: r.hash for r in session.execute(select(Held.seq, Held.hash).where(Held.node == node))
+    }
     return RoomView(
         registration=registration(room),
         head=None if last is None else Head(last.seq, last.hash),

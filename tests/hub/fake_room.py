@@ -104,8 +104,13 @@ class FakeRoom:
         }
         canonical = encode_row(table, ["id"], columns)
         digest = row_digest(SALT, canonical)
-        payload = {"table": table, "key": {"id": row_id}, "op": op, "digest": digest,
-                   "encoding": "cryod.row/1"}  # fmt: skip
+        payload = {
+            "table": table,
+            "key": {"id": row_id},
+            "op": op,
+            "digest": digest,
+            "encoding": "cryod.row/1",
+        }
         rows = [
             {
                 "table": table,
@@ -121,8 +126,9 @@ class FakeRoom:
         for i in range(n):
             self._sample_id += 1
             t = self.now.timestamp() + i * 0.05
-            rows.append((self._sample_id, 1, "c1", t, 1000.0 + t % 100, i % 8, "tip_c",
-                         -40.0 - i, "ok"))  # fmt: skip
+            rows.append(
+                (self._sample_id, 1, "c1", t, 1000.0 + t % 100, i % 8, "tip_c", -40.0 - i, "ok")
+            )
         data = encode_sample_batch(rows, SAMPLES_V1)
         payload = {
             "table": "samples",

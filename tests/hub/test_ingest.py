@@ -60,8 +60,13 @@ class Collector:
 
     def feed(self, doc: dict[str, Any], *, after_s: float = 0.5, **kw: Any) -> Decision:
         msg = parse_message(raw(doc))
-        d = decide(msg, self.view(), received_at=received(doc, after_s), profiles=kw.get(
-            "profiles", PROFILES), topic=kw.get("topic"))  # fmt: skip
+        d = decide(
+            msg,
+            self.view(),
+            received_at=received(doc, after_s),
+            profiles=kw.get("profiles", PROFILES),
+            topic=kw.get("topic"),
+        )
         self.apply(d)
         return d
 
@@ -308,9 +313,14 @@ def test_a_message_on_another_rooms_topic_is_quarantined(room: FakeRoom, hub: Co
 
 @pytest.mark.parametrize(
     "topic",
-    ["cryod/v1/s/n/chain", "cryod-record/v1/s/n", "cryod-record/v1/s/+/chain",
-     "cryod-record/v2/s/n/chain", "cryod-record/v1/s/n/chain/x"],
-)  # fmt: skip
+    [
+        "cryod/v1/s/n/chain",
+        "cryod-record/v1/s/n",
+        "cryod-record/v1/s/+/chain",
+        "cryod-record/v2/s/n/chain",
+        "cryod-record/v1/s/n/chain/x",
+    ],
+)
 def test_topics_that_are_not_record_topics(topic: str) -> None:
     with pytest.raises(MessageError):
         parse_topic(topic)
@@ -435,9 +445,14 @@ def test_a_known_profile_is_accepted(room: FakeRoom, hub: Collector) -> None:
 # ---- clock skew ------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("after_s", "flagged"),
-    [(0.5, False), (SKEW_LIMIT_S - 1, False), (SKEW_LIMIT_S + 1, True), (-SKEW_LIMIT_S + 1, False),
-     (-SKEW_LIMIT_S - 1, True)],
-)  # fmt: skip
+    [
+        (0.5, False),
+        (SKEW_LIMIT_S - 1, False),
+        (SKEW_LIMIT_S + 1, True),
+        (-SKEW_LIMIT_S + 1, False),
+        (-SKEW_LIMIT_S - 1, True),
+    ],
+)
 def test_clock_skew_over_60_s_is_flagged_never_refused(
     room: FakeRoom, hub: Collector, after_s: float, flagged: bool
 ) -> None:

@@ -18,9 +18,18 @@ from cryod.integrity import check_chain
 from .conftest import NODE, T0
 
 TABLES = {
-    "rooms", "received_entries", "received_rows", "received_blocks", "held", "gaps",
-    "quarantine", "users", "user_grants", "audit", "alembic_version",
-}  # fmt: skip
+    "rooms",
+    "received_entries",
+    "received_rows",
+    "received_blocks",
+    "held",
+    "gaps",
+    "quarantine",
+    "users",
+    "user_grants",
+    "audit",
+    "alembic_version",
+}
 
 
 def test_fresh_database_is_created_at_head_with_its_first_audit_entry(migrated: Engine) -> None:
