@@ -63,7 +63,7 @@ def test_a_good_config_loads_with_its_profiles(
     assert loaded.node == "study-hub"
     assert loaded.url.drivername == "postgresql+psycopg"
     assert loaded.anchor_file == good.parent / "anchors" / "cryohub.jsonl"
-    ((pid, version),) = loaded.profile_book()
+    ((pid, _version),) = loaded.profile_book()
     assert pid == "MN-CRYO-EXAMPLE"
     assert main(["check-config", str(good)]) == 0
     assert "ok (1 study profile(s), database postgresql+psycopg)" in capsys.readouterr().out
