@@ -435,16 +435,13 @@ def decide(
                 msg, "fork", f"entry {seq} was held with another hash ({_short(held)})", now, skew
             )
         missing = tuple(missing_ranges(expected, [*room.held, seq], upto=seq))
-        return Hold(
-            msg,
-            "gap",
-            f"entry {seq} arrived before "
-            + ", ".join(str(r) for r in missing)
-            + "; held until they arrive",
-            missing,
-            now,
-            skew,
+        detail = (
+            f"entry {seq} arrived before {', '.join(str(r) for r in missing)}; held until "
+            "they arrive"
+            if missing
+            else f"entry {seq} waits for entry {expected}, which is held"
         )
+        return Hold(msg, "gap", detail, missing, now, skew)
     # seq == expected: does it extend what is held?
     link = _link_problem(room, msg)
     if link is not None:

@@ -306,3 +306,18 @@ def test_verify_rooms(ready: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "room-1: nothing received yet" in out(capsys)[0]
     assert run(ready, "verify", "room-9") == 2
     assert "no room 'room-9'" in out(capsys)[1]
+
+
+def test_an_unreachable_database_is_exit_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a").mkdir()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[database]\nurl = "postgresql+psycopg://x@/db?host={tmp_path}/nowhere&port=1"\n'
+        '[anchors]\nfile = "a/h.jsonl"\n'
+    )
+    assert run(cfg, "room", "list") == 3
+    err = out(capsys)[1]
+    assert err.startswith("cryohub: cannot reach the database:")
+    assert len(err.strip().splitlines()) == 1

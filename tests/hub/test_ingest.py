@@ -522,3 +522,17 @@ def test_parse_errors_name_the_field(room: FakeRoom) -> None:
     assert err.value.field == "entry.prev_hash"
     doc = json.loads(raw(room.event()))
     assert doc["entry"]["seq"] == 2
+
+
+def test_entries_after_one_held_for_its_profile_wait_without_a_gap(
+    room: FakeRoom, hub: Collector
+) -> None:
+    assert isinstance(hub.feed(room.row(profile={**PROFILE, "version": "9"})), Hold)
+    d = hub.feed(room.event())
+    assert isinstance(d, Hold)
+    assert d.reason == "gap"
+    assert d.missing == ()
+    assert d.detail == "entry 2 waits for entry 1, which is held"
+    view = hub.view()
+    assert view is not None
+    assert view.gaps() == []
