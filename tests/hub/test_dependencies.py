@@ -3,6 +3,7 @@ never in the edge daemon's runtime closure (its SBOM does not change)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tomllib
@@ -39,3 +40,9 @@ def test_the_daemon_never_loads_the_collector() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_makefile_venv_installs_the_hub_extra() -> None:
+    extras = re.search(r"install --quiet -e '\.\[([a-z,]+)\]'", (REPO / "Makefile").read_text())
+    assert extras is not None
+    assert set(extras.group(1).split(",")) >= {"dev", "report", "research", "hub"}
