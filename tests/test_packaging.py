@@ -101,7 +101,7 @@ def test_installed_from_the_wheel_not_the_checkout(wheel_venv: Path, tmp_path: P
         env=_env(),
     ).stdout.splitlines()
     assert all(str(wheel_venv) in line for line in out), out
-    for cmd in ("cryod", "cryoctl", "cryosim"):
+    for cmd in ("cryod", "cryoctl", "cryosim", "cryohub"):
         r = subprocess.run(
             [str(wheel_venv / "bin" / cmd), "--version"],
             capture_output=True,
@@ -168,3 +168,26 @@ def test_demo_from_the_wheel(wheel_venv: Path, tmp_path: Path) -> None:
     assert "IPG747" in html
     assert "DEMO-STUDY" in html
     assert "Simulated time ×40: this procedure ran on a simulated console" in html
+
+
+def test_the_collector_migrates_from_the_wheel(wheel_venv: Path, tmp_path: Path) -> None:
+    """cryohub's Alembic scripts ship as package data: a fresh SQLite database is
+    created at head from the wheel alone."""
+    (tmp_path / "anchors").mkdir()
+    cfg = tmp_path / "cryohub.toml"
+    cfg.write_text(
+        f'[database]\nurl = "sqlite:///{tmp_path / "hub.db"}"\n'
+        '[anchors]\nfile = "anchors/hub.jsonl"\njournal_socket = "/nonexistent/log"\n'
+    )
+    r = subprocess.run(
+        [str(wheel_venv / "bin" / "cryohub"), "migrate", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_env(),
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "database created at" in r.stdout
+    con = sqlite3.connect(tmp_path / "hub.db")
+    assert con.execute("SELECT kind FROM audit").fetchall() == [("database_created",)]
