@@ -223,4 +223,5 @@ async def call(
             raise ControlError(err.get("code", "error"), err.get("message", ""))
         return resp.get("result")
 
-    return await asyncio.wait_for(_go(), timeout_s)
+    async with asyncio.timeout(timeout_s):  # not wait_for: on 3.11 it can drop a cancel
+        return await _go()

@@ -140,7 +140,8 @@ async def serve_control(
         for w in list(writers):
             w.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), 2.0)
+            async with asyncio.timeout(2.0):
+                await server.wait_closed()
         _remove(sock_path)
 
 
