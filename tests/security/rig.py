@@ -13,6 +13,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,18 @@ def fingerprint(d: Daemon) -> dict[str, Any]:
     }
 
 
+def after_polls(d: Daemon, polls: int = 3, timeout_s: float = 30.0) -> None:
+    """Wait until the daemon has polled the console ``polls`` more times. A valve
+    commanded by mistake has reached the console by then (the simulator's event log)
+    and shows in the daemon's snapshot: a negative check after this is not vacuous,
+    however slow the machine. (A fixed sleep could pass before a single poll ran.)"""
+    start = d.status()["poll"]["polls"]
+    deadline = time.monotonic() + timeout_s
+    while d.status()["poll"]["polls"] < start + polls:
+        assert time.monotonic() < deadline, f"the daemon polled fewer than {polls} times"
+        time.sleep(0.02)
+
+
 async def raw_request(sock: Path, data: bytes, timeout_s: float = 10.0) -> dict[str, Any] | None:
     """Send raw bytes on the control socket; the first JSON answer line (None: closed)."""
 
@@ -86,7 +99,8 @@ async def raw_request(sock: Path, data: bytes, timeout_s: float = 10.0) -> dict[
                 await writer.wait_closed()
         return json.loads(line) if line else None
 
-    return await asyncio.wait_for(go(), timeout_s)
+    async with asyncio.timeout(timeout_s):
+        return await go()
 
 
 def raw(sock: Path, data: bytes) -> dict[str, Any] | None:
