@@ -1,0 +1,46 @@
+"""How late this machine runs now, measured by the test itself.
+
+A timing bound in a test is the product's promise plus what the shared machine
+added while the test ran: ``LoopLag`` measures the second part (how late the
+event loop wakes a sleeper), so the bound holds on a loaded two-core machine and
+still fails when the product, not the scheduler, is late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from types import TracebackType
+
+
+class LoopLag:
+    """``async with LoopLag() as lag: ...``; then ``lag.max_s``: the worst lateness of
+    a sleeper woken every ``period_s`` while the block ran (0 on an idle machine)."""
+
+    def __init__(self, period_s: float = 0.01) -> None:
+        self.period_s = period_s
+        self.max_s = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _measure(self) -> None:
+        while True:
+            asked = time.monotonic()
+            await asyncio.sleep(self.period_s)
+            self.max_s = max(self.max_s, time.monotonic() - asked - self.period_s)
+
+    async def __aenter__(self) -> LoopLag:
+        self._task = asyncio.create_task(self._measure(), name="loop-lag")
+        await asyncio.sleep(0)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
