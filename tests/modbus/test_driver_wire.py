@@ -10,7 +10,6 @@ import pytest
 
 from cryod.drivers.base import ConsoleLimits, RejectedError, TcStatus, Validity
 from cryod.drivers.modbus import ModbusRtuDriver, ModbusTcpDriver
-
 from tests.timing import LoopLag
 
 from .conftest import SPEED, Sim, read_until, renew_until
