@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 
@@ -44,3 +45,15 @@ class LoopLag:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+async def until(
+    pred: Callable[[], object], what: str, timeout_s: float = 30.0, every_s: float = 0.01
+) -> None:
+    """Wait for ``pred()`` to hold. The deadline only bounds a test that fails: a loaded
+    machine takes longer, it never makes the condition true by waiting a fixed time."""
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(every_s)
