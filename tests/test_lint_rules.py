@@ -118,7 +118,6 @@ def _lint_imports(cwd: Path) -> str:
     return done.stdout + done.stderr
 
 
-@pytest.mark.skipif(not LINT_IMPORTS.exists(), reason="import-linter not installed")
 def test_each_import_contract_breaks_on_a_forbidden_import(tmp_path: Path) -> None:
     _copy_tree(tmp_path)
     clean = _lint_imports(tmp_path)
