@@ -479,14 +479,23 @@ def run_scenario(sc: Scenario, workdir: Path, timing: LinkTiming) -> Outcome:
             _wait(settled, ex.timeout_s, f"scenario {sc.name} to settle")
         except AssertionError as exc:
             run.notes.append(str(exc))
-        time.sleep(0.3)  # let the recorder write the alarms
-        status = d.status()
+        # the recorder writes an alarm after status shows it: wait until it has (or the
+        # check below says which one is missing)
+        deadline = time.monotonic() + 30
+        while True:
+            status = d.status()
+            db_alarms = _db_alarms(workdir / "cryod.db")
+            written = {f"{c}:{p}" for c, p, _ in db_alarms}
+            shown = {f"{a['code']}:{a['priority']}" for a in status["alarms"]}
+            if shown <= written or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         events = sim.events()
         out = Outcome(
             sc,
             events,
             status,
-            _db_alarms(workdir / "cryod.db"),
+            db_alarms,
             anchors=run.anchors,
             call_errors=run.errors,
             notes=run.notes,

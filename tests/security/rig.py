@@ -13,7 +13,6 @@ import json
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -73,15 +72,8 @@ def fingerprint(d: Daemon) -> dict[str, Any]:
 
 
 def after_polls(d: Daemon, polls: int = 3, timeout_s: float = 30.0) -> None:
-    """Wait until the daemon has polled the console ``polls`` more times. A valve
-    commanded by mistake has reached the console by then (the simulator's event log)
-    and shows in the daemon's snapshot: a negative check after this is not vacuous,
-    however slow the machine. (A fixed sleep could pass before a single poll ran.)"""
-    start = d.status()["poll"]["polls"]
-    deadline = time.monotonic() + timeout_s
-    while d.status()["poll"]["polls"] < start + polls:
-        assert time.monotonic() < deadline, f"the daemon polled fewer than {polls} times"
-        time.sleep(0.02)
+    """``Daemon.after_polls``: negative checks after polls the daemon made, not a sleep."""
+    d.after_polls(polls, timeout_s)
 
 
 async def raw_request(sock: Path, data: bytes, timeout_s: float = 10.0) -> dict[str, Any] | None:
