@@ -202,7 +202,7 @@ async def test_slow_disk_never_blocks_the_event_loop(db_path: Path) -> None:
                 assert "running for" in st.reason
                 assert not op.done()
                 blocker.execute("COMMIT")  # the disk comes back
-                pid = await asyncio.wait_for(op, 5)
+                pid = await asyncio.wait_for(op, 30)
                 await w.flush()
                 assert w.status().healthy
             finally:
