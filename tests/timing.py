@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -57,3 +58,43 @@ async def until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(every_s)
+
+
+class ThreadLag:
+    """``with ThreadLag() as lag: ...`` for synchronous tests that drive subprocesses:
+    a thread woken every ``period_s`` measures how late this machine runs meanwhile
+    (``lag.max_s``), a stand-in for the lateness of the processes under test."""
+
+    def __init__(self, period_s: float = 0.01) -> None:
+        self.period_s = period_s
+        self.max_s = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._measure, name="thread-lag", daemon=True)
+
+    def _measure(self) -> None:
+        while True:
+            asked = time.monotonic()
+            if self._stop.wait(self.period_s):
+                return
+            self.max_s = max(self.max_s, time.monotonic() - asked - self.period_s)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the measurement (again: nothing)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> ThreadLag:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

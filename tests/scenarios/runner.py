@@ -31,6 +31,7 @@ from cryod.drivers.registry import load_driver
 from cryod.simulators import control as simctl
 from cryod.simulators.console import FAULT_KINDS
 from tests.e2e.harness import DEMO_PROCEDURE, Daemon, Sim, daemon_config
+from tests.timing import ThreadLag
 
 DATA = Path(__file__).parent / "data"
 TERMINAL = {"complete", "fault", "aborted", "stopped", "idle"}
@@ -231,7 +232,8 @@ class Outcome:
     anchors: dict[str, float] = field(default_factory=dict)  # mono_t_s of sim events
     call_errors: list[tuple[str, str | None, str | None]] = field(default_factory=list)
     reaction_s: float | None = None
-    bound_s: float | None = None
+    bound_s: float | None = None  # includes lag_s
+    lag_s: float = 0.0  # the worst lateness of this machine measured during the run
     close_event: dict[str, Any] | None = None
     recovered_state: str | None = None
     recovered_alarms: list[str] = field(default_factory=list)
@@ -431,6 +433,7 @@ def run_scenario(sc: Scenario, workdir: Path, timing: LinkTiming) -> Outcome:
         )
     sim = Sim(workdir, transport=sc.transport, speed=sc.speed)
     d: Daemon | None = None
+    lag = ThreadLag()
     try:
         if sc.options:
             sim.driver["options"].update(sc.options)  # type: ignore[attr-defined]
@@ -443,6 +446,7 @@ def run_scenario(sc: Scenario, workdir: Path, timing: LinkTiming) -> Outcome:
             extra_console=extra_console,
         )
         d = Daemon(cfg, workdir)
+        lag.start()  # how late this machine ran while the scenario did
         run = _Run(sc, sim, d, timing)
         d.call("procedure_open", DEMO_PROCEDURE)
         run.anchor("start")
@@ -500,11 +504,16 @@ def run_scenario(sc: Scenario, workdir: Path, timing: LinkTiming) -> Outcome:
             call_errors=run.errors,
             notes=run.notes,
         )
+        lag.stop()
         _reaction(run, out, events)
+        if out.bound_s is not None:
+            out.lag_s = lag.max_s
+            out.bound_s += lag.max_s
         if sc.recover is not None:
             _recover(sc.recover, sim, d, out)
         return out
     finally:
+        lag.stop()
         if d is not None:
             _stop_daemon(d)
         sim.stop()
