@@ -315,9 +315,12 @@ class _Run:
             value = f.value
             if f.target_tip_c is not None:
                 assert f.probe is not None
-                true_tip = self.sim.state()["probes"][f.probe - 1]["tip_c"]
+                probe = self.sim.state()["probes"][f.probe - 1]
+                true_tip = probe["tip_c"]
                 value = round(f.target_tip_c - true_tip, 1)
                 self.notes.append(f"offset {value} C (true tip {true_tip} C)")
+                if not probe["freeze_open"]:  # the scenario's freeze is too short for the delay
+                    self.notes.append("the freeze had ended before the fault was injected")
             simctl.request(
                 self.sim.control,
                 {
