@@ -101,6 +101,7 @@ class Sim:
             if "listening on" in line:
                 seen += 1
             if time.monotonic() > deadline:
+                self.stop()  # the caller never gets this object: do not leave it running
                 raise RuntimeError("cryosim did not start")
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
@@ -192,7 +193,11 @@ class Daemon:
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
         )
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()  # the caller never gets this object: do not leave the process behind
+            raise
 
     def wait_ready(self, timeout: float = 120.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
