@@ -8,7 +8,7 @@ specification, with test vectors (``vectors.json``), is docs/integrity.md.
 - ``canonical``: ``cryod.canon/1`` tokens, ``encode_row`` (``cryod.row/1``),
   ``decode``/``decode_row`` for receivers;
 - ``samples``: sample-batch encodings, one function per version
-  (``cryod.samples/1``);
+  (``cryod.samples/1``, ``cryod.samples/2``);
 - ``digests``: salted row digests, batch digests, an export's rows digest;
 - ``chain``: chain entries (v1 legacy, v2 ``cryod.entry/1``), their hashes,
   ``check_chain``;
@@ -59,6 +59,7 @@ from .check import (
     check_anchors,
     check_rows,
     check_samples,
+    id_ranges,
     parse_heads,
     restores,
     row_claims,
@@ -73,7 +74,15 @@ from .digests import (
     rows_digest,
     salt_from_hex,
 )
-from .samples import SAMPLE_COLUMNS_V1, SAMPLES_V1, encode_sample_batch, encode_sample_batch_v1
+from .samples import (
+    POLL_COLUMNS_V2,
+    SAMPLE_COLUMNS_V1,
+    SAMPLES_V1,
+    SAMPLES_V2,
+    encode_sample_batch,
+    encode_sample_batch_v1,
+    encode_sample_batch_v2,
+)
 from .tables import TableSpec
 
 __all__ = [
@@ -83,6 +92,8 @@ __all__ = [
     "ROW_ENCODING",
     "SALT_BYTES",
     "SAMPLES_V1",
+    "SAMPLES_V2",
+    "POLL_COLUMNS_V2",
     "SAMPLE_COLUMNS_V1",
     "UNPARSABLE",
     "AnchorHead",
@@ -109,6 +120,7 @@ __all__ = [
     "check_chain",
     "check_rows",
     "check_samples",
+    "id_ranges",
     "column_hints",
     "decode",
     "decode_row",
@@ -116,6 +128,7 @@ __all__ = [
     "encode_row",
     "encode_sample_batch",
     "encode_sample_batch_v1",
+    "encode_sample_batch_v2",
     "entry_bytes",
     "entry_hash",
     "format_time",

@@ -38,62 +38,57 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
+
+from cryod.integrity import SAMPLES_V2
 
 from .audit import AuditHead
 from .chain import ChainedSession, cover_batch, read_head
 from .db import immediate_transaction
 from .errors import StoreError, classify
+from .samples import SampleRow, StoredPoll, known_rows, pack_polls, poll_groups
+
+__all__ = ["SampleRow", "Writer", "WriterClosed", "WriterStatus"]
 
 T = TypeVar("T")
 
-# plain SQL: the hot path, about twice as fast as an ORM/Core insert of dicts; the
-# columns are in SampleRow's field order, so a row's values are its parameters
-_INSERT_SAMPLE = (
-    "INSERT INTO samples (console, t_utc, t_mono, probe, channel, value, validity, procedure_id)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+# plain SQL: the hot path. A batch's rows become stored polls (store/samples.py:
+# one sample_polls row per poll, a sample_probes row per probe, sample_states rows
+# for the states that changed) with ids from max(id) + 1 under the write lock.
+_INSERT_POLL = (
+    "INSERT INTO sample_polls (id, procedure_id, console, t_utc, t_mono, full_state,"
+    " supply_kpa, supply_v, cylinder_kpa, cylinder_v, skin_c, skin_v, console_time_s,"
+    " console_time_v) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-# A batch goes in as INSERTs of _ROWS_PER_INSERT rows each (the rest one by one):
-# one statement step per 32 rows instead of per row saves ~25 % of a batch's CPU
-# (binding, reset and step per row). 32 x 8 = 256 parameters, under 999, the
-# smallest limit SQLite has had; rows are inserted in order, ids ascending.
-_ROWS_PER_INSERT = 32
-_INSERT_SAMPLES = _INSERT_SAMPLE + ", (?, ?, ?, ?, ?, ?, ?, ?)" * (_ROWS_PER_INSERT - 1)
-_MAX_SAMPLE_ID = "SELECT max(id) FROM samples"
+_INSERT_PROBE = (
+    "INSERT INTO sample_probes (poll_id, probe, tip_c, tip_v, return_kpa, return_v)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+_INSERT_STATE = (
+    "INSERT INTO sample_states (poll_id, probe, channel, value, validity) VALUES (?, ?, ?, ?, ?)"
+)
+_MAX_POLL_ID = "SELECT max(id) FROM sample_polls"
 
 
-def _canonical(rid: int, r: SampleRow | tuple[Any, ...]) -> tuple[Any, ...]:
-    """A sample as ``cryod.samples/1`` lists its columns (id first), from a SampleRow;
-    a NaN value is NULL, as SQLite stores it."""
-    value = r[5]
-    return (rid, r[7], r[0], r[1], r[2], r[3], r[4], None if value != value else value, r[6])
+class _ConnectionRunner:
+    """``executemany`` on a SQLAlchemy connection (inside its savepoints)."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def executemany(self, sql: str, params: list[tuple[Any, ...]]) -> None:
+        if params:
+            self.conn.exec_driver_sql(sql, params)
 
 
-class SampleRow(NamedTuple):
-    """One polled value; ``probe`` 0 is a console-level channel.
-
-    A NamedTuple (immutable, like the frozen dataclass it replaced) because the
-    poll loop makes ~70 of these per poll: building one costs a fifth as much.
-    """
-
-    console: str
-    t_utc: float
-    t_mono: float
-    probe: int
-    channel: str
-    value: float | None
-    validity: str
-    procedure_id: int | None = None
-
-    def as_tuple(self) -> tuple[Any, ...]:
-        """The INSERT's parameters (``_INSERT_SAMPLE`` column order)."""
-        return tuple(self)
-
-    def as_row(self) -> dict[str, Any]:
-        return self._asdict()
+def _insert_polls(dbapi: Any, polls: list[StoredPoll]) -> None:
+    """The stored polls' rows, in one executemany per table."""
+    dbapi.executemany(_INSERT_POLL, [p[:14] for p in polls])
+    dbapi.executemany(_INSERT_PROBE, [(p[0], *probe) for p in polls for probe in p.probes])
+    dbapi.executemany(_INSERT_STATE, [(p[0], *state) for p in polls for state in p.states])
 
 
 @dataclass(slots=True)
@@ -441,49 +436,63 @@ class Writer:
     def _insert_samples(
         self, chunks: list[list[SampleRow]], info: dict[str, Any]
     ) -> tuple[float, int]:
-        """Worker thread: one transaction with the batch's chain entry; a refused row is
-        retried alone, not the batch."""
+        """Worker thread: one transaction with the batch's chain entry
+        (``cryod.samples/2``); a refused poll is retried alone, not the batch. Returns
+        (elapsed, rows not stored: an unknown channel or a poll the database refused)."""
         t0 = time.perf_counter()
-        rows = list(chain.from_iterable(chunks))
-        k = _ROWS_PER_INSERT
-        whole = len(rows) - len(rows) % k
+        rows, invalid = known_rows(chain.from_iterable(chunks))
+        if not rows:
+            return time.perf_counter() - t0, invalid
         try:
             with immediate_transaction(self.engine) as dbapi:
-                (before,) = dbapi.execute(_MAX_SAMPLE_ID).fetchone()
-                if whole:
-                    groups = (chain.from_iterable(rows[i : i + k]) for i in range(0, whole, k))
-                    dbapi.executemany(_INSERT_SAMPLES, [tuple(g) for g in groups])
-                if whole < len(rows):
-                    # plain tuples: sqlite3 binds an exact tuple ~0.5 us/row faster than
-                    # a NamedTuple (generic sequence path), far more than the copy costs
-                    dbapi.executemany(_INSERT_SAMPLE, [tuple(r) for r in rows[whole:]])
-                if rows:
-                    (last,) = dbapi.execute("SELECT last_insert_rowid()").fetchone()
-                    first = last - len(rows) + 1
-                    if first != (before or 0) + 1:  # rowids are max+1 under our write lock
-                        raise StoreError("other", f"sample ids not contiguous ({before}, {last})")
-                    ids = range(first, last + 1)
-                    cover_batch(
-                        dbapi, first, last, map(_canonical, ids, rows), len(rows), info=info
-                    )
-            return time.perf_counter() - t0, 0
+                (before,) = dbapi.execute(_MAX_POLL_ID).fetchone()
+                polls = pack_polls(rows, (before or 0) + 1)
+                _insert_polls(dbapi, polls)
+                cover_batch(
+                    dbapi,
+                    polls[0].id,
+                    polls[-1].id,
+                    polls,
+                    len(polls),
+                    info=info,
+                    table="sample_polls",
+                    encoding=SAMPLES_V2,
+                )
+            return time.perf_counter() - t0, invalid
         except Exception as exc:
             if classify(exc).kind != "integrity":
                 raise
-        invalid = 0
-        kept: list[tuple[Any, ...]] = []
+        kept: list[StoredPoll] = []
         with self._tx_engine.begin() as conn:
-            for row in rows:
+            dbapi = _ConnectionRunner(conn)
+            (before,) = conn.exec_driver_sql(_MAX_POLL_ID).one()
+            next_id = (before or 0) + 1
+            state: dict[str, Any] = {}
+            for poll_rows in poll_groups(rows):
+                trial = dict(state)
+                (poll,) = pack_polls(poll_rows, next_id, trial)
                 try:
                     with conn.begin_nested():
-                        rid = conn.exec_driver_sql(_INSERT_SAMPLE, tuple(row)).lastrowid
-                        kept.append(_canonical(rid, row))
+                        _insert_polls(dbapi, [poll])
                 except Exception as exc:
                     if classify(exc).kind != "integrity":
                         raise
-                    invalid += 1
+                    invalid += len(poll_rows)
+                    continue
+                state = trial
+                kept.append(poll)
+                next_id += 1
             if kept:
-                cover_batch(conn, kept[0][0], kept[-1][0], kept, len(kept), info=info)
+                cover_batch(
+                    conn,
+                    kept[0].id,
+                    kept[-1].id,
+                    kept,
+                    len(kept),
+                    info=info,
+                    table="sample_polls",
+                    encoding=SAMPLES_V2,
+                )
         return time.perf_counter() - t0, invalid
 
     def _run_in_session(self, fn: Callable[[Session], T], info: dict[str, Any]) -> tuple[T, bool]:
