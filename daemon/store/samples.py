@@ -318,6 +318,55 @@ def unpack_polls(polls: Iterable[StoredPoll]) -> Iterator[SampleRow]:
             )
 
 
+# ---- writing stored polls -----------------------------------------------------------------
+# plain SQL: the writer's hot path
+_INSERT_POLL = (
+    "INSERT INTO sample_polls (id, procedure_id, console, t_utc, t_mono, full_state,"
+    " supply_kpa, supply_v, cylinder_kpa, cylinder_v, skin_c, skin_v, console_time_s,"
+    " console_time_v) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_PROBE = (
+    "INSERT INTO sample_probes (poll_id, probe, tip_c, tip_v, return_kpa, return_v)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+_INSERT_STATE = (
+    "INSERT INTO sample_states (poll_id, probe, channel, value, validity) VALUES (?, ?, ?, ?, ?)"
+)
+MAX_POLL_ID = "SELECT max(id) FROM sample_polls"
+
+
+class ConnectionRunner:
+    """``executemany`` and ``execute`` on a SQLAlchemy connection, as on a DB-API one
+    (so the same code runs inside the connection's transaction and savepoints)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def executemany(self, sql: str, params: list[tuple[Any, ...]]) -> None:
+        if params:
+            self.conn.exec_driver_sql(sql, params)
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        return self.conn.exec_driver_sql(sql, params)
+
+
+def insert_polls(dbapi: Any, polls: Sequence[StoredPoll]) -> None:
+    """The stored polls' rows, one ``executemany`` per table (a DB-API connection or a
+    ``ConnectionRunner``)."""
+    dbapi.executemany(_INSERT_POLL, [p[:14] for p in polls])
+    dbapi.executemany(_INSERT_PROBE, [(p[0], *probe) for p in polls for probe in p.probes])
+    dbapi.executemany(_INSERT_STATE, [(p[0], *state) for p in polls for state in p.states])
+
+
+def insert_rows(conn: Connection, rows: Iterable[Sequence[Any]]) -> list[StoredPoll]:
+    """Store rows as one batch (ids from max + 1), without a chain entry: for tools and
+    tests that build a database; the daemon's samples go through the writer."""
+    (before,) = conn.exec_driver_sql(MAX_POLL_ID).one()
+    polls = pack_polls(rows, (before or 0) + 1)
+    insert_polls(ConnectionRunner(conn), polls)
+    return polls
+
+
 # ---- reading stored polls -----------------------------------------------------------------
 _POLL_SELECT = ", ".join(POLL_COLUMNS)
 

@@ -49,47 +49,20 @@ from .audit import AuditHead
 from .chain import ChainedSession, cover_batch, read_head
 from .db import immediate_transaction
 from .errors import StoreError, classify
-from .samples import SampleRow, StoredPoll, known_rows, pack_polls, poll_groups
+from .samples import (
+    MAX_POLL_ID,
+    ConnectionRunner,
+    SampleRow,
+    StoredPoll,
+    insert_polls,
+    known_rows,
+    pack_polls,
+    poll_groups,
+)
 
 __all__ = ["SampleRow", "Writer", "WriterClosed", "WriterStatus"]
 
 T = TypeVar("T")
-
-# plain SQL: the hot path. A batch's rows become stored polls (store/samples.py:
-# one sample_polls row per poll, a sample_probes row per probe, sample_states rows
-# for the states that changed) with ids from max(id) + 1 under the write lock.
-_INSERT_POLL = (
-    "INSERT INTO sample_polls (id, procedure_id, console, t_utc, t_mono, full_state,"
-    " supply_kpa, supply_v, cylinder_kpa, cylinder_v, skin_c, skin_v, console_time_s,"
-    " console_time_v) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_INSERT_PROBE = (
-    "INSERT INTO sample_probes (poll_id, probe, tip_c, tip_v, return_kpa, return_v)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
-)
-_INSERT_STATE = (
-    "INSERT INTO sample_states (poll_id, probe, channel, value, validity) VALUES (?, ?, ?, ?, ?)"
-)
-_MAX_POLL_ID = "SELECT max(id) FROM sample_polls"
-
-
-class _ConnectionRunner:
-    """``executemany`` on a SQLAlchemy connection (inside its savepoints)."""
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-
-    def executemany(self, sql: str, params: list[tuple[Any, ...]]) -> None:
-        if params:
-            self.conn.exec_driver_sql(sql, params)
-
-
-def _insert_polls(dbapi: Any, polls: list[StoredPoll]) -> None:
-    """The stored polls' rows, in one executemany per table."""
-    dbapi.executemany(_INSERT_POLL, [p[:14] for p in polls])
-    dbapi.executemany(_INSERT_PROBE, [(p[0], *probe) for p in polls for probe in p.probes])
-    dbapi.executemany(_INSERT_STATE, [(p[0], *state) for p in polls for state in p.states])
-
 
 @dataclass(slots=True)
 class _Op(Generic[T]):
@@ -445,9 +418,9 @@ class Writer:
             return time.perf_counter() - t0, invalid
         try:
             with immediate_transaction(self.engine) as dbapi:
-                (before,) = dbapi.execute(_MAX_POLL_ID).fetchone()
+                (before,) = dbapi.execute(MAX_POLL_ID).fetchone()
                 polls = pack_polls(rows, (before or 0) + 1)
-                _insert_polls(dbapi, polls)
+                insert_polls(dbapi, polls)
                 cover_batch(
                     dbapi,
                     polls[0].id,
@@ -464,8 +437,8 @@ class Writer:
                 raise
         kept: list[StoredPoll] = []
         with self._tx_engine.begin() as conn:
-            dbapi = _ConnectionRunner(conn)
-            (before,) = conn.exec_driver_sql(_MAX_POLL_ID).one()
+            dbapi = ConnectionRunner(conn)
+            (before,) = conn.exec_driver_sql(MAX_POLL_ID).one()
             next_id = (before or 0) + 1
             state: dict[str, Any] = {}
             for poll_rows in poll_groups(rows):
@@ -473,7 +446,7 @@ class Writer:
                 (poll,) = pack_polls(poll_rows, next_id, trial)
                 try:
                     with conn.begin_nested():
-                        _insert_polls(dbapi, [poll])
+                        insert_polls(dbapi, [poll])
                 except Exception as exc:
                     if classify(exc).kind != "integrity":
                         raise
