@@ -34,6 +34,7 @@ from .protocols import ProtocolError
 from .sdnotify import Heartbeats, Notifier, Watchdog
 from .store import audit, chain, export, queries
 from .store.db import make_engine
+from .store.convert import refuse_unconverted
 from .store.errors import StoreError
 from .store.migrate_proc import migrate_in_child
 from .store.outbox import Outbox
@@ -97,6 +98,8 @@ class Daemon:
                 revision=report.to_revision,
                 backup=None if report.backup_path is None else str(report.backup_path),
             )
+        # samples of the old form left (an upgrade, or a cryod migrate that stopped)
+        await asyncio.to_thread(refuse_unconverted, db)
         engine = make_engine(db)
         chain_node = await asyncio.to_thread(_chain_node, engine)
         if chain_node is not None and chain_node != node:

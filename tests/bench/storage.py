@@ -99,7 +99,7 @@ def _size(db: Path) -> int:
     return db.stat().st_size
 
 
-async def _write_compact(db: Path, run: list[list[SampleRow]], per_batch: int) -> float:
+async def write_compact(db: Path, run: list[list[SampleRow]], per_batch: int) -> float:
     """The real writer, a batch every ``per_batch`` polls; returns CPU seconds of its
     storage thread."""
     engine = make_engine(db)
@@ -130,7 +130,7 @@ async def _write_compact(db: Path, run: list[list[SampleRow]], per_batch: int) -
     return cpu[1] - cpu[0]
 
 
-def _write_rows(db: Path, run: list[list[SampleRow]], per_batch: int) -> float:
+def write_rows_v1(db: Path, run: list[list[SampleRow]], per_batch: int) -> float:
     """Revision 0005's writer: a row per value and a cryod.samples/1 entry per batch."""
     engine = make_engine(db)
     t0 = time.thread_time()
@@ -162,9 +162,9 @@ def measure(
     run = list(polls(seconds, probes, hz))
     per_batch = max(1, round(batch_s * hz))
     if model == "compact":
-        cpu_s = asyncio.run(_write_compact(db, run, per_batch))
+        cpu_s = asyncio.run(write_compact(db, run, per_batch))
     else:
-        cpu_s = _write_rows(db, run, per_batch)
+        cpu_s = write_rows_v1(db, run, per_batch)
     after = _size(db)
     return {
         "model": model,
