@@ -32,7 +32,7 @@ from .logging import get_logger
 from .protocol_files import load_protocol
 from .protocols import ProtocolError
 from .sdnotify import Heartbeats, Notifier, Watchdog
-from .store import audit, chain, export, queries
+from .store import audit, chain, export, queries, retention
 from .store.db import make_engine
 from .store.convert import refuse_unconverted
 from .store.errors import StoreError
@@ -189,6 +189,7 @@ class Daemon:
                 )
                 await self.control.start()
                 tg.create_task(self._health(), name="health")
+                tg.create_task(self._retention(), name="retention")
                 wd = Watchdog(self.notifier, self.heartbeats.healthy)
                 if wd.enabled:
                     tg.create_task(wd.run(), name="watchdog")
@@ -282,6 +283,31 @@ class Daemon:
         ``storage_failure`` alarm from the writer's health at its next poll."""
         self.storage_error = str(err)
         log.error("storage_error", error=str(err))
+
+    async def _retention(self) -> None:
+        """Samples outside procedures older than ``sample_retention_h`` go, a few
+        batches every few seconds, through the writer (store/retention.py)."""
+        assert self.writer is not None
+        keep_h = self.cfg.daemon.sample_retention_h
+        try:
+            cursor = await self.writer.commit_now(retention.saved_cursor, label="retention")
+        except StoreError:
+            cursor = 0  # the writer reports the failure; start from the beginning
+        while True:
+            await asyncio.sleep(retention.INTERVAL_S)
+            at = cursor
+            try:
+                step = await self.writer.commit_now(
+                    lambda s: retention.retention_step(
+                        s, now_utc=time.time(), keep_h=keep_h, cursor=at
+                    ),
+                    label="retention",
+                )
+            except StoreError:
+                continue  # the writer turned unhealthy and says why
+            cursor = step.cursor
+            if step.polls:
+                log.info("samples_retention", polls=step.polls, ranges=list(step.ranges))
 
     async def _health(self) -> None:
         """Feed the heartbeats that the watchdog checks; update telemetry state; tell
