@@ -60,6 +60,7 @@ def polls(seconds: float, probes: int, hz: float, seed: int = 747) -> Iterator[l
         rows = [
             SampleRow("c1", t_utc, t_mono, 0, "supply_kpa", 25500.0 + rng.gauss(0, 40), "valid"),
             SampleRow("c1", t_utc, t_mono, 0, "cylinder_kpa", 38000.0 - 0.4 * dt_s, "valid"),
+            SampleRow("c1", t_utc, t_mono, 0, "skin_c", 31.0 + rng.gauss(0, 0.05), "valid"),
             SampleRow("c1", t_utc, t_mono, 0, "master_open", float(freezing), "valid"),
             SampleRow("c1", t_utc, t_mono, 0, "supply_low", 0.0, "valid"),
             SampleRow("c1", t_utc, t_mono, 0, "lease_armed", float(freezing), "valid"),

@@ -56,7 +56,7 @@ def _db_stats(db: Path) -> tuple[int, int, int]:
     size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*") if p.exists())
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        (rows,) = con.execute("SELECT count(*) FROM samples").fetchone()
+        (rows,) = con.execute("SELECT count(*) FROM sample_polls").fetchone()
         (cycles,) = con.execute("SELECT count(*) FROM cycles").fetchone()
     finally:
         con.close()

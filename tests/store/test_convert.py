@@ -168,7 +168,7 @@ def test_one_run_reads_the_same_from_both_models_and_after_conversion(
     before = (report_content(old), export_content(old), recovered(old, tmp_path))
     assert check_record(old).ok
     rows_before = convert.pending_rows(old)
-    assert rows_before == 600 * 65
+    assert rows_before == 600 * 66
 
     done = convert.convert(old)
     assert (done.rows_done, done.rows_total) == (rows_before, rows_before)
@@ -288,4 +288,4 @@ def test_the_daemon_refuses_a_database_with_rows_to_convert(
     assert main(["run", "--config", str(config)]) == EXIT_DATABASE
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cryod migrate" in err[0], err
-    assert convert.pending_rows(db) == 600 * 65  # upgraded to 0006, nothing converted
+    assert convert.pending_rows(db) == 600 * 66  # upgraded to 0006, nothing converted
