@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import pwd
 import signal
@@ -33,8 +34,8 @@ from .protocol_files import load_protocol
 from .protocols import ProtocolError
 from .sdnotify import Heartbeats, Notifier, Watchdog
 from .store import audit, chain, export, queries, retention
-from .store.db import make_engine
 from .store.convert import refuse_unconverted
+from .store.db import make_engine
 from .store.errors import StoreError
 from .store.migrate_proc import migrate_in_child
 from .store.outbox import Outbox
@@ -295,14 +296,11 @@ class Daemon:
             cursor = 0  # the writer reports the failure; start from the beginning
         while True:
             await asyncio.sleep(retention.INTERVAL_S)
-            at = cursor
+            step_op = functools.partial(
+                retention.retention_step, now_utc=time.time(), keep_h=keep_h, cursor=cursor
+            )
             try:
-                step = await self.writer.commit_now(
-                    lambda s: retention.retention_step(
-                        s, now_utc=time.time(), keep_h=keep_h, cursor=at
-                    ),
-                    label="retention",
-                )
+                step = await self.writer.commit_now(step_op, label="retention")
             except StoreError:
                 continue  # the writer turned unhealthy and says why
             cursor = step.cursor

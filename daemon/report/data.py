@@ -27,14 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..store import audit
 from ..store.db import open_readonly
 from ..store.models import parse_utc, utcnow
-from ..store.samples import procedure_readings
 from ..store.queries import NotFound, load_procedure
+from ..store.samples import procedure_readings
 from .errors import ReportError
 
 __all__ = ["ReportData", "Series", "TimeScale", "load_report_data", "time_scale_from_clocks"]

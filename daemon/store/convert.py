@@ -27,8 +27,10 @@ it verify under their own entries.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,8 +97,6 @@ def pending_rows(path: str | os.PathLike[str]) -> int:
 
 def rows_left(path: str | os.PathLike[str]) -> bool:
     """True while rows of the old form are left (the daemon refuses to start)."""
-    import sqlite3
-
     con = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True, timeout=5)
     try:
         return con.execute("SELECT 1 FROM samples LIMIT 1").fetchone() is not None
@@ -148,8 +148,6 @@ def _claims(dbapi: Any) -> list[_Claim]:
 
 
 def _redacted_ranges(dbapi: Any) -> list[tuple[int, int]]:
-    import json
-
     out: list[tuple[int, int]] = []
     for (payload,) in dbapi.execute("SELECT payload FROM audit WHERE kind = 'samples_redacted'"):
         p = json.loads(payload)
@@ -266,6 +264,8 @@ def convert(
     try:
         with engine.connect() as conn:
             dbapi = conn.connection.driver_connection
+            if not isinstance(dbapi, sqlite3.Connection):
+                raise TypeError(f"not a sqlite3 connection: {type(dbapi).__name__}")
             claims = _claims(dbapi)
             redacted = _redacted_ranges(dbapi)
             node = chain.chain_node(dbapi)

@@ -54,9 +54,9 @@ from cryod.integrity.canonical import EncodingError
 from cryod.integrity.samples import SAMPLE_COLUMNS_V1
 
 from .audit import read_entries
-from .samples import read_polls
 from .chained import RESEARCH, Registry, key_text, stored_value
 from .db import DbSpec, engine_for
+from .samples import read_polls
 
 POLL_CHUNK = 5000  # polls read at a time by verify
 

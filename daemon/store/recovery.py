@@ -12,13 +12,12 @@ import datetime as dt
 import os
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.orm import Session
 
-from . import audit
+from . import audit, samples
 from .chain import ChainedSession
 from .db import engine_for
-from . import samples
 from .models import Cycle, Outcome, Procedure, utc_from_epoch, utcnow
 from .records import CycleClose, close_cycle
 

@@ -88,7 +88,11 @@ def retention_step(
     ).all():
         p: dict[str, Any] = json.loads(payload)
         first, last = p.get("first"), p.get("last")
-        if p.get("table") != "sample_polls" or not isinstance(first, int):
+        if (
+            p.get("table") != "sample_polls"
+            or not isinstance(first, int)
+            or not isinstance(last, int)
+        ):
             cursor = seq
             continue
         n, in_procedure, newest = conn.exec_driver_sql(

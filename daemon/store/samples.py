@@ -33,6 +33,7 @@ from cryod.drivers.base import Snapshot, Validity
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
+
 class SampleRow(NamedTuple):
     """One polled value; ``probe`` 0 is a console-level channel.
 
@@ -249,26 +250,33 @@ def pack_polls(
             else:  # a state channel, or any other: stored when it changes
                 states[(probe, channel)] = (value, _code(validity))
         before = state.get(console)
+        changed: list[tuple[int, str, float | None, int | None]]
         if before is None or before[0] != pid:
             full, changed = 1, sorted((p, c, v, code) for (p, c), (v, code) in states.items())
         else:
             full, old = 0, before[1]
             changed = sorted(
-                [(p, c, v, code) for (p, c), (v, code) in states.items() if old.get((p, c)) != (v, code)]
+                [
+                    (p, c, v, code)
+                    for (p, c), (v, code) in states.items()
+                    if old.get((p, c)) != (v, code)
+                ]
                 + [(p, c, None, None) for (p, c) in old if (p, c) not in states]
             )
         state[console] = (pid, states)
         out.append(
-            StoredPoll(
-                rid,
-                pid,
-                console,
-                t_utc,
-                t_mono,
-                full,
-                *console_vals,
-                tuple((p, *probes[p]) for p in sorted(probes)),
-                tuple(changed),
+            StoredPoll._make(
+                (
+                    rid,
+                    pid,
+                    console,
+                    t_utc,
+                    t_mono,
+                    full,
+                    *console_vals,
+                    tuple((p, *probes[p]) for p in sorted(probes)),
+                    tuple(changed),
+                )
             )
         )
         rid += 1
@@ -294,10 +302,11 @@ def unpack_polls(polls: Iterable[StoredPoll]) -> Iterator[SampleRow]:
                 current[(probe, channel)] = (value, code)
         state[console] = current
         values: dict[tuple[int, str], tuple[Any, int]] = dict(current)
+        scalars: Sequence[Any] = poll
         for i, channel in enumerate(CONSOLE_ANALOG):
-            code = poll[6 + 2 * i + 1]
+            code = scalars[6 + 2 * i + 1]
             if code is not None:
-                values[(0, channel)] = (poll[6 + 2 * i], code)
+                values[(0, channel)] = (scalars[6 + 2 * i], code)
         for probe, tip, tip_v, ret, ret_v in poll.probes:
             if tip_v is not None:
                 values[(probe, "tip_c")] = (tip, tip_v)
@@ -397,7 +406,8 @@ def read_polls(conn: Connection, where: str = "", params: Sequence[Any] = ()) ->
     ):
         states.setdefault(r[0], []).append(tuple(r[1:]))
     return [
-        StoredPoll(*h, tuple(probes.get(h[0], ())), tuple(states.get(h[0], ()))) for h in heads
+        StoredPoll._make((*h, tuple(probes.get(h[0], ())), tuple(states.get(h[0], ()))))
+        for h in heads
     ]
 
 
@@ -424,9 +434,7 @@ def _has_table(conn: Connection, name: str) -> bool:
     return found is not None
 
 
-def procedure_readings(
-    conn: Connection, procedure_id: int, tip: bool = True
-) -> list[Reading]:
+def procedure_readings(conn: Connection, procedure_id: int, tip: bool = True) -> list[Reading]:
     """A procedure's supply and cylinder pressure (probe 0) and, with ``tip``, every
     probe's tip temperature, ordered by probe, channel, time: from the compact tables
     and from rows of the old table not converted yet (``cryod migrate``)."""
@@ -442,29 +450,24 @@ def procedure_readings(
                 out.append((0, "supply_kpa", t_utc, t_mono, supply, names[supply_v], 1, pid))
             if cyl_v is not None:
                 out.append((0, "cylinder_kpa", t_utc, t_mono, cyl, names[cyl_v], 1, pid))
-        if tip:
-            for probe, t_utc, t_mono, value, code, pid in conn.exec_driver_sql(
-                "SELECT r.probe, p.t_utc, p.t_mono, r.tip_c, r.tip_v, p.id FROM sample_polls p"
-                " JOIN sample_probes r ON r.poll_id = p.id"
-                " WHERE p.procedure_id = ? AND r.tip_v IS NOT NULL",
-                (procedure_id,),
-            ):
-                out.append((probe, "tip_c", t_utc, t_mono, value, names[code], 1, pid))
-    channels = ("supply_kpa", "cylinder_kpa", "tip_c") if tip else ("supply_kpa", "cylinder_kpa")
-    marks = ", ".join("?" * len(channels))
+        for probe, t_utc, t_mono, value, code, pid in conn.exec_driver_sql(
+            "SELECT r.probe, p.t_utc, p.t_mono, r.tip_c, r.tip_v, p.id FROM sample_polls p"
+            " JOIN sample_probes r ON r.poll_id = p.id"
+            " WHERE p.procedure_id = ? AND r.tip_v IS NOT NULL",
+            (procedure_id,),
+        ):
+            out.append((probe, "tip_c", t_utc, t_mono, value, names[code], 1, pid))
     for row in conn.exec_driver_sql(
         "SELECT probe, channel, t_utc, t_mono, value, validity, id FROM samples"
-        f" WHERE procedure_id = ? AND channel IN ({marks})",  # noqa: S608 - our placeholders
-        (procedure_id, *channels),
+        " WHERE procedure_id = ? AND channel IN ('supply_kpa', 'cylinder_kpa', 'tip_c')",
+        (procedure_id,),
     ):
         probe, channel = row[0], row[1]
         if (channel == "tip_c") == (probe == 0):
             continue  # a console-level tip or a probe's supply: not a plotted channel
         out.append((*row[:6], 0, row[6]))
     out.sort(key=lambda r: (r[0], r[1], r[2], r[6], r[7]))
-    return [
-        (int(r[0]), str(r[1]), float(r[2]), float(r[3]), _value(r[4]), str(r[5])) for r in out
-    ]
+    return [(int(r[0]), str(r[1]), float(r[2]), float(r[3]), _value(r[4]), str(r[5])) for r in out]
 
 
 def last_tip(

@@ -64,6 +64,7 @@ __all__ = ["SampleRow", "Writer", "WriterClosed", "WriterStatus"]
 
 T = TypeVar("T")
 
+
 @dataclass(slots=True)
 class _Op(Generic[T]):
     fn: Callable[[Session], T]
@@ -437,7 +438,7 @@ class Writer:
                 raise
         kept: list[StoredPoll] = []
         with self._tx_engine.begin() as conn:
-            dbapi = ConnectionRunner(conn)
+            runner = ConnectionRunner(conn)
             (before,) = conn.exec_driver_sql(MAX_POLL_ID).one()
             next_id = (before or 0) + 1
             state: dict[str, Any] = {}
@@ -446,7 +447,7 @@ class Writer:
                 (poll,) = pack_polls(poll_rows, next_id, trial)
                 try:
                     with conn.begin_nested():
-                        insert_polls(dbapi, [poll])
+                        insert_polls(runner, [poll])
                 except Exception as exc:
                     if classify(exc).kind != "integrity":
                         raise

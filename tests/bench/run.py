@@ -372,9 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if "storage" in only:
             say(f"bytes per stored poll, rows against compact ({plan['storage_s']} s of polls)")
-            results["storage"] = part(
-                "storage", "storage", storage.run, seconds=plan["storage_s"]
-            )
+            results["storage"] = part("storage", "storage", storage.run, seconds=plan["storage_s"])
     out = assemble(
         results,
         machine,

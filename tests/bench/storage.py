@@ -113,8 +113,8 @@ async def write_compact(db: Path, run: list[list[SampleRow]], per_batch: int) ->
     )
     await w.start()
     cpu: list[float] = []
-    assert w._executor is not None  # noqa: SLF001 - the bench reads its thread's clock
-    w._executor.submit(lambda: cpu.append(time.thread_time())).result()  # noqa: SLF001
+    assert w._executor is not None
+    w._executor.submit(lambda: cpu.append(time.thread_time())).result()
     try:
         for rows in run:
             w.submit_samples(rows)
@@ -122,7 +122,7 @@ async def write_compact(db: Path, run: list[list[SampleRow]], per_batch: int) ->
                 while w.status().queued_samples >= w.batch_max:
                     await asyncio.sleep(0)
         await w.flush()
-        w._executor.submit(lambda: cpu.append(time.thread_time())).result()  # noqa: SLF001
+        w._executor.submit(lambda: cpu.append(time.thread_time())).result()
         st = w.status()
         assert st.samples_written == len(run) * rows_per_poll, st
     finally:
@@ -181,9 +181,7 @@ def run(
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="cryod-storage-") as tmp:
         root = Path(tmp)
-        out = {
-            m: measure(m, seconds, probes, hz, batch_s, root) for m in ("rows", "compact")
-        }
+        out = {m: measure(m, seconds, probes, hz, batch_s, root) for m in ("rows", "compact")}
     return {
         "seconds": seconds,
         "probes": probes,

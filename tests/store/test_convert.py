@@ -140,8 +140,7 @@ def recovered(db: Path, tmp: Path) -> list[Any]:
         rec = recovery.recover(engine)
         with engine.connect() as conn:
             cycles = conn.exec_driver_sql(
-                "SELECT id, probe, outcome, ended_at, ended_mono, min_tip_c FROM cycles"
-                " ORDER BY id"
+                "SELECT id, probe, outcome, ended_at, ended_mono, min_tip_c FROM cycles ORDER BY id"
             ).all()
     finally:
         engine.dispose()
@@ -198,7 +197,8 @@ def test_a_conversion_stopped_halfway_goes_on_and_the_daemon_waits_for_it(
     migrate.upgrade_on_start(db, node="ws-test")
     total = convert.pending_rows(db)
     first = convert.convert(db, chunk_rows=5000, max_chunks=2)
-    assert first.chunks == 2 and 0 < first.rows_done < total
+    assert first.chunks == 2
+    assert 0 < first.rows_done < total
     assert convert.pending_rows(db) == total - first.rows_done
     assert check_record(db).ok  # half-converted, it still verifies
     with pytest.raises(convert.StoreError, match="cryod migrate"):
@@ -271,9 +271,7 @@ def test_not_enough_free_space_stops_before_anything(
     migrate.upgrade_on_start(db, node="ws-test")
     total = convert.pending_rows(db)
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(
-        convert.shutil, "disk_usage", lambda _p: usage._replace(free=1024 * 1024)
-    )
+    monkeypatch.setattr(convert.shutil, "disk_usage", lambda _p: usage._replace(free=1024 * 1024))
     with pytest.raises(convert.ConvertError, match="MiB free"):
         convert.convert(db)
     assert convert.pending_rows(db) == total
@@ -287,5 +285,6 @@ def test_the_daemon_refuses_a_database_with_rows_to_convert(
     config = config_for(db, tmp_path)
     assert main(["run", "--config", str(config)]) == EXIT_DATABASE
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "cryod migrate" in err[0], err
+    assert len(err) == 1, err
+    assert "cryod migrate" in err[0]
     assert convert.pending_rows(db) == 600 * 66  # upgraded to 0006, nothing converted

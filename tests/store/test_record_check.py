@@ -39,7 +39,9 @@ async def _fill(db: Path) -> None:
                 w.submit_samples(
                     [
                         SampleRow("c1", t_utc, t_mono, 1, "tip_c", -40.0 - i, "valid", pid),
-                        SampleRow("c1", t_utc, t_mono, 1, "freeze_open", float(i < 60), "valid", pid),
+                        SampleRow(
+                            "c1", t_utc, t_mono, 1, "freeze_open", float(i < 60), "valid", pid
+                        ),
                     ]
                 )
             await log.close_cycle(

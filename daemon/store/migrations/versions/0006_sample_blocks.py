@@ -49,18 +49,18 @@ GUARDS = (
     + RAISE.format("samples are never edited"),
     "CREATE TRIGGER sample_states_no_update BEFORE UPDATE ON sample_states "
     + RAISE.format("samples are never edited"),
-    "CREATE TRIGGER sample_polls_no_delete BEFORE DELETE ON sample_polls "
+    "CREATE TRIGGER sample_polls_no_delete BEFORE DELETE ON sample_polls "  # noqa: S608 - our SQL
     f"WHEN NOT EXISTS (SELECT 1 FROM audit a WHERE {LATEST} AND ("
     "(a.kind = 'samples_redacted' "
     "AND json_extract(a.payload, '$.procedure_id') = OLD.procedure_id) "
     "OR (a.kind = 'samples_retention' AND OLD.procedure_id IS NULL "
     "AND OLD.t_utc < json_extract(a.payload, '$.before_utc')))) "
     + RAISE.format("samples are never deleted (redact their procedure)"),
-    "CREATE TRIGGER sample_probes_no_delete BEFORE DELETE ON sample_probes "
+    "CREATE TRIGGER sample_probes_no_delete BEFORE DELETE ON sample_probes "  # noqa: S608 - our SQL
     f"WHEN NOT EXISTS (SELECT 1 FROM audit a WHERE {LATEST} "
     "AND a.kind IN ('samples_redacted', 'samples_retention')) "
     + RAISE.format("samples are never deleted (redact their procedure)"),
-    "CREATE TRIGGER sample_states_no_delete BEFORE DELETE ON sample_states "
+    "CREATE TRIGGER sample_states_no_delete BEFORE DELETE ON sample_states "  # noqa: S608 - our SQL
     f"WHEN NOT EXISTS (SELECT 1 FROM audit a WHERE {LATEST} "
     "AND a.kind IN ('samples_redacted', 'samples_retention')) "
     + RAISE.format("samples are never deleted (redact their procedure)"),
@@ -69,14 +69,14 @@ GUARD_NAMES = tuple(g.split()[2] for g in GUARDS)
 
 # the old table's delete guard, as 0004 made it and as this revision widens it
 SAMPLES_NO_DELETE_0004 = (
-    "CREATE TRIGGER samples_no_delete BEFORE DELETE ON samples "
+    "CREATE TRIGGER samples_no_delete BEFORE DELETE ON samples "  # noqa: S608 - our SQL
     f"WHEN NOT EXISTS (SELECT 1 FROM audit a WHERE {LATEST} "
     "AND a.kind = 'samples_redacted' "
     "AND json_extract(a.payload, '$.procedure_id') = OLD.procedure_id) "
     + RAISE.format("samples are never deleted (redact their procedure)")
 )
 SAMPLES_NO_DELETE_0006 = (
-    "CREATE TRIGGER samples_no_delete BEFORE DELETE ON samples "
+    "CREATE TRIGGER samples_no_delete BEFORE DELETE ON samples "  # noqa: S608 - our SQL
     f"WHEN NOT EXISTS (SELECT 1 FROM audit a WHERE {LATEST} AND ("
     "(a.kind = 'samples_redacted' "
     "AND json_extract(a.payload, '$.procedure_id') = OLD.procedure_id) "
