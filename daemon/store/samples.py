@@ -25,10 +25,12 @@ polls back into exactly those rows; ``read_rows`` reads rows from a database.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cryod.drivers.base import Snapshot, Validity
+from cryod.integrity import SAMPLES_V2, encode_sample_batch
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -415,6 +417,21 @@ def read_batch(conn: Connection, first: int, last: int) -> list[StoredPoll]:
     """The polls one chain entry covers (its payload's ``first``..``last``): what the
     record channel re-sends for a chain sequence."""
     return read_polls(conn, "id BETWEEN ? AND ?", (first, last))
+
+
+def batch_by_seq(conn: Connection, seq: int) -> tuple[dict[str, Any], bytes] | None:
+    """A sample batch by its chain entry's ``seq``: (the entry's payload, the batch's
+    canonical bytes as stored now), what the record channel re-sends; None if that
+    entry is not a batch of the compact tables. The bytes hash to the payload's
+    ``digest`` unless the polls were changed (or removed: retention, redaction)."""
+    row = conn.exec_driver_sql("SELECT kind, payload FROM audit WHERE seq = ?", (seq,)).first()
+    if row is None or row[0] != "samples":
+        return None
+    payload = json.loads(row[1])
+    if payload.get("table") != "sample_polls" or payload.get("encoding") != SAMPLES_V2:
+        return None
+    polls = read_batch(conn, int(payload["first"]), int(payload["last"]))
+    return payload, encode_sample_batch(polls, SAMPLES_V2)
 
 
 def read_rows(conn: Connection, where: str = "", params: Sequence[Any] = ()) -> list[SampleRow]:
