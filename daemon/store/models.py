@@ -7,8 +7,8 @@ Alembic's batch mode on SQLite can find constraints by name.
 
 Record times (``*_at``) are UTC and stored as fixed-width ISO 8601 text
 (``2026-01-02T03:04:05.678901Z``) so a copy opened in any SQLite tool is
-readable and sorts correctly; samples carry ``t_utc`` as REAL epoch seconds
-(volume matters there) plus ``t_mono``, the host's monotonic clock.
+readable and sorts correctly; sample polls carry ``t_utc`` as REAL epoch
+seconds (volume matters there) plus ``t_mono``, the host's monotonic clock.
 """
 
 from __future__ import annotations
