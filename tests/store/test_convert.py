@@ -10,7 +10,10 @@ import asyncio
 import csv
 import io
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +291,34 @@ def test_the_daemon_refuses_a_database_with_rows_to_convert(
     assert len(err) == 1, err
     assert "cryod migrate" in err[0]
     assert convert.pending_rows(db) == 600 * 66  # upgraded to 0006, nothing converted
+
+
+KILLED_CHILD = """
+import sys
+from cryod.daemon.store import convert
+convert.convert(sys.argv[1], chunk_rows=2000, progress=lambda p: print(p.chunks, flush=True))
+"""
+
+
+def test_a_conversion_killed_with_sigkill_resumes(dbs: dict[str, Path], tmp_path: Path) -> None:
+    db = tmp_path / "kill9.db"
+    shutil.copy(dbs["old"], db)
+    migrate.upgrade_on_start(db, node="ws-test")
+    total = convert.pending_rows(db)
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_CHILD, str(db)], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    for line in child.stdout:  # a few chunks committed, the next one under way
+        if line.strip() == "3":
+            break
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=60)
+    left = convert.pending_rows(db)
+    assert 0 < left <= total - 3 * 2000
+    assert recovery.integrity_check(db) == []
+    assert check_record(db).ok
+    convert.convert(db)
+    assert convert.pending_rows(db) == 0
+    assert sample_rows(db) == sample_rows(dbs["new"])
+    assert check_record(db).ok
