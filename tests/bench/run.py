@@ -262,6 +262,7 @@ def assemble(
         "bytes_per_stored_poll_before": _get(st, "rows", "bytes_per_poll"),
         "storage_thread_ms_per_s": _get(st, "compact", "storage_thread_ms_per_s"),
         "storage_thread_ms_per_s_before": _get(st, "rows", "storage_thread_ms_per_s"),
+        "storage_capacity_polls_per_s": _get(st, "compact", "storage_capacity_polls_per_s"),
         "console_reaction_ms_p50": _get(cs, "injection_to_console_limit_ms", "p50"),
         "console_reaction_ms_p99": _get(cs, "injection_to_console_limit_ms", "p99"),
         "console_reaction_ms_max": _get(cs, "injection_to_console_limit_ms", "max"),

@@ -17,7 +17,9 @@ synchronous=FULL as the daemon sets them.
 Bytes per poll is the database file's size after a WAL checkpoint
 (``PRAGMA wal_checkpoint(TRUNCATE)``) minus the size of the same database
 before the run, divided by the polls. The storage time is the CPU time of the
-thread doing the inserts per second of samples. Prints one JSON object.
+thread doing the inserts per second of samples, and its inverse: how many polls
+a second that thread could store with every value logged. Prints one JSON
+object.
 """
 
 from __future__ import annotations
@@ -173,6 +175,10 @@ def measure(
         "values_per_poll": len(run[0]),
         "bytes_per_poll": round((after - before) / len(run), 1),
         "storage_thread_ms_per_s": round(cpu_s * 1000 / seconds, 2),
+        # polls per second of the storage thread's CPU: the poll rate it could carry
+        # with every value logged, on one console (the daemon's max_poll_hz is the
+        # whole daemon's figure)
+        "storage_capacity_polls_per_s": round(len(run) / cpu_s) if cpu_s > 0 else None,
     }
 
 
