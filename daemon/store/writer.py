@@ -8,8 +8,8 @@ event loop (and so never the poll loop or the supervisor).
   in a bounded buffer and are written in batches (``batch_max`` values or every
   ``batch_interval_s``) in one transaction, in the compact form of
   ``samples.py`` (a row per poll, one per probe, state channels as changes, the
-  batch's first poll of each console full). When the buffer is full the sample is dropped and counted;
-  samples are the only thing ever dropped. The writer task sleeps until work
+  batch's first poll of each console full). When the buffer is full the sample
+  is dropped and counted; samples are the only thing ever dropped. The writer task sleeps until work
   is due: an op, a full batch, closing, or the batch timer (armed by a batch's
   first sample), so a poll's samples cost an append, not a wake-up (waking it
   per poll cost ~2 ms of loop CPU per second at 20 Hz).
@@ -19,8 +19,8 @@ event loop (and so never the poll loop or the supervisor).
   its own transaction, and the call returns after the COMMIT.
 - Every commit extends the chain in the same transaction (docs/integrity.md):
   an op's research rows through ``ChainedSession``, a sample batch with one
-  ``samples`` entry over its canonical polls (``cryod.samples/2``). ``on_audit_head(head)`` gets each
-  new head after its COMMIT, ``on_head(head, label)`` with what made it (the
+  ``samples`` entry over its canonical polls (``cryod.samples/2``).
+  ``on_audit_head(head)`` gets each new head after its COMMIT, ``on_head(head, label)`` with what made it (the
   op's label, or ``"samples"``), and ``on_foreign_head(expected, found)`` says
   that the chain moved under the writer: someone else appended entries.
 - Storage failures (disk full, read-only, locked, I/O) never kill the task:
