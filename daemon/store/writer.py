@@ -20,9 +20,10 @@ event loop (and so never the poll loop or the supervisor).
 - Every commit extends the chain in the same transaction (docs/integrity.md):
   an op's research rows through ``ChainedSession``, a sample batch with one
   ``samples`` entry over its canonical polls (``cryod.samples/2``).
-  ``on_audit_head(head)`` gets each new head after its COMMIT, ``on_head(head, label)`` with what made it (the
-  op's label, or ``"samples"``), and ``on_foreign_head(expected, found)`` says
-  that the chain moved under the writer: someone else appended entries.
+  ``on_audit_head(head)`` gets each new head after its COMMIT,
+  ``on_head(head, label)`` with what made it (the op's label, or
+  ``"samples"``), and ``on_foreign_head(expected, found)`` says that the chain
+  moved under the writer: someone else appended entries.
 - Storage failures (disk full, read-only, locked, I/O) never kill the task:
   they make ``status().healthy`` false (the service stops feeding the systemd
   watchdog and raises a high-priority alarm via ``on_error``) and
