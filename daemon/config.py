@@ -57,8 +57,13 @@ class DaemonSection(_Strict):
     site: str = Field(default="site", min_length=1, max_length=64)
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
     require_study_id: bool = True  # NICE IPG747/HTG652: research use only
-    sample_batch_max: int = Field(default=500, ge=1, le=10_000)
-    sample_batch_interval_s: float = Field(default=0.2, gt=0, le=10)
+    # a batch is one transaction and one chain entry; every batch starts with the full
+    # state of each console (docs/data-model.md "Samples"): a second of 20 Hz polls of
+    # 8 probes is 1,320 values
+    sample_batch_max: int = Field(default=2000, ge=1, le=10_000)
+    sample_batch_interval_s: float = Field(default=1.0, gt=0, le=10)
+    # samples outside a procedure are removed after this long (never a procedure's)
+    sample_retention_h: float = Field(default=24.0, gt=0, le=24 * 366)
 
     @model_validator(mode="after")
     def _site(self) -> DaemonSection:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import pwd
 import signal
@@ -32,7 +33,8 @@ from .logging import get_logger
 from .protocol_files import load_protocol
 from .protocols import ProtocolError
 from .sdnotify import Heartbeats, Notifier, Watchdog
-from .store import audit, chain, export, queries
+from .store import audit, chain, export, queries, retention
+from .store.convert import refuse_unconverted
 from .store.db import make_engine
 from .store.errors import StoreError
 from .store.migrate_proc import migrate_in_child
@@ -97,6 +99,8 @@ class Daemon:
                 revision=report.to_revision,
                 backup=None if report.backup_path is None else str(report.backup_path),
             )
+        # samples of the old form left (an upgrade, or a cryod migrate that stopped)
+        await asyncio.to_thread(refuse_unconverted, db)
         engine = make_engine(db)
         chain_node = await asyncio.to_thread(_chain_node, engine)
         if chain_node is not None and chain_node != node:
@@ -186,6 +190,7 @@ class Daemon:
                 )
                 await self.control.start()
                 tg.create_task(self._health(), name="health")
+                tg.create_task(self._retention(), name="retention")
                 wd = Watchdog(self.notifier, self.heartbeats.healthy)
                 if wd.enabled:
                     tg.create_task(wd.run(), name="watchdog")
@@ -279,6 +284,28 @@ class Daemon:
         ``storage_failure`` alarm from the writer's health at its next poll."""
         self.storage_error = str(err)
         log.error("storage_error", error=str(err))
+
+    async def _retention(self) -> None:
+        """Samples outside procedures older than ``sample_retention_h`` go, a few
+        batches every few seconds, through the writer (store/retention.py)."""
+        assert self.writer is not None
+        keep_h = self.cfg.daemon.sample_retention_h
+        try:
+            cursor = await self.writer.commit_now(retention.saved_cursor, label="retention")
+        except StoreError:
+            cursor = 0  # the writer reports the failure; start from the beginning
+        while True:
+            await asyncio.sleep(retention.INTERVAL_S)
+            step_op = functools.partial(
+                retention.retention_step, now_utc=time.time(), keep_h=keep_h, cursor=cursor
+            )
+            try:
+                step = await self.writer.commit_now(step_op, label="retention")
+            except StoreError:
+                continue  # the writer turned unhealthy and says why
+            cursor = step.cursor
+            if step.polls:
+                log.info("samples_retention", polls=step.polls, ranges=list(step.ranges))
 
     async def _health(self) -> None:
         """Feed the heartbeats that the watchdog checks; update telemetry state; tell

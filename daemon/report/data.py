@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..store import audit
 from ..store.db import open_readonly
-from ..store.models import Sample, parse_utc, utcnow
+from ..store.models import parse_utc, utcnow
 from ..store.queries import NotFound, load_procedure
+from ..store.samples import procedure_readings
 from .errors import ReportError
 
 __all__ = ["ReportData", "Series", "TimeScale", "load_report_data", "time_scale_from_clocks"]
@@ -144,21 +144,7 @@ class _Samples:
 
 
 def _load_samples(session: Session, procedure_id: int, t0: float, probes: set[int]) -> _Samples:
-    rows = session.execute(
-        select(
-            Sample.probe,
-            Sample.channel,
-            Sample.t_utc,
-            Sample.t_mono,
-            Sample.value,
-            Sample.validity,
-        )
-        .where(
-            Sample.procedure_id == procedure_id,
-            Sample.channel.in_((TIP_CHANNEL, SUPPLY_CHANNEL, CYLINDER_CHANNEL)),
-        )
-        .order_by(Sample.probe, Sample.channel, Sample.t_utc, Sample.id)
-    ).all()
+    rows = procedure_readings(session.connection(), procedure_id)
     tip: dict[int, Series] = {p: Series() for p in sorted(probes)}
     unplotted: set[int] = set()
     supply, cylinder = Series(), Series()

@@ -75,7 +75,9 @@ RESEARCH = Registry(Procedure, Cycle, Alarm, OperatorAction)
 
 #: tables with a procedure_id that are not covered row by row, and why
 NOT_ROW_COVERED: Mapping[str, str] = {
-    "samples": "covered batch by batch (one chain entry per committed batch)",
+    "samples": "covered batch by batch (cryod.samples/1); the form before revision 0006",
+    "sample_polls": "covered batch by batch with their probe and state rows "
+    "(cryod.samples/2, one chain entry per committed batch)",
     "outbox": "a delivery queue for MQTT, rebuilt from the record; not the record",
 }
 

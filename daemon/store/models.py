@@ -7,8 +7,8 @@ Alembic's batch mode on SQLite can find constraints by name.
 
 Record times (``*_at``) are UTC and stored as fixed-width ISO 8601 text
 (``2026-01-02T03:04:05.678901Z``) so a copy opened in any SQLite tool is
-readable and sorts correctly; samples carry ``t_utc`` as REAL epoch seconds
-(volume matters there) plus ``t_mono``, the host's monotonic clock.
+readable and sorts correctly; sample polls carry ``t_utc`` as REAL epoch
+seconds (volume matters there) plus ``t_mono``, the host's monotonic clock.
 """
 
 from __future__ import annotations
@@ -232,13 +232,17 @@ class Cycle(Base):
     figures_note: Mapped[str | None] = mapped_column(Text)
 
 
-class Sample(Base):
-    """Every polled value, with its validity; probe 0 is a console-level channel."""
+class LegacySample(Base):
+    """Samples as cryod wrote them before revision 0006: one row per polled value.
+
+    Kept for databases written by an older cryod until ``cryod migrate`` has
+    converted them into the compact tables below (the daemon refuses to start
+    while any row is left); nothing writes here any more.
+    """
 
     __tablename__ = "samples"
     __table_args__ = (
         Index(None, "console", "t_utc"),
-        # time order: inserts append (migration 0003 says why not per probe/channel)
         Index(None, "procedure_id", "t_utc"),
     )
 
@@ -251,6 +255,79 @@ class Sample(Base):
     channel: Mapped[str] = mapped_column(String(32))
     value: Mapped[float | None] = mapped_column(Float)
     validity: Mapped[str] = mapped_column(String(16))
+
+
+_VALIDITY_CODE = "{0} IS NULL OR {0} IN (0, 1, 2, 3)"
+
+
+class SamplePoll(Base):
+    """One poll of one console (revision 0006): its clocks, procedure and the console's
+    analog channels; ``*_v`` is the value's validity code (0 valid, 1 questionable,
+    2 invalid, 3 stale; NULL: not polled). See store/samples.py and docs/data-model.md."""
+
+    __tablename__ = "sample_polls"
+    __table_args__ = (
+        # the report, recovery and retention: a console's or a procedure's polls in time
+        Index(None, "console", "t_utc"),
+        Index(None, "procedure_id", "t_utc"),
+        CheckConstraint(_VALIDITY_CODE.format("supply_v"), name="supply_v"),
+        CheckConstraint(_VALIDITY_CODE.format("cylinder_v"), name="cylinder_v"),
+        CheckConstraint(_VALIDITY_CODE.format("skin_v"), name="skin_v"),
+        CheckConstraint(_VALIDITY_CODE.format("console_time_v"), name="console_time_v"),
+        CheckConstraint("full_state IN (0, 1)", name="full_state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    procedure_id: Mapped[int | None] = mapped_column(ForeignKey("procedures.id"))
+    console: Mapped[str] = mapped_column(String(64))
+    t_utc: Mapped[float] = mapped_column(Float)
+    t_mono: Mapped[float] = mapped_column(Float)
+    full_state: Mapped[int] = mapped_column(Integer)
+    supply_kpa: Mapped[float | None] = mapped_column(Float)
+    supply_v: Mapped[int | None] = mapped_column(Integer)
+    cylinder_kpa: Mapped[float | None] = mapped_column(Float)
+    cylinder_v: Mapped[int | None] = mapped_column(Integer)
+    skin_c: Mapped[float | None] = mapped_column(Float)
+    skin_v: Mapped[int | None] = mapped_column(Integer)
+    console_time_s: Mapped[float | None] = mapped_column(Float)
+    console_time_v: Mapped[int | None] = mapped_column(Integer)
+
+
+class SampleProbe(Base):
+    """One probe's analog channels in one poll (revision 0006); WITHOUT ROWID, keyed by
+    (poll, probe), so the key is the only index."""
+
+    __tablename__ = "sample_probes"
+    __table_args__ = (
+        CheckConstraint("probe >= 1", name="probe_positive"),
+        CheckConstraint(_VALIDITY_CODE.format("tip_v"), name="tip_v"),
+        CheckConstraint(_VALIDITY_CODE.format("return_v"), name="return_v"),
+        {"sqlite_with_rowid": False},
+    )
+
+    poll_id: Mapped[int] = mapped_column(ForeignKey("sample_polls.id"), primary_key=True)
+    probe: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tip_c: Mapped[float | None] = mapped_column(Float)
+    tip_v: Mapped[int | None] = mapped_column(Integer)
+    return_kpa: Mapped[float | None] = mapped_column(Float)
+    return_v: Mapped[int | None] = mapped_column(Integer)
+
+
+class SampleState(Base):
+    """A state channel's value in a poll where it changed, or every state channel in a
+    poll with ``full_state`` (revision 0006); validity NULL: no longer polled."""
+
+    __tablename__ = "sample_states"
+    __table_args__ = (
+        CheckConstraint(_VALIDITY_CODE.format("validity"), name="validity"),
+        {"sqlite_with_rowid": False},
+    )
+
+    poll_id: Mapped[int] = mapped_column(ForeignKey("sample_polls.id"), primary_key=True)
+    probe: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[float | None] = mapped_column(Float)
+    validity: Mapped[int | None] = mapped_column(Integer)
 
 
 class Alarm(Base):

@@ -136,17 +136,24 @@ def redact_procedure(
         for rid in ids:
             head = redact_row(session, table, {"id": rid}, by=by, reason=reason)
         counts[table] = len(ids)
-    ids = [
-        r[0]
-        for r in chain.execute(
-            conn, "SELECT id FROM samples WHERE procedure_id = ? ORDER BY id", (procedure_id,)
-        )
-    ]
-    if ids:
+    removed = 0
+    # the old table (rows cryod migrate has not converted yet), then the compact one
+    for table, children in (("samples", ()), ("sample_polls", ("sample_probes", "sample_states"))):
+        ids = [
+            r[0]
+            for r in chain.execute(
+                conn,
+                f"SELECT id FROM {table} WHERE procedure_id = ? ORDER BY id",  # noqa: S608
+                (procedure_id,),
+            )
+        ]
+        if not ids:
+            continue
         head = chain.append(
             conn,
             "samples_redacted",
             {
+                "table": table,
                 "procedure_id": procedure_id,
                 "ranges": _ranges(ids),
                 "rows": len(ids),
@@ -155,7 +162,15 @@ def redact_procedure(
             },
             info=session.info,
         )
-        chain.execute(conn, "DELETE FROM samples WHERE procedure_id = ?", (procedure_id,))
+        for child in children:
+            chain.execute(
+                conn,
+                f"DELETE FROM {child} WHERE poll_id IN "  # noqa: S608 - our table names
+                "(SELECT id FROM sample_polls WHERE procedure_id = ?)",
+                (procedure_id,),
+            )
+        chain.execute(conn, f"DELETE FROM {table} WHERE procedure_id = ?", (procedure_id,))  # noqa: S608
+        removed += len(ids)
     head = redact_row(session, "procedures", {"id": procedure_id}, by=by, reason=reason)
     counts["procedures"] = 1
-    return RedactionReport(rows=counts, samples=len(ids), head=head)
+    return RedactionReport(rows=counts, samples=removed, head=head)
