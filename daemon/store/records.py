@@ -168,6 +168,50 @@ class StudyOpen:
     details: ProcedureDetails
 
 
+def study_defaults(
+    meta: dict[str, Any],
+    selection: Mapping[str, Any],
+    details: Mapping[str, Any],
+    profile: StudyProfile,
+    *,
+    gas: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fill each side from the other, so an operator says a thing once: the selection's
+    indication and the details' imaging, anaesthesia, probe model and lot give the
+    procedure's own fields (and back), the gas comes from the console's profile.
+    ``meta`` is changed in place; the selection and details are returned."""
+    sel, det = dict(selection), dict(details)
+    if "indication" not in sel and meta.get("indication") and profile.indication(
+        str(meta["indication"])
+    ):
+        sel["indication"] = meta["indication"]
+    if "indication" not in meta and isinstance(sel.get("indication"), str):
+        key = sel["indication"]
+        if key in {i.value for i in Indication}:
+            meta["indication"] = key
+        elif (coding := profile.indication(key)) is not None:
+            meta["indication"] = Indication.OTHER.value
+            meta.setdefault("indication_other", coding.display)
+    if "imaging" not in det and meta.get("imaging"):
+        det["imaging"] = [meta["imaging"]]
+    if "imaging" not in meta and isinstance(det.get("imaging"), list) and det["imaging"]:
+        first = det["imaging"][0]
+        if first in {i.value for i in Imaging}:
+            meta["imaging"] = first
+    if "anaesthesia" not in det and meta.get("anaesthesia"):
+        det["anaesthesia"] = meta["anaesthesia"]
+    if "anaesthesia" not in meta and det.get("anaesthesia") in {a.value for a in Anaesthesia}:
+        meta["anaesthesia"] = det["anaesthesia"]
+    for name in ("probe_model", "probe_lot"):
+        if name not in det and meta.get(name):
+            det[name] = meta[name]
+        if name not in meta and isinstance(det.get(name), str):
+            meta[name] = det[name]
+    if gas is not None:
+        det.setdefault("gas", gas)
+    return sel, det
+
+
 def prepare_study(
     profile: StudyProfile,
     *,
@@ -186,6 +230,12 @@ def prepare_study(
         elig = dict(elig)
         elig.setdefault("checklist_id", profile.eligibility.checklist_id)
         elig.setdefault("checklist_version", profile.eligibility.version)
+        items = elig.get("items")
+        if isinstance(items, dict) and items.get("*") is True:  # cryoctl --eligible all
+            items = {k: v for k, v in items.items() if k != "*"}
+            for item in profile.eligibility.items:
+                items.setdefault(item.id, True)
+            elig["items"] = items
         sel_data["eligibility"] = elig
     parsed: dict[str, Any] = {}
     for name, model, data in (
