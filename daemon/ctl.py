@@ -342,7 +342,7 @@ def _open_request(args: argparse.Namespace) -> dict[str, Any]:
         if "all" in args.eligible:
             items["*"] = True
         items.update({i: True for i in args.eligible if i != "all"})
-        items.update({i: False for i in args.not_eligible})
+        items.update(dict.fromkeys(args.not_eligible, False))
         elig["items"] = items
         sel["eligibility"] = elig
     if "study" not in a:

@@ -31,6 +31,7 @@ from .config import LoadedConfig, driver_options
 from .console_service import ConsoleService
 from .control import ControlError, ControlServer, Peer
 from .logging import get_logger
+from .procedure_fields import OPEN_FIELDS
 from .protocol_files import load_protocol
 from .protocols import ProtocolError
 from .sdnotify import Heartbeats, Notifier, Watchdog
@@ -39,7 +40,6 @@ from .store.db import make_engine
 from .store.errors import StoreError
 from .store.migrate_proc import migrate_in_child
 from .store.outbox import Outbox
-from .procedure_fields import OPEN_FIELDS
 from .store.records import ProcedureLog, RecordError, prepare_study, study_defaults
 from .store.recovery import recover
 from .store.schema_version import HEAD_REVISION, at_head
@@ -408,9 +408,7 @@ class Daemon:
                 return  # the engine refuses: no procedure
             problems = await asyncio.to_thread(queries.baseline_gate, db, svc.procedure_id)
             if problems:
-                raise ControlError(
-                    "baseline_pain_required", "; ".join(p.message for p in problems)
-                )
+                raise ControlError("baseline_pain_required", "; ".join(p.message for p in problems))
 
         async def h_pain(svc: ConsoleService, a: cc.BaselinePain, who: str) -> Any:
             pid = open_procedure_of(svc, "a pain score")
@@ -490,7 +488,11 @@ class Daemon:
                 if a.format in ("fhir", "redcap"):
                     from .store import study_export
 
-                    fn = study_export.fhir_export if a.format == "fhir" else study_export.redcap_export
+                    fn = (
+                        study_export.fhir_export
+                        if a.format == "fhir"
+                        else study_export.redcap_export
+                    )
                     return await asyncio.to_thread(fn, db, a.id)
                 if self.writer is None:
                     raise ControlError("unavailable", "the log is not open")

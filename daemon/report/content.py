@@ -404,7 +404,10 @@ def study_rows(data: ReportData) -> list[tuple[str, str]]:
     consent = st.get("consent") or {}
     sel, det = st.get("selection") or {}, st.get("details") or {}
     rows = [
-        ("Study profile", f"{prof['profile_id']} v{prof['version']} ({prof['content_hash'][:19]}…)"),
+        (
+            "Study profile",
+            f"{prof['profile_id']} v{prof['version']} ({prof['content_hash'][:19]}…)",
+        ),
         (
             "Consent",
             MISSING
@@ -480,8 +483,7 @@ def adverse_event_rows(data: ReportData) -> list[list[str]]:
                 text(e.get("resolution")),
                 text(e.get("ctcae_grade")),
                 serious,
-                f"{_coded(e.get('relatedness_device'))} / "
-                f"{_coded(e.get('relatedness_procedure'))}",
+                f"{_coded(e.get('relatedness_device'))} / {_coded(e.get('relatedness_procedure'))}",
                 _coded(e.get("outcome")),
                 _coded(e.get("action_taken")),
             ]

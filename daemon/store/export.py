@@ -31,7 +31,6 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from cryod import __version__
-from cryod.research.record import ProcedureDetails, Selection
 from cryod.integrity import (
     ENTRY_ENCODING,
     ROW_ENCODING,
@@ -45,6 +44,7 @@ from cryod.integrity import (
     rows_digest,
     salt_from_hex,
 )
+from cryod.research.record import ProcedureDetails, Selection
 
 from . import chain
 from .audit import current_head
@@ -292,17 +292,13 @@ def probe_totals(cycles: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         if no_time:
             notes.append(f"freeze_s: no duration for cycle {', '.join(map(str, no_time))}")
         if no_gas:
-            notes.append(
-                f"gas_used_est_l: not estimated for cycle {', '.join(map(str, no_gas))}"
-            )
+            notes.append(f"gas_used_est_l: not estimated for cycle {', '.join(map(str, no_gas))}")
         out.append(
             {
                 "probe": probe,
                 "freeze_cycles": len(freezes),
                 "freeze_s": None if no_time else sum(c["duration_s"] for c in freezes),
-                "gas_used_est_l": None
-                if no_gas
-                else sum(c["gas_used_est_l"] for c in freezes),
+                "gas_used_est_l": None if no_gas else sum(c["gas_used_est_l"] for c in freezes),
                 "note": "; ".join(notes) or None,
             }
         )

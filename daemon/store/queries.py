@@ -15,11 +15,11 @@ from typing import Any, NamedTuple
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from .db import engine_for
 from cryod.research.problems import Problem
 from cryod.research.record import PainAssessment, ProcedureDayRecord
 from cryod.research.validation import baseline_pain_gate
 
+from .db import engine_for
 from .models import (
     AdverseEventRow,
     Alarm,

@@ -181,8 +181,10 @@ def study_defaults(
     procedure's own fields (and back), the gas comes from the console's profile.
     ``meta`` is changed in place; the selection and details are returned."""
     sel, det = dict(selection), dict(details)
-    if "indication" not in sel and meta.get("indication") and profile.indication(
-        str(meta["indication"])
+    if (
+        "indication" not in sel
+        and meta.get("indication")
+        and profile.indication(str(meta["indication"]))
     ):
         sel["indication"] = meta["indication"]
     if "indication" not in meta and isinstance(sel.get("indication"), str):
@@ -310,8 +312,7 @@ def open_procedure(
     if study is not None:
         if meta.study_id is not None and meta.study_id != study.profile.study.id:
             raise RecordError(
-                f"study_id {meta.study_id!r} is not the profile's study "
-                f"{study.profile.study.id!r}"
+                f"study_id {meta.study_id!r} is not the profile's study {study.profile.study.id!r}"
             )
         meta = meta.model_copy(update={"study_id": study.profile.study.id})
     if study_id_required and not meta.study_id:
@@ -336,9 +337,7 @@ def open_procedure(
                 profile_hash=stamp.content_hash,
                 profile=canonical_json(study.profile),
                 consent_confirmed=None if study.consent is None else study.consent.confirmed,
-                consent_form_version=None
-                if study.consent is None
-                else study.consent.form_version,
+                consent_form_version=None if study.consent is None else study.consent.form_version,
                 selection=study.selection.model_dump(mode="json", exclude_none=True),
                 details=study.details.model_dump(mode="json", exclude_none=True),
                 recorded_at=when,
@@ -453,9 +452,9 @@ def record_baseline_pain(
 def pain_record(row: PainAssessmentRow) -> PainAssessment:
     return PainAssessment(
         time_point=row.time_point,
-        scale=row.scale,  # type: ignore[arg-type]
+        scale=row.scale,
         score=row.score,
-        recall_period=row.recall_period,  # type: ignore[arg-type]
+        recall_period=row.recall_period,
         assessed_at=row.assessed_at,
     )
 
@@ -563,12 +562,15 @@ def adverse_events_of(session: Session, procedure_id: int) -> list[AdverseEventR
     )
 
 
+_CATEGORIES = {c.value: c for c in AeCategory}
 #: category -> the old yes/no code it summarises as (``procedures.adverse_events``)
 LEGACY_CODE = {category: code for code, category in LEGACY_AE_CATEGORY.items()}
+
+
 def _legacy_entry(row: AdverseEventRow) -> dict[str, Any]:
     """An adverse-event row as an old yes/no entry (the text when it says more than the
     category's own label, which a code given without text is recorded with)."""
-    category = AeCategory(row.category)
+    category = _CATEGORIES[row.category]
     text = None if row.verbatim_term == category.label else row.verbatim_term
     return {"code": LEGACY_CODE[category], "text": text}
 

@@ -62,7 +62,7 @@ def _facts(session: Session, p: Procedure, gas: str | None) -> ProcedureFacts:
     ).all()
     return ProcedureFacts(
         procedure_id=p.id,
-        procedure_uuid=p.uuid,  # type: ignore[arg-type]
+        procedure_uuid=p.uuid,
         patient_ref=p.patient_ref,
         opened_at=p.opened_at,
         closed_at=p.closed_at,
@@ -73,14 +73,14 @@ def _facts(session: Session, p: Procedure, gas: str | None) -> ProcedureFacts:
             model=p.console_model,
             serial=p.console_serial,
             firmware=p.console_firmware,
-            gas=gas,  # type: ignore[arg-type]
+            gas=gas,
         ),
         probes=[ProbeFacts(probe=n) for n in sorted({c.probe for c in cycles})],
         cycles=[
             CycleFacts(
                 cycle_id=c.id,
                 probe=c.probe,
-                phase=c.phase,  # type: ignore[arg-type]
+                phase=c.phase,
                 step_index=c.step_index,
                 protocol=c.protocol,
                 planned_s=c.planned_s,
@@ -88,7 +88,7 @@ def _facts(session: Session, p: Procedure, gas: str | None) -> ProcedureFacts:
                 started_at=c.started_at,
                 ended_at=c.ended_at,
                 duration_s=c.duration_s,
-                outcome=c.outcome,  # type: ignore[arg-type]
+                outcome=c.outcome,
                 outcome_reason=None if c.outcome_reason is None else c.outcome_reason[:500],
                 min_tip_c=c.min_tip_c,
                 time_to_target_s=c.time_to_target_s,
@@ -130,7 +130,8 @@ def load_study_procedures(session: Session, procedure_id: int | None = None) -> 
     for row in rows:
         p = session.get(Procedure, row.procedure_id)
         record = study_record(session, row.procedure_id)
-        assert p is not None and record is not None
+        assert p is not None
+        assert record is not None
         out.append(StudyProcedure(record=record, facts=_facts(session, p, record.procedure.gas)))
     return StudyProcedures(profile, out)
 
@@ -153,16 +154,16 @@ def _refuse(what: str, problems: Sequence[Problem]) -> None:
 
 
 def fhir_export(db: Db, procedure_id: int | None = None) -> dict[str, Any]:
-    """A FHIR R4B Bundle (JSON) of the procedures, checked by fhir.resources (when
-    installed: the ``research`` extra) and by the project's own rules."""
+    """A FHIR R4B Bundle (JSON) of the procedures, checked by fhir.resources' R4B models
+    (the ``research`` extra; without it the export is refused, saying so) and by the
+    project's own rules."""
     found = _read(db, procedure_id)
     bundle = build_bundle(found.profile, found.procedures, generated_at=utcnow())
-    problems = project_problems(bundle, found.profile)
     try:
-        problems = library_problems(bundle) + problems
-    except FhirLibraryMissing:
-        pass  # the project's rules still apply; ``cryoctl`` says the library is missing
-    _refuse("FHIR Bundle", problems)
+        problems = library_problems(bundle)
+    except FhirLibraryMissing as exc:
+        raise StudyExportError(f"the FHIR export is not checked: {exc}") from None
+    _refuse("FHIR Bundle", problems + project_problems(bundle, found.profile))
     return bundle
 
 
@@ -184,11 +185,3 @@ def redcap_export(db: Db, procedure_id: int | None = None) -> dict[str, str]:
     files = redcap_files(_read(db, procedure_id))
     _refuse("REDCap project", check_redcap_files(files))
     return files
-
-
-def fhir_library_available() -> bool:
-    try:
-        library_problems({"resourceType": "Bundle", "type": "collection"})
-    except FhirLibraryMissing:
-        return False
-    return True

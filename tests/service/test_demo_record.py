@@ -67,12 +67,14 @@ def test_the_demo_exports_json_and_csv(demo: Path) -> None:
         "cold_injury",
         1,
     )
-    assert p["closed_at"] is not None and ae["recorded_at"] <= p["closed_at"]
+    assert p["closed_at"] is not None
+    assert ae["recorded_at"] <= p["closed_at"]
     assert [t["probe"] for t in p["probe_totals"]] == [1]
     assert p["probe_totals"][0]["freeze_s"] > 0
     assert export.verify_export(data, db=demo).ok
     rows = list(csv.DictReader(io.StringIO(ctl(demo, "export", "--format", "csv").stdout)))
-    assert rows and all(r["study_profile_id"] == "MN-CRYO-EXAMPLE" for r in rows)
+    assert rows
+    assert all(r["study_profile_id"] == "MN-CRYO-EXAMPLE" for r in rows)
     assert {r["baseline_pain_score"] for r in rows} == {"7.0"}
     assert {r["ae_rows"] for r in rows} == {"1"}
 
@@ -95,7 +97,11 @@ def test_the_demo_exports_redcap_passing_every_rule(demo: Path, tmp_path: Path) 
     assert check_redcap_files(files) == []
     records = list(csv.DictReader(io.StringIO(files["records.csv"], newline="")))
     assert {r["record_id"] for r in records} == {"DEMO-0001"}
-    assert {r["redcap_repeat_instrument"] for r in records} >= {"procedure", "cycle", "adverse_event"}
+    assert {r["redcap_repeat_instrument"] for r in records} >= {
+        "procedure",
+        "cycle",
+        "adverse_event",
+    }
 
 
 def test_the_demo_report_shows_the_study_record(demo: Path) -> None:

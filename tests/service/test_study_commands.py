@@ -153,7 +153,9 @@ def test_the_study_record_through_cryoctl(rig: tuple[Sim, Daemon, Path]) -> None
     ):
         assert line in err, err
     err = _refused(
-        cryoctl(sock, "procedure", "open", *OPEN_FLAGS, "--from", str(form), "--web-space", "first"),
+        cryoctl(
+            sock, "procedure", "open", *OPEN_FLAGS, "--from", str(form), "--web-space", "first"
+        ),
         "rejected",
     )
     assert (
@@ -168,7 +170,10 @@ def test_the_study_record_through_cryoctl(rig: tuple[Sim, Daemon, Path]) -> None
     )
     assert "consent.confirmed: study MN-CRYO-EXAMPLE requires consent confirmed" in err
     r = cryoctl(sock, "procedure", "open", *OPEN_FLAGS, "--from", str(wd / "missing.toml"))
-    assert (r.returncode, r.stderr.strip()) == (7, f"cryoctl: --from {wd / 'missing.toml'}: no such file")
+    assert (r.returncode, r.stderr.strip()) == (
+        7,
+        f"cryoctl: --from {wd / 'missing.toml'}: no such file",
+    )
     assert d.status()["procedure"] is None  # nothing opened
 
     # 2. opened from the file and flags

@@ -145,7 +145,9 @@ def test_open_refuses_an_unknown_code() -> None:
 
 def test_open_refuses_without_consent_where_the_study_demands_it() -> None:
     for consent in (None, {"confirmed": False}):
-        message = refusal(lambda c=consent: records.prepare_study(PROFILE, **study_fields(consent=c)))  # type: ignore[misc]
+        message = refusal(
+            lambda c=consent: records.prepare_study(PROFILE, **study_fields(consent=c))
+        )  # type: ignore[misc]
         assert (
             "consent.confirmed: study MN-CRYO-EXAMPLE requires consent confirmed before the "
             "procedure opens"
@@ -154,11 +156,20 @@ def test_open_refuses_without_consent_where_the_study_demands_it() -> None:
 
 def test_study_defaults_say_each_thing_once() -> None:
     meta = {"imaging": "ultrasound", "anaesthesia": "local", "probe_lot": "L1"}
-    sel, det = records.study_defaults(meta, {"indication": "mortons_neuroma"}, {}, PROFILE, gas="argon")
-    assert det == {"imaging": ["ultrasound"], "anaesthesia": "local", "probe_lot": "L1", "gas": "argon"}
+    _sel, det = records.study_defaults(
+        meta, {"indication": "mortons_neuroma"}, {}, PROFILE, gas="argon"
+    )
+    assert det == {
+        "imaging": ["ultrasound"],
+        "anaesthesia": "local",
+        "probe_lot": "L1",
+        "gas": "argon",
+    }
     assert meta["indication"] == "mortons_neuroma"
     meta2: dict[str, Any] = {}
-    records.study_defaults(meta2, {}, {"imaging": ["mri", "ultrasound"], "anaesthesia": "sedation"}, PROFILE)
+    records.study_defaults(
+        meta2, {}, {"imaging": ["mri", "ultrasound"], "anaesthesia": "sedation"}, PROFILE
+    )
     assert meta2 == {"imaging": "mri"}  # sedation has no code in the procedure's own list
     stump = load_study_profile("stump-neuroma-example")
     meta3: dict[str, Any] = {}
@@ -179,7 +190,8 @@ def test_run_waits_for_the_baseline_pain_score(engine: Engine) -> None:
     assert queries.baseline_gate(engine, pid) == []
     with Session(engine) as s:
         record = queries.study_record(s, pid)
-    assert record is not None and record.baseline_pain is not None
+    assert record is not None
+    assert record.baseline_pain is not None
     assert (record.baseline_pain.score, record.baseline_pain.scale) == (6, "nrs_0_10")
     message = refusal(
         lambda: write(engine, lambda s: records.record_baseline_pain(s, pid, {"score": 5}, by="x"))
@@ -195,7 +207,9 @@ def test_a_procedure_without_a_study_has_no_gate(engine: Engine) -> None:
 def test_baseline_pain_is_refused_after_the_first_freeze_and_off_scale(engine: Engine) -> None:
     pid = open_study(engine)
     message = refusal(
-        lambda: write(engine, lambda s: records.record_baseline_pain(s, pid, {"score": 7.5}, by="a"))
+        lambda: write(
+            engine, lambda s: records.record_baseline_pain(s, pid, {"score": 7.5}, by="a")
+        )
     )
     assert message == "baseline_pain.score: an NRS score is an integer 0-10 (got 7.5)"
     write(engine, lambda s: records.open_cycle(s, cycle_open(pid)))
@@ -385,14 +399,26 @@ def test_fhir_and_redcap_exports_of_the_database_pass_their_checks(
     pid = _full_procedure(engine)
     bundle = study_export.fhir_export(db_path)
     kinds = [e["resource"]["resourceType"] for e in bundle["entry"]]
-    for kind in ("ResearchStudy", "ResearchSubject", "Patient", "Procedure", "Device", "AdverseEvent"):
+    for kind in (
+        "ResearchStudy",
+        "ResearchSubject",
+        "Patient",
+        "Procedure",
+        "Device",
+        "AdverseEvent",
+    ):
         assert kind in kinds
-    observations = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"]
+    observations = [
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"
+    ]
     assert any(
         c.get("code") == "72514-3" for o in observations for c in o["code"].get("coding", [])
     )
-    patient = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
-    assert "name" not in patient and "birthDate" not in patient
+    patient = next(
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    assert "name" not in patient
+    assert "birthDate" not in patient
     files = study_export.redcap_export(db_path, pid)
     assert check_redcap_files(files) == []
     records_csv = list(csv.DictReader(io.StringIO(files["records.csv"], newline="")))
@@ -454,7 +480,9 @@ def test_upgrade_from_0005_turns_old_codes_into_rows_and_keeps_every_record(
             " FROM adverse_events ORDER BY id"
         ).fetchall()
         summary = json.loads(
-            con.execute("SELECT payload FROM audit WHERE kind = 'legacy_adverse_events'").fetchone()[0]
+            con.execute(
+                "SELECT payload FROM audit WHERE kind = 'legacy_adverse_events'"
+            ).fetchone()[0]
         )
     finally:
         con.close()
@@ -467,7 +495,8 @@ def test_upgrade_from_0005_turns_old_codes_into_rows_and_keeps_every_record(
     assert "migrated from the yes/no adverse-event code 'pain'" in rows[0][7]
     assert "unknown old adverse-event code 'teleportation'" in rows[2][7]
     assert parse_utc(rows[0][8]) == dt.datetime(2026, 2, 1, 10, tzinfo=dt.UTC)
-    assert summary["rows"] == 3 and summary["procedures"] == {"1": 2, "4": 1}
+    assert summary["rows"] == 3
+    assert summary["procedures"] == {"1": 2, "4": 1}
     report = check_record(db)
     assert report.ok, report.lines()
     assert report.rows.verified["adverse_events"] == 3
@@ -479,7 +508,9 @@ def test_upgrade_from_0005_turns_old_codes_into_rows_and_keeps_every_record(
     engine = migrate.make_engine(db)
     try:
         message = refusal(
-            lambda: write(engine, lambda s: records.update_adverse_event(s, 1, {"ctcae_grade": 1}, by="a"))
+            lambda: write(
+                engine, lambda s: records.update_adverse_event(s, 1, {"ctcae_grade": 1}, by="a")
+            )
         )
     finally:
         engine.dispose()

@@ -156,9 +156,7 @@ def _create_tables() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_pain_assessments")),
     )
-    op.create_index(
-        op.f("ix_pain_assessments_procedure_id"), "pain_assessments", ["procedure_id"]
-    )
+    op.create_index(op.f("ix_pain_assessments_procedure_id"), "pain_assessments", ["procedure_id"])
     op.create_table(
         "adverse_events",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -183,9 +181,7 @@ def _create_tables() -> None:
         sa.Column("recorded_by", sa.String(length=64), nullable=False),
         sa.Column("updated_at", sa.String(length=27), nullable=True),
         sa.Column("updated_by", sa.String(length=64), nullable=True),
-        sa.CheckConstraint(
-            _in("category", CATEGORIES), name=op.f("ck_adverse_events_category")
-        ),
+        sa.CheckConstraint(_in("category", CATEGORIES), name=op.f("ck_adverse_events_category")),
         sa.CheckConstraint(
             _in("subcategory", SUBCATEGORIES), name=op.f("ck_adverse_events_subcategory")
         ),
@@ -244,7 +240,7 @@ def _migrate_legacy(conn: sa.Connection, node: str | None) -> None:
         except ValueError:
             entries = None  # not JSON: verify reports the procedure row; nothing to migrate
         for row in _legacy_rows(entries):
-            values = {c: None for c in columns}
+            values = dict.fromkeys(columns)
             values.update(row, procedure_id=pid, recorded_at=at, recorded_by=MIGRATED_BY)
             values["seriousness_criteria"] = json.dumps(values["seriousness_criteria"] or [])
             result = conn.exec_driver_sql(insert, tuple(values[c] for c in columns))
