@@ -39,7 +39,7 @@ def test_cryoctl_has_a_flag_for_each_field_with_its_codes() -> None:
 
 def test_show_and_the_csv_carry_every_column() -> None:
     metadata_names = {"procedure_id" if c == "id" else c for c in COLUMNS}
-    procedure = Procedure(**{c: None for c in COLUMNS})
+    procedure = Procedure(**dict.fromkeys(COLUMNS))
     assert set(queries.procedure_metadata(procedure)) == metadata_names
     csv_names = {
         "id": "procedure_id",
