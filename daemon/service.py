@@ -320,7 +320,7 @@ class Daemon:
             if len(self.consoles) != 1:
                 raise ControlError("bad_request", f"name a console: {sorted(self.consoles)}")
             return next(iter(self.consoles.values()))
-        if cid not in self.consoles:
+        if not isinstance(cid, str) or cid not in self.consoles:
             raise ControlError("unknown_console", f"{cid!r}; known: {sorted(self.consoles)}")
         return self.consoles[cid]
 

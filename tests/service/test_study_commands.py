@@ -67,6 +67,18 @@ def cryoctl(sock: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _cycles(db: Path, procedure_id: int) -> int:
+    con = sqlite3.connect(db)
+    try:
+        return int(
+            con.execute(
+                "SELECT count(*) FROM cycles WHERE procedure_id = ?", (procedure_id,)
+            ).fetchone()[0]
+        )
+    finally:
+        con.close()
+
+
 def valves(sim: Sim) -> list[dict[str, Any]]:
     return [e for e in sim.events("valve") if e.get("open")]
 
@@ -197,7 +209,7 @@ def test_the_study_record_through_cryoctl(rig: tuple[Sim, Daemon, Path]) -> None
     )
     assert gate in err
     assert len(valves(sim)) == before
-    assert d.status()["engine"]["state"] == "idle"
+    assert _cycles(wd / "cryod.db", pid) == 0  # no cycle was recorded, so none started
     err = _refused(cryoctl(sock, "baseline-pain", "11"), "rejected")
     assert "baseline_pain.score: an NRS score is an integer 0-10 (got 11)" in err
     r = cryoctl(sock, "baseline-pain", "6")
