@@ -37,6 +37,7 @@ __all__ = [
     "Thaw",
     "Verify",
     "finite_copy",
+    "recorded_args",
     "refusal_message",
 ]
 
@@ -62,6 +63,19 @@ def finite_copy(value: Any) -> Any:
     if isinstance(value, list):
         return [finite_copy(v) for v in value]
     return value
+
+
+def recorded_args(args: dict[str, Any]) -> dict[str, Any]:
+    """A request's arguments as the operator-actions record keeps them: NaN spelled out,
+    a study profile's text (up to 1 MiB) replaced by its digest and size."""
+    import hashlib
+
+    out = finite_copy(args) if isinstance(args, dict) else {"args": finite_copy(args)}
+    text = out.get("study_toml")
+    if isinstance(text, str):
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        out["study_toml"] = f"sha256:{digest} ({len(text.encode('utf-8'))} bytes)"
+    return out
 
 
 def _finite_section(value: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -100,8 +114,11 @@ class ProcedureOpen(Command):
     study_id: str | None = None
     probe_model: str | None = None
     probe_lot: str | None = None
-    #: a built-in study profile's name or a profile file's path (on the daemon's host)
+    #: a built-in study profile's name (``config/studies``), or with ``study_toml`` the
+    #: file name the client read it from (for messages); the daemon reads no other file
     study: str | None = Field(default=None, min_length=1, max_length=4096)
+    #: a study profile file's text, read by the client (cryoctl --study FILE.toml)
+    study_toml: str | None = Field(default=None, min_length=1, max_length=1024 * 1024)
     consent: dict[str, Any] | None = None
     selection: dict[str, Any] | None = None
     details: dict[str, Any] | None = None

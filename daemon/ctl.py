@@ -223,7 +223,9 @@ def _open_parser(psub: Any) -> None:
     for f in OPEN_FIELDS:
         po.add_argument(f.flag, default=None, choices=f.codes, help=f.help)
     po.add_argument(
-        "--study", default=None, help="study profile: a built-in name or a file (.toml)"
+        "--study",
+        default=None,
+        help="study profile: a name shipped with cryod, or a file (.toml) cryoctl reads and sends",
     )
     po.add_argument(
         "--from",
@@ -309,6 +311,17 @@ def _toml_file(flag: str, path: str) -> dict[str, Any]:
         raise UnusableFile(f"{flag} {path}: not TOML ({exc})") from None
 
 
+def _text_file(flag: str, path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UnusableFile(f"{flag} {path}: no such file") from None
+    except OSError as exc:
+        raise UnusableFile(f"{flag} {path}: cannot be read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise UnusableFile(f"{flag} {path}: not UTF-8 text") from None
+
+
 def _open_request(args: argparse.Namespace) -> dict[str, Any]:
     """The open request: the file's fields (``--from``), then the flags over them."""
     a: dict[str, Any] = {}
@@ -323,6 +336,8 @@ def _open_request(args: argparse.Namespace) -> dict[str, Any]:
             a[f.name] = v
     if args.study is not None:
         a["study"] = args.study
+    if isinstance(a.get("study"), str) and ("/" in a["study"] or a["study"].endswith(".toml")):
+        a["study_toml"] = _text_file("--study", a["study"])  # the daemon reads no user file
     if args.consent or args.consent_form:
         consent = dict(a.get("consent") or {})
         if args.consent:

@@ -22,7 +22,12 @@ from pydantic import ValidationError
 from cryod import __version__
 from cryod.drivers.registry import load_driver
 from cryod.research.problems import ResearchDataError
-from cryod.research.profile import StudyProfileError, load_study_profile
+from cryod.research.profile import (
+    StudyProfileError,
+    builtin_study_names,
+    load_study_profile,
+    parse_study_profile,
+)
 
 from . import commands as C
 from . import control_commands as cc
@@ -373,8 +378,20 @@ class Daemon:
             meta = a.model_dump(include=set(OPEN_FIELD_NAMES), exclude_none=True)
             meta.setdefault("operator", who)
             study = None
-            if a.study is not None:
+            if a.study_toml is not None:
+                profile = parse_study_profile(a.study_toml, a.study or "study profile")
+            elif a.study is not None:
+                if a.study not in builtin_study_names():
+                    raise ControlError(
+                        "rejected",
+                        f"study {a.study!r} is not a study profile shipped with cryod "
+                        f"({', '.join(builtin_study_names())}); give a file with "
+                        "cryoctl procedure open --study FILE.toml",
+                    )
                 profile = await asyncio.to_thread(load_study_profile, a.study)
+            else:
+                profile = None
+            if profile is not None:
                 gas = None if svc.identity is None else svc.identity.gas
                 selection, details = study_defaults(
                     meta, a.selection or {}, a.details or {}, profile, gas=gas
@@ -546,7 +563,7 @@ class Daemon:
             await self.plog.record_action(
                 who=who,
                 action=action,
-                args=cc.finite_copy(args),  # NaN spelled out: refused, and recorded as sent
+                args=cc.recorded_args(args),  # NaN spelled out; a profile's text as its digest
                 accepted=accepted,
                 reason=reason,
                 console=svc.id,

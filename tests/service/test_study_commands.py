@@ -6,6 +6,7 @@ models (issue 16) refusing unknown arguments and NaN before anything acts."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sqlite3
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 
 from cryod.daemon import control_commands as cc
 from cryod.daemon.control import ControlError
+from cryod.research.profile import builtin_study_path
 from cryod.research.redcap_rules import check_redcap_files
 from tests.e2e.harness import Daemon, Sim, sim_and_daemon
 
@@ -131,6 +133,11 @@ def test_every_command_on_the_socket_has_a_model() -> None:
     )
     assert set(Service(loaded)._handlers()) == set(cc.COMMANDS)
     assert cc.finite_copy({"a": [math.nan, 1.0]}) == {"a": ["nan", 1.0]}
+    kept = cc.recorded_args({"study_toml": "x" * 5000, "seconds": math.inf})
+    assert kept == {
+        "study_toml": "sha256:" + hashlib.sha256(b"x" * 5000).hexdigest() + " (5000 bytes)",
+        "seconds": "inf",
+    }
 
 
 # ---- through the daemon --------------------------------------------------------------------
@@ -188,8 +195,26 @@ def test_the_study_record_through_cryoctl(rig: tuple[Sim, Daemon, Path]) -> None
     )
     assert d.status()["procedure"] is None  # nothing opened
 
-    # 2. opened from the file and flags
-    r = cryoctl(sock, "procedure", "open", *OPEN_FLAGS, "--from", str(form))
+    err = _refused(
+        cryoctl(sock, "procedure", "open", *OPEN_FLAGS, "--from", str(form), "--study", "nope"),
+        "rejected",
+    )
+    assert "study 'nope' is not a study profile shipped with cryod" in err
+    bad_profile = wd / "bad-profile.toml"
+    bad_profile.write_text(
+        builtin_study_path(STUDY).read_text().replace('"Europe/London"', '"Europe/Lundon"')
+    )
+    err = _refused(
+        cryoctl(sock, "procedure", "open", *OPEN_FLAGS, "--study", str(bad_profile)), "rejected"
+    )
+    assert f"{bad_profile}: site.time_zone: 'Europe/Lundon' is not an IANA time zone" in err, err
+
+    # 2. opened from the file and flags, under a profile file cryoctl reads and sends
+    own_profile = wd / "our-study.toml"
+    own_profile.write_text(builtin_study_path(STUDY).read_text())
+    r = cryoctl(
+        sock, "procedure", "open", *OPEN_FLAGS, "--from", str(form), "--study", str(own_profile)
+    )
     assert r.returncode == 0, r.stderr
     pid = json.loads(r.stdout)["procedure_id"]
     shown = json.loads(cryoctl(sock, "show", str(pid)).stdout)
@@ -271,10 +296,18 @@ def test_the_study_record_through_cryoctl(rig: tuple[Sim, Daemon, Path]) -> None
     finally:
         con.close()
     assert [a for a, _ in refused] == [
-        *["procedure_open"] * 3, "run", "freeze", "baseline_pain", *["ae_add"] * 4,
+        *["procedure_open"] * 5, "run", "freeze", "baseline_pain", *["ae_add"] * 4,
         "ae_add", "ae_update", "ae_add",
     ]  # fmt: skip
     assert all(reason for _, reason in refused)
+    con = sqlite3.connect(wd / "cryod.db")
+    try:
+        (opened,) = con.execute(
+            "SELECT args FROM operator_actions WHERE action = 'procedure_open' AND accepted = 1"
+        ).fetchone()
+    finally:
+        con.close()
+    assert json.loads(opened)["study_toml"].startswith("sha256:")  # not the file's text
     assert refused[-1][1] == "bad_request: nonsense: unknown argument"
 
 

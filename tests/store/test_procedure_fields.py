@@ -19,7 +19,7 @@ def test_the_open_request_is_the_operators_fields_and_the_consoles() -> None:
 
 def test_the_control_command_takes_the_operators_fields_and_the_study() -> None:
     fields = set(control_commands.ProcedureOpen.model_fields)
-    assert fields == {"console", *OPEN, "study", "consent", "selection", "details"}
+    assert fields == {"console", *OPEN, "study", "study_toml", "consent", "selection", "details"}
 
 
 def test_the_table_has_a_column_for_each_field_in_order() -> None:
