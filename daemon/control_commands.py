@@ -70,7 +70,7 @@ def recorded_args(args: dict[str, Any]) -> dict[str, Any]:
     a study profile's text (up to 1 MiB) replaced by its digest and size."""
     import hashlib
 
-    out = finite_copy(args) if isinstance(args, dict) else {"args": finite_copy(args)}
+    out: dict[str, Any] = dict(finite_copy(args)) if isinstance(args, dict) else {}
     text = out.get("study_toml")
     if isinstance(text, str):
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
