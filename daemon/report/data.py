@@ -122,6 +122,9 @@ class ReportData:
     source: str  # database file name (not its full path)
     time_scale: TimeScale
     unplotted_probes: tuple[int, ...]  # probes with samples but no cycle: not plotted
+    #: the study record (profile, consent, selection, details, baseline pain); None: no study
+    study: dict[str, Any] | None = None
+    adverse_events: list[dict[str, Any]] = field(default_factory=list)  # the rows (issue 19)
 
     @property
     def probes(self) -> list[int]:
@@ -232,4 +235,6 @@ def load_report_data(db_path: str | os.PathLike[str], procedure_id: int) -> Repo
         source=path.name,
         time_scale=_time_scale(detail.metadata, samples.supply_clocks),
         unplotted_probes=samples.unplotted_probes,
+        study=detail.study,
+        adverse_events=detail.adverse_events,
     )

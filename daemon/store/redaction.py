@@ -124,17 +124,24 @@ def redact_procedure(
         raise RedactionError(f"procedure {procedure_id} does not exist")
     counts: dict[str, int] = {}
     head: Head | None = None
-    for table in ("operator_actions", "alarms", "cycles"):
+    for table, key in (
+        ("operator_actions", "id"),
+        ("alarms", "id"),
+        ("cycles", "id"),
+        ("adverse_events", "id"),
+        ("pain_assessments", "id"),
+        ("procedure_study", "procedure_id"),
+    ):
         ids = [
             r[0]
             for r in chain.execute(
                 conn,
-                f"SELECT id FROM {table} WHERE procedure_id = ? ORDER BY id",  # noqa: S608
+                f"SELECT {key} FROM {table} WHERE procedure_id = ? ORDER BY {key}",  # noqa: S608
                 (procedure_id,),
             )
         ]
         for rid in ids:
-            head = redact_row(session, table, {"id": rid}, by=by, reason=reason)
+            head = redact_row(session, table, {key: rid}, by=by, reason=reason)
         counts[table] = len(ids)
     removed = 0
     # the old table (rows cryod migrate has not converted yet), then the compact one

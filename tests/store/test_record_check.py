@@ -108,6 +108,9 @@ def test_the_untouched_record_verifies(record: Path) -> None:
         "cycles": 2,
         "alarms": 1,
         "operator_actions": 1,
+        "procedure_study": 0,
+        "pain_assessments": 0,
+        "adverse_events": 1,  # the yes/no code given at close, as a row
     }
     assert report.samples.rows_ok == 240
 
@@ -239,7 +242,15 @@ def test_redaction_is_listed_apart_and_verifies(record: Path, tmp_path: Path) ->
             done = redact_procedure(s, 1, by="study DPO", reason="consent withdrawn (ref 12)")
     finally:
         engine.dispose()
-    assert done.rows == {"operator_actions": 1, "alarms": 1, "cycles": 2, "procedures": 1}
+    assert done.rows == {
+        "operator_actions": 1,
+        "alarms": 1,
+        "cycles": 2,
+        "adverse_events": 1,
+        "pain_assessments": 0,
+        "procedure_study": 0,
+        "procedures": 1,
+    }
     assert done.samples == 240
     report = check_record(tmp_path / "r.db")
     assert report.ok, report.lines()

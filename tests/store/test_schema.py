@@ -18,6 +18,9 @@ from cryod.daemon.store.schema_version import HEAD_REVISION
 
 TABLES = {
     "procedures",
+    "procedure_study",
+    "pain_assessments",
+    "adverse_events",
     "cycles",
     "samples",
     "sample_polls",
@@ -46,6 +49,9 @@ def test_fresh_database_is_created_at_head(db_path: Path, engine: Engine) -> Non
             "cycles_no_delete",
             "alarms_no_delete",
             "operator_actions_no_delete",
+            "procedure_study_no_delete",
+            "pain_assessments_no_delete",
+            "adverse_events_no_delete",
             "samples_no_update",
             "samples_no_delete",
             "sample_polls_no_update",
