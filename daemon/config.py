@@ -17,7 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from cryod.drivers.profile import Profile, ProfileError, format_validation_error, load_profile
+from cryod.common.validation import problem_lines
+from cryod.drivers.profile import Profile, ProfileError, load_profile
 from cryod.drivers.tomlfile import read_toml
 
 from .limits import ConsoleEnvelope, SafetyLimits
@@ -210,7 +211,7 @@ def load_config_data(
     try:
         cfg = DaemonConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(source, exc).splitlines()) from exc
+        raise ConfigError(problem_lines(exc, source)) from exc
     # relative paths are relative to the config file
     d = cfg.daemon
     db = d.database if d.database.is_absolute() else (base.parent / d.database).resolve()

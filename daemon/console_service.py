@@ -264,7 +264,8 @@ class ConsoleService:
             except (DriverError, TimeoutError) as exc:
                 log.error("shutdown_incomplete", console=self.id, error=str(exc) or "timeout")
         with contextlib.suppress(DriverError, TimeoutError):
-            await asyncio.wait_for(self.driver.close(), 1.0)
+            async with asyncio.timeout(1.0):  # keeps a cancel (3.11 wait_for may drop it)
+                await self.driver.close()
 
     async def _shutdown_safe_state(self) -> bool:
         """Execute the safe state, then poll (no lease renewal) until a fresh snapshot
@@ -536,7 +537,10 @@ class ConsoleService:
             self._inbox.put_nowait(_Request(event, fn, fut))
         except asyncio.QueueFull as exc:
             raise ControlError("busy", "too many commands queued") from exc
-        return await asyncio.wait_for(fut, timeout_s)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for returns the result when the
+        # caller is cancelled in the pass the answer arrives, and the cancel is lost
+        async with asyncio.timeout(timeout_s):
+            return await fut
 
     async def _serve(self, req: _Request) -> None:
         try:

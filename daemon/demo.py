@@ -212,7 +212,8 @@ async def _drive(loaded: Any, args: argparse.Namespace, probes: list[int], sock:
     finally:
         daemon.request_stop()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 15)
+            async with asyncio.timeout(15):
+                await task
 
 
 async def _wait_ready(sock: Path, task: asyncio.Task[Any]) -> None:

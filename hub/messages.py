@@ -32,6 +32,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
+from cryod.common.validation import TOP, field_problems
 from cryod.integrity import SALT_BYTES, Entry
 
 __all__ = [
@@ -200,9 +201,8 @@ def _no_constant(name: str) -> Any:
 
 
 def _first_error(exc: ValidationError) -> MessageError:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "-"
-    return MessageError(where, err["msg"])
+    first = field_problems(exc)[0]
+    return MessageError("-" if first.key == TOP else first.key, first.reason)
 
 
 def parse_message(raw: bytes) -> RecordMessage:

@@ -315,7 +315,10 @@ class Publisher:
         if task is None or task.done():
             return
         try:
-            await asyncio.wait_for(asyncio.shield(task), timeout_s)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancel of close()
+            # that lands in the pass the task ends in
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(task)
         except TimeoutError:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -351,7 +354,8 @@ class Publisher:
                 self._status.state = "backoff"
                 self._status.next_retry_s = round(delay_s, 3)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closing.wait(), delay_s)
+                    async with asyncio.timeout(delay_s):  # keeps a cancel (3.11 wait_for may not)
+                        await self._closing.wait()
         finally:
             self._status.state = "closed"
             self._status.connected = False

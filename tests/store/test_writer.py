@@ -71,7 +71,7 @@ async def test_samples_are_batched_on_the_timer(writer: Writer, db_path: Path) -
     # the writer's own count: the row is visible to other connections a moment
     # before the worker's result reaches the event loop
     while writer.status().samples_written == 0:
-        assert time.monotonic() - t0 < 2.0, "a lone sample was never written"
+        assert time.monotonic() - t0 < 30.0, "a lone sample was never written"
         await asyncio.sleep(0.02)
     assert time.monotonic() - t0 >= writer.batch_interval_s  # not before the timer
     assert writer.status().batches == 1
@@ -202,7 +202,7 @@ async def test_slow_disk_never_blocks_the_event_loop(db_path: Path) -> None:
                 assert "running for" in st.reason
                 assert not op.done()
                 blocker.execute("COMMIT")  # the disk comes back
-                pid = await asyncio.wait_for(op, 5)
+                pid = await asyncio.wait_for(op, 30)
                 await w.flush()
                 assert w.status().healthy
             finally:
