@@ -189,12 +189,12 @@ def resend(
     state: ChannelState, first: int, last: int | None
 ) -> tuple[ChannelState, ResendQueued | ResendRefused]:
     """Queue the operator's range ``first..last`` (``last`` None: up to the head)."""
-    end = state.head if last is None else last
     if first < 1:
         return state, ResendRefused("--from is 1 or more")
-    if end < first:
-        return state, ResendRefused(f"--to {end} is before --from {first}")
+    if last is not None and last < first:
+        return state, ResendRefused(f"--to {last} is before --from {first}")
     if first > state.head:
         return state, ResendRefused(f"the chain ends at entry {state.head}")
+    end = state.head if last is None else last
     end = min(end, state.head)
     return replace(state, resend=(*state.resend, (first, end))), ResendQueued(first, end)
