@@ -118,7 +118,7 @@ def test_a_resend_to_beyond_the_head_stops_at_the_head() -> None:
 
 
 def test_withdrawn_entries_go_again_from_the_first_live_one() -> None:
-    st, r = core.resend(start(delivered=0, head=10), 1, 1)
+    st, _ = core.resend(start(delivered=0, head=10), 1, 1)
     st, p = core.plan(st, LIMITS, 0.0)
     assert p.seqs == (1, 1, 2)
     st = core.withdrawn(st, [(1, False), (2, False)])  # live 1 could not be sent
