@@ -113,8 +113,9 @@ class RecordSection(_Strict):
     #: backlog drain bound: messages per second (a busy room makes about 5)
     rate_per_s: float = Field(default=50.0, gt=0, le=5000)
     burst: int = Field(default=50, ge=1, le=10_000)
-    #: messages handed to the broker and not yet acknowledged, at most
-    window: int = Field(default=16, ge=1, le=1000)
+    #: messages handed to the broker and not yet acknowledged, at most (aiomqtt warns
+    #: beyond 10 pending publishes)
+    window: int = Field(default=8, ge=1, le=10)
     publish_timeout_s: float = Field(default=10.0, gt=0, le=300)
     #: the delivered-up-to cursor; default: beside the database (DATABASE.record-cursor)
     cursor_file: Path | None = None

@@ -313,6 +313,8 @@ class RecordChannel:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait_s):
                         await self._wake.wait()
+            if tasks and not failed.done():  # closing: let what is in flight be acknowledged
+                await asyncio.wait(set(tasks), timeout=min(2.0, self._publish_timeout_s))
         finally:
             watch.cancel()
             for t in list(tasks):

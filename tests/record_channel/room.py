@@ -95,3 +95,10 @@ def messages(engine: Engine, first: int = 1, last: int | None = None) -> Iterato
 def doc(raw: bytes) -> dict[str, Any]:
     out: dict[str, Any] = json.loads(raw)
     return out
+
+
+async def more_entries(writer: Writer, n: int) -> None:
+    """``n`` more chain entries (events with no row of their own)."""
+    plog = ProcedureLog(writer)
+    for i in range(n):
+        await plog.record_event("engine_state", {"state": "idle", "n": i})

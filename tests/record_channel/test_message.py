@@ -3,6 +3,8 @@ telemetry's guard is unchanged."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from cryod.daemon.record_channel.message import RecordPrivacyError, RowOut, record_document
@@ -20,8 +22,8 @@ def row(table: str, **columns: tuple[Kind, object]) -> RowOut:
 
 
 def message(
-    rows: list[RowOut] | None = None, payload: dict[str, object] | None = None, kind: str = "row"
-) -> dict[str, object]:
+    rows: list[RowOut] | None = None, payload: dict[str, Any] | None = None, kind: str = "row"
+) -> dict[str, Any]:
     entry = Entry(
         seq=1, at="2026-03-01T09:15:02.123456Z", kind=kind,
         payload=payload if payload is not None else {"table": "procedures", "key": {"id": 1}},
