@@ -120,17 +120,19 @@ async def test_resend_publishes_the_range_again_without_moving_the_cursor(
     broker = Mosquitto(tmp_path / "mq")
     broker.start()
     try:
-        async with Collector(broker.port, "cryod-record/v1/#", client_id="w") as col:
-            async with running_channel(engine, broker.port, tmp_path / "cursor") as ch:
-                await until(lambda: head in seqs(col))
-                assert ch.check_resend(head + 1, None) is not None
-                assert ch.check_resend(3, 5) is None
-                result = await ch.resend(3, 5)
-                assert result == {"first": 3, "last": 5, "queued": 3}
-                await until(lambda: seqs(col).count(5) == 2)
-                assert sorted(seqs(col)[head:]) == [3, 4, 5]
-                await until(lambda: ch.status()["resent"] == 3)  # the PUBACKs came back
-                assert ch.status()["delivered_seq"] == head
+        async with (
+            Collector(broker.port, "cryod-record/v1/#", client_id="w") as col,
+            running_channel(engine, broker.port, tmp_path / "cursor") as ch,
+        ):
+            await until(lambda: head in seqs(col))
+            assert ch.check_resend(head + 1, None) is not None
+            assert ch.check_resend(3, 5) is None
+            result = await ch.resend(3, 5)
+            assert result == {"first": 3, "last": 5, "queued": 3}
+            await until(lambda: seqs(col).count(5) == 2)
+            assert sorted(seqs(col)[head:]) == [3, 4, 5]
+            await until(lambda: ch.status()["resent"] == 3)  # the PUBACKs came back
+            assert ch.status()["delivered_seq"] == head
     finally:
         broker.stop()
 
@@ -140,7 +142,6 @@ async def test_a_backlog_drains_no_faster_than_the_configured_rate(
 ) -> None:
     await record_procedure(writer, cycles=1)
     await more_entries(writer, 60)
-    head = chain_head(engine)
     broker = Mosquitto(tmp_path / "mq")
     broker.start()
     rate, burst = 50.0, 5
@@ -168,17 +169,19 @@ async def test_the_broker_restarting_mid_stream_loses_and_reorders_nothing(
     broker = Mosquitto(tmp_path / "mq", persistence=True)
     broker.start()
     try:
-        async with Collector(
-            broker.port, "cryod-record/v1/#", client_id="coll", clean_session=False,
-            reconnect=True,
-        ) as col:  # fmt: skip
-            async with running_channel(
+        async with (
+            Collector(
+                broker.port, "cryod-record/v1/#", client_id="coll", clean_session=False,
+                reconnect=True,
+            ) as col,
+            running_channel(
                 engine, broker.port, tmp_path / "cursor", rate_per_s=40.0, burst=5, window=4
-            ) as ch:
-                await until(lambda: len(col.messages) >= 10)
-                await asyncio.to_thread(broker.restart)
-                await until(lambda: set(range(1, head + 1)) <= set(seqs(col)), 60)
-                assert ch.status()["connections"] >= 2
+            ) as ch,
+        ):  # fmt: skip
+            await until(lambda: len(col.messages) >= 10)
+            await asyncio.to_thread(broker.restart)
+            await until(lambda: set(range(1, head + 1)) <= set(seqs(col)), 60)
+            assert ch.status()["connections"] >= 2
         assert first_arrivals(seqs(col)) == list(range(1, head + 1))
         for m in col.messages:
             json.dumps(m.payload)
