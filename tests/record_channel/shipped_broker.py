@@ -29,8 +29,9 @@ def password_file(path: Path, user: str) -> Path:
     return path
 
 
-def shipped_broker(workdir: Path, pki: dict[str, Path]) -> Mosquitto:
-    """Not started. ``.port``: the loopback listener; ``.tls_port``: the TLS one."""
+def shipped_broker(workdir: Path, pki: dict[str, Path], *, extra: str = "") -> Mosquitto:
+    """Not started. ``.port``: the loopback listener; ``.tls_port``: the TLS one;
+    ``extra``: more configuration (a bridge) appended."""
     passwd_tool = require_binary("mosquitto_passwd")
     etc = workdir / "etc"
     (etc / "certs").mkdir(parents=True)
@@ -53,6 +54,23 @@ def shipped_broker(workdir: Path, pki: dict[str, Path]) -> Mosquitto:
     text, m = re.subn(r"^listener 1883 127\.0\.0\.1$", f"listener {port} 127.0.0.1", text,
                       flags=re.M)  # fmt: skip
     assert (n, m) == (1, 1), "the shipped listener lines changed; update this test"
-    broker = Mosquitto(workdir / "broker", port=port, config_text=text)
+    broker = Mosquitto(workdir / "broker", port=port, config_text=text + "\n" + extra)
     broker.tls_port = tls_port  # type: ignore[attr-defined]
     return broker
+
+
+def shipped_bridge(central: Mosquitto, pki: dict[str, Path], *, user: str = "unnamed") -> str:
+    """The shipped bridge drop-in pointed at ``central``'s TLS listener, as node ``user``."""
+    text = (SAMPLE / "cryod-record-bridge.conf").read_text()
+    swaps = {
+        r"^address .*$": f"address 127.0.0.1:{central.tls_port}",  # type: ignore[attr-defined]
+        r"^remote_username .*$": f"remote_username {user}",
+        r"^remote_password .*$": f"remote_password {USERS[user]}",
+        r"^bridge_cafile .*$": f"bridge_cafile {pki['ca_crt']}",
+        r"^bridge_certfile .*$": f"bridge_certfile {pki['client_crt']}",
+        r"^bridge_keyfile .*$": f"bridge_keyfile {pki['client_key']}",
+    }
+    for pattern, line in swaps.items():
+        text, n = re.subn(pattern, line, text, flags=re.M)
+        assert n == 1, f"the shipped bridge changed ({pattern}); update this test"
+    return text
