@@ -7,12 +7,15 @@ from __future__ import annotations
 import base64
 import datetime as dt
 
+import jsonschema
+import pytest
 from sqlalchemy import Engine
 
 from cryod.daemon.store.writer import Writer
 from cryod.hub.ingest import Accept, Registration, RoomView, decide
 from cryod.hub.messages import parse_message
 from cryod.integrity import Head, decode_row
+from tests.mqtt import asyncapi
 
 from .room import NODE, PATIENT_REF, SITE, doc, messages, record_procedure
 
@@ -93,3 +96,15 @@ async def test_no_message_carries_the_pseudonym_outside_the_procedure_row(
         for row in rows:
             if row.table != "procedures":
                 assert PATIENT_REF not in repr(row.columns)
+
+
+async def test_every_message_validates_against_the_asyncapi_document(
+    writer: Writer, engine: Engine
+) -> None:
+    await record_procedure(writer, cycles=1)
+    topic = f"cryod-record/v1/{SITE}/{NODE}/chain"
+    names = {asyncapi.validate(topic, doc(raw)) for raw in messages(engine)}
+    assert names == {"recordChain"}
+    one = doc(next(iter(messages(engine))))
+    with pytest.raises(jsonschema.ValidationError):  # closed: the check can fail
+        asyncapi.validate(topic, {**one, "undocumented": 1})
