@@ -17,7 +17,7 @@ from cryod.hub.messages import parse_message
 from cryod.integrity import Head
 from tests.e2e.harness import DEMO_PROCEDURE, Daemon, Sim, daemon_config
 from tests.mqtt import asyncapi
-from tests.mqtt.broker import Collector, Mosquitto
+from tests.mqtt.broker import Collector, Mosquitto, Received
 from tests.security.rig import cryoctl
 
 from .receiver import Receiver, compare_with_export
@@ -93,6 +93,7 @@ async def test_a_real_daemons_procedure_rebuilt_from_the_channel_matches_its_exp
 
     msgs = col.messages
     assert all(m.qos == 1 and not m.retain for m in msgs)
+    _print_sizes(msgs)
     topic = f"cryod-record/v1/{SITE}/{NODE}/chain"
     assert {m.topic for m in msgs} == {topic}
     for m in msgs:
@@ -143,3 +144,19 @@ class _Stored:
     def get(self, seq: int, /) -> str | None:
         doc = self.rx.docs.get(seq)
         return None if doc is None else str(doc["entry"]["hash"])
+
+
+def _print_sizes(msgs: list[Received]) -> None:
+    """Message sizes by what they carry (docs/record-channel.md sizes the broker's
+    queues from these): ``pytest -s`` shows them."""
+    sizes: dict[str, list[int]] = {}
+    for m in msgs:
+        p = m.payload
+        what = ("block" if p["block"] else "withheld" if p["withheld"] else "rows" if p["rows"]
+                else "entry")  # fmt: skip
+        sizes.setdefault(what, []).append(len(json.dumps(p, separators=(",", ":")).encode()))
+    for what, xs in sorted(sizes.items()):
+        xs.sort()
+        print(
+            f"record message sizes [{what}]: n={len(xs)} median={xs[len(xs) // 2]} B max={xs[-1]} B"
+        )
