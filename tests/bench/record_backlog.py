@@ -1,0 +1,130 @@
+"""Bench scenario: jitter and reaction while the record channel drains a backlog.
+
+A room back from a day offline has a chain the collector has not seen. The
+database is prepared with ``batches`` procedure sample batches of an 8-probe
+20 Hz console (264 samples each, as the daemon writes them every 0.2 s), then
+cryod starts with the record channel on and no cursor file, so the whole chain is
+its backlog; it drains at ``rate_per_s`` (the config's default) to a real
+mosquitto while the reaction trials and the steady 8-probe windows run. The
+result says how much was drained and whether the backlog lasted the measurement.
+
+    python -m tests.bench.record_backlog [BATCHES]   # builds one database, prints timing
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from cryod.daemon.store import migrate
+from cryod.daemon.store.db import make_engine
+from cryod.daemon.store.models import Outcome  # noqa: F401 - the store's models load first
+from cryod.daemon.store.records import ProcedureClose, ProcedureLog, ProcedureOpen
+from cryod.daemon.store.samples import CONSOLE_CHANNELS, PROBE_CHANNELS
+from cryod.daemon.store.writer import SampleRow, Writer
+from tests.mqtt.broker import Mosquitto
+
+from . import reaction, steady
+from .procs import DEMO_PROCEDURE, BenchDaemon, Sim, daemon_toml
+from .stats import spread
+
+NODE = "bench-node"
+RATE_PER_S = 50.0  # [record] rate_per_s default
+
+
+def _poll(t: float, pid: int) -> list[SampleRow]:
+    rows = [SampleRow("c1", t, t - 1.7e9, 0, ch, 25000.0, "valid", pid) for ch in CONSOLE_CHANNELS]
+    for probe in range(1, 9):
+        rows += [SampleRow("c1", t, t - 1.7e9, probe, ch, -78.25, "valid", pid)
+                 for ch in PROBE_CHANNELS]  # fmt: skip
+    return rows
+
+
+async def _fill(db: Path, batches: int) -> None:
+    engine = make_engine(db)
+    writer = Writer(engine, queue_max=1_000_000, batch_max=264, batch_interval_s=10.0)
+    await writer.start()
+    try:
+        plog = ProcedureLog(writer)
+        meta = {k: v for k, v in DEMO_PROCEDURE.items() if k != "console"}
+        pid = await plog.open_procedure(ProcedureOpen(console="c1", operator="bench", **meta))
+        t = time.time() - batches * 0.2
+        for _ in range(batches):
+            for _poll_no in range(4):
+                writer.submit_samples(_poll(t, pid))
+                t += 0.05
+            await writer.flush()
+        await plog.close_procedure(
+            ProcedureClose(procedure_id=pid, closed_by="bench", adverse_events=[])
+        )
+    finally:
+        await writer.aclose()
+        engine.dispose()
+
+
+def make_backlog(db: Path, batches: int) -> float:
+    """A database whose chain holds ``batches`` procedure sample batches; seconds taken."""
+    t0 = time.monotonic()
+    migrate.upgrade_on_start(db, node=NODE)
+    asyncio.run(_fill(db, batches))
+    return time.monotonic() - t0
+
+
+def backlog_suite(
+    wd: Path, *, trials: int, window_s: float, repeats: int, batches: int
+) -> dict[str, Any]:
+    """Reaction and steady windows over Modbus TCP while the record channel drains."""
+    made_s = make_backlog(wd / "cryod.db", batches)
+    (wd / "sim").mkdir()
+    sim = Sim(wd / "sim", transport="modbus-tcp", speed=1.0, seed=1)
+    broker = Mosquitto(wd / "mqtt")
+    broker.start()
+    d = None
+    try:
+        cfg = daemon_toml(wd, [sim], mqtt_port=broker.port)
+        with cfg.open("a") as fh:
+            fh.write(f'\n[node]\nid = "{NODE}"\n\n[record]\nenabled = true\n'
+                     f"rate_per_s = {RATE_PER_S}\n")  # fmt: skip
+        d = BenchDaemon(cfg, wd)
+        d.wait_polling()
+        rec0, t0 = d.call("status")["record"], time.monotonic()
+        out: dict[str, Any] = {"batches": batches, "prepare_s": round(made_s, 1)}
+        out["reaction"] = reaction.summarise(
+            reaction.run_trials(sim, d, n=trials, poll_hz=20.0), mode="daemon"
+        )
+        steady.start_freeze_all(d)
+        time.sleep(1.0)
+        windows = [steady.window(d, window_s, 20.0) for _ in range(repeats)]
+        rec1, t1 = d.call("status")["record"], time.monotonic()
+        out["steady"] = windows
+        out["jitter_ms_p99_spread"] = spread([w["jitter_ms"]["p99"] for w in windows])
+        drained = (rec1["delivered_seq"] or 0) - (rec0["delivered_seq"] or 0)
+        out["record"] = {
+            "rate_per_s": RATE_PER_S,
+            "backlog_at_start": rec0["backlog"],
+            "backlog_at_end": rec1["backlog"],
+            "published": rec1["published"],
+            "delivered_per_s": round(drained / (t1 - t0), 1),
+            "drained_throughout": bool(rec1["backlog"] and rec1["backlog"] > 0),
+            "connected": rec1["connected"],
+            "last_error": rec1["last_error"],
+        }
+        return out
+    finally:
+        if d is not None:
+            d.stop()
+        sim.stop()
+        broker.stop()
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    with tempfile.TemporaryDirectory() as tmp:
+        s = make_backlog(Path(tmp) / "cryod.db", n)
+        size = (Path(tmp) / "cryod.db").stat().st_size
+        print(f"{n} batches in {s:.1f} s, database {size / 1e6:.0f} MB")
