@@ -187,3 +187,37 @@ async def test_the_broker_restarting_mid_stream_loses_and_reorders_nothing(
             json.dumps(m.payload)
     finally:
         broker.stop()
+
+
+async def test_a_message_the_privacy_check_refuses_stops_the_channel_there(
+    tmp_path: Path, writer: Writer, engine: Engine
+) -> None:
+    await record_procedure(writer, cycles=1)
+    head = chain_head(engine)
+    with engine.connect() as conn:
+        # the procedure row travels once, with its newest entry (the close)
+        (proc_row,) = conn.exec_driver_sql(
+            "SELECT max(seq) FROM audit WHERE kind = 'row'"
+            " AND json_extract(payload, '$.table') = 'procedures'"
+        ).fetchone()
+
+    def refuse(_value: str) -> str:
+        raise ValueError("refused by the test")
+
+    broker = Mosquitto(tmp_path / "mq")
+    broker.start()
+    try:
+        async with (
+            Collector(broker.port, "cryod-record/v1/#", client_id="w") as col,
+            running_channel(engine, broker.port, tmp_path / "cursor") as ch,
+        ):
+            ch._encoder._check_pseudonym = refuse  # the pseudonym rule says no
+            await until(lambda: ch.status()["blocked"] is not None)
+            await until(lambda: ch.status()["delivered_seq"] == proc_row - 1)
+            blocked = ch.status()["blocked"]
+            assert blocked["seq"] == proc_row
+            assert "not a pseudonym" in blocked["reason"]
+            assert "refused by the test" in blocked["reason"]
+        assert max(seqs(col)) == proc_row - 1 < head  # nothing after it was sent
+    finally:
+        broker.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 
 import jsonschema
 import pytest
@@ -108,3 +109,24 @@ async def test_every_message_validates_against_the_asyncapi_document(
     one = doc(next(iter(messages(engine))))
     with pytest.raises(jsonschema.ValidationError):  # closed: the check can fail
         asyncapi.validate(topic, {**one, "undocumented": 1})
+
+
+async def test_a_redacted_procedure_travels_as_redacted_and_the_collector_accepts_it(
+    writer: Writer, engine: Engine
+) -> None:
+    from cryod.daemon.store.chain import ChainedSession
+    from cryod.daemon.store.redaction import redact_procedure
+
+    pid = await record_procedure(writer, cycles=1)
+    await writer.aclose()  # redaction runs with cryod stopped
+    with ChainedSession(engine) as session, session.begin():
+        redact_procedure(session, pid, by="dpo", reason="consent withdrawn")
+    docs = [doc(r) for r in messages(engine)]
+    ingest_all([json.dumps(d).encode() for d in docs])
+    batches = [d for d in docs if d["entry"]["kind"] == "samples"]
+    erased = [d for d in batches if (d["withheld"] or {}).get("reason") == "redacted"]
+    assert erased  # the procedure's batches: erased, and said so
+    assert all(d["block"] is None for d in batches)
+    rows = [d for d in docs if d["entry"]["kind"] == "row" and d["rows"]]
+    assert rows == []  # every row of the procedure is gone: none travels
+    assert PATIENT_REF not in json.dumps(docs)
