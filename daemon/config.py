@@ -110,9 +110,10 @@ class RecordSection(_Strict):
     study collector over the [mqtt] broker, with its own credentials if given."""
 
     enabled: bool = False
-    #: backlog drain bound: messages per second (a busy room makes about 5)
-    rate_per_s: float = Field(default=50.0, gt=0, le=5000)
-    burst: int = Field(default=50, ge=1, le=10_000)
+    #: backlog drain bound: messages carrying a sample batch per second (a busy room
+    #: makes 5); a message with no batch costs a tenth of one (record_channel.cursor)
+    rate_per_s: float = Field(default=20.0, gt=0, le=5000)
+    burst: int = Field(default=20, ge=1, le=10_000)
     #: messages handed to the broker and not yet acknowledged, at most (aiomqtt warns
     #: beyond 10 pending publishes)
     window: int = Field(default=8, ge=1, le=10)

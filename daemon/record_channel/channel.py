@@ -52,6 +52,7 @@ class _Loaded:
     hash: str | None
     body: bytes | None  # None: not sendable (refused or missing); ``problem`` says why
     problem: str | None = None
+    heavy: bool = True  # carries a sample batch (costs a whole token)
 
 
 class RecordChannel:
@@ -304,6 +305,8 @@ class RecordChannel:
                     self._state, plan = core.plan(self._state, self._limits, now)
                 if plan.seqs:
                     loaded = await asyncio.to_thread(self._load, plan.seqs)
+                    light = sum(1 for item in loaded.values() if not item.heavy)
+                    self._state = core.refund(self._state, self._limits, light)
                     self._hand_over(client, plan, loaded, tasks, done)
                     continue
                 wait_s = plan.wait_s
@@ -390,7 +393,8 @@ class RecordChannel:
                             withheld=withheld,
                             sent_at=sent_at,
                         )
-                        out[seq] = _Loaded(seq, entry.hash, self._encoder.encode(doc))
+                        body = self._encoder.encode(doc)
+                        out[seq] = _Loaded(seq, entry.hash, body, heavy=block is not None)
                     except RecordPrivacyError as exc:
                         out[seq] = _Loaded(seq, entry.hash, None, f"privacy: {exc}")
                     except (ValueError, KeyError, TypeError) as exc:

@@ -9,7 +9,9 @@ Pure: no I/O, no asyncio, time passed in (``now_s``, monotonic seconds).
   ``window`` wait for their acknowledgement at once.
 - **Bounded rate**: a token bucket (``rate_per_s``, ``burst``) bounds how fast a
   backlog drains, so a room back from a day offline does not take the CPU from
-  its poll loop.
+  its poll loop. A message carrying a sample batch costs a token; one carrying
+  no batch (a row, an event, a non-procedure batch's entry) costs
+  ``LIGHT_COST`` of one (``refund``): the bound is on the expensive ones.
 - **Resend** (``cryoctl record resend --from A --to B``): operator ranges are
   sent before live entries, at the same rate; they do not move ``delivered``.
 """
@@ -20,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 __all__ = [
+    "LIGHT_COST",
     "ChannelState",
     "Limits",
     "Plan",
@@ -29,9 +32,14 @@ __all__ = [
     "disconnected",
     "new_head",
     "plan",
+    "refund",
     "resend",
     "withdrawn",
 ]
+
+
+#: what a message carrying no sample batch costs, in tokens (a batch costs 1)
+LIGHT_COST = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +176,13 @@ def withdrawn(state: ChannelState, items: Sequence[tuple[int, bool]]) -> Channel
         sent=min(live) - 1 if live else state.sent,
         inflight=state.inflight - frozenset(items),
     )
+
+
+def refund(state: ChannelState, limits: Limits, light: int) -> ChannelState:
+    """``light`` of the planned messages turned out to carry no sample batch: each
+    gives back all but ``LIGHT_COST`` of its token (never above the burst)."""
+    tokens = min(float(limits.burst), state.tokens + light * (1.0 - LIGHT_COST))
+    return replace(state, tokens=tokens)
 
 
 def new_head(state: ChannelState, head: int) -> ChannelState:

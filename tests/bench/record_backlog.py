@@ -32,7 +32,7 @@ from .procs import DEMO_PROCEDURE, BenchDaemon, Sim, daemon_toml
 from .stats import spread
 
 NODE = "bench-node"
-RATE_PER_S = 50.0  # [record] rate_per_s default
+RATE_PER_S = 20.0  # [record] rate_per_s default
 
 
 def _poll(t: float, pid: int) -> list[SampleRow]:

@@ -42,7 +42,7 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
             "scale_window_s": 3.0,
             "startup_repeats": 1,
             "micro_repeats": 5,
-            "record_batches": 2500,
+            "record_batches": 1500,
             "record_trials": 12,
         }
     return {
@@ -57,7 +57,7 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
         "scale_window_s": 10.0,
         "startup_repeats": 5,
         "micro_repeats": 15,
-        "record_batches": 9000,
+        "record_batches": 5000,
         "record_trials": 50,
     }
 

@@ -129,3 +129,14 @@ def test_withdrawn_entries_go_again_from_the_first_live_one() -> None:
 def test_limits_are_checked() -> None:
     with pytest.raises(ValueError, match="rate_per_s"):
         core.Limits(rate_per_s=0, burst=1, window=1)
+
+
+def test_messages_without_a_sample_batch_give_back_most_of_their_token() -> None:
+    limits = core.Limits(rate_per_s=10.0, burst=5, window=100)
+    st, p = core.plan(start(head=1000, limits=limits), limits, 0.0)
+    assert len(p.seqs) == 5
+    st = core.refund(st, limits, light=5)  # all five were rows or events
+    st, p = core.plan(st, limits, 0.0)
+    assert len(p.seqs) == 4  # 5 x 0.9 tokens back
+    st = core.refund(st, limits, light=1000)
+    assert st.tokens == 5.0  # never above the burst
