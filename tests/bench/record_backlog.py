@@ -8,7 +8,7 @@ its backlog; it drains at ``rate_per_s`` (the config's default) to a real
 mosquitto while the reaction trials and the steady 8-probe windows run. The
 result says how much was drained and whether the backlog lasted the measurement.
 
-    python -m tests.bench.record_backlog [BATCHES]   # builds one database, prints timing
+    python -m tests.bench.record_backlog [BATCHES]   # one database; CPU per batch message
 """
 
 from __future__ import annotations
@@ -120,11 +120,37 @@ def backlog_suite(
         broker.stop()
 
 
+def message_cost_ms(db: Path, n: int = 100) -> float:
+    """CPU ms to read and encode one sample-batch message (the channel's worker thread's
+    work per message: ``source.content_of``, ``record_document``, the encoder)."""
+    from cryod.daemon.record_channel.message import RecordEncoder, record_document
+    from cryod.daemon.record_channel.source import content_of, read_entries
+    from cryod.daemon.store.records import REDACTED, check_patient_ref
+
+    enc = RecordEncoder(check_patient_ref, REDACTED)
+    engine = make_engine(db)
+    try:
+        with engine.connect() as conn:
+            entries = [e for e in read_entries(conn, 1, 10 * n) if e.kind == "samples"][:n]
+            t0 = time.process_time()
+            for e in entries:
+                rows, block, withheld = content_of(conn, e)
+                doc = record_document(
+                    site="bench", node=NODE, entry=e, rows=rows, block=block,
+                    withheld=withheld, sent_at="2026-03-01T09:15:02.123456Z",
+                )  # fmt: skip
+                enc.encode(doc)
+            return (time.process_time() - t0) / len(entries) * 1000
+    finally:
+        engine.dispose()
+
+
 if __name__ == "__main__":
     import tempfile
 
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     with tempfile.TemporaryDirectory() as tmp:
-        s = make_backlog(Path(tmp) / "cryod.db", n)
-        size = (Path(tmp) / "cryod.db").stat().st_size
-        print(f"{n} batches in {s:.1f} s, database {size / 1e6:.0f} MB")
+        db = Path(tmp) / "cryod.db"
+        s = make_backlog(db, n)
+        print(f"{n} batches in {s:.1f} s, database {db.stat().st_size / 1e6:.0f} MB")
+        print(f"read + encode one sample-batch message: {message_cost_ms(db):.2f} ms CPU")
