@@ -187,7 +187,16 @@ class RecordChannel:
             await self._persist(force=True)
 
     async def run(self) -> None:
-        await self._load_state()
+        while not self._ready.is_set():
+            try:
+                await self._load_state()
+            except Exception as exc:  # noqa: BLE001 - the store unreadable: say so, retry
+                self._note_error(exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), 5.0)
+                if self._closing.is_set():
+                    self._status["state"] = "closed"
+                    return
         cfg = self._mqtt
         backoff = Backoff(
             policy=BackoffPolicy(first_s=cfg.reconnect_min_s, max_s=cfg.reconnect_max_s)
