@@ -74,9 +74,10 @@ def make_backlog(db: Path, batches: int) -> float:
 
 
 def backlog_suite(
-    wd: Path, *, trials: int, window_s: float, repeats: int, batches: int
+    wd: Path, *, trials: int, window_s: float, repeats: int, batches: int, record: bool = True
 ) -> dict[str, Any]:
-    """Reaction and steady windows over Modbus TCP while the record channel drains."""
+    """Reaction and steady windows over Modbus TCP while the record channel drains
+    (``record=False``: the same database and load with the channel off, to compare)."""
     made_s = make_backlog(wd / "cryod.db", batches)
     (wd / "sim").mkdir()
     sim = Sim(wd / "sim", transport="modbus-tcp", speed=1.0, seed=1)
@@ -86,11 +87,13 @@ def backlog_suite(
     try:
         cfg = daemon_toml(wd, [sim], mqtt_port=broker.port)
         with cfg.open("a") as fh:
-            fh.write(f'\n[node]\nid = "{NODE}"\n\n[record]\nenabled = true\n'
+            fh.write(f'\n[node]\nid = "{NODE}"\n\n[record]\nenabled = {str(record).lower()}\n'
                      f"rate_per_s = {RATE_PER_S}\n")  # fmt: skip
         d = BenchDaemon(cfg, wd)
         d.wait_polling()
-        rec0, t0 = d.call("status")["record"], time.monotonic()
+        idle = {"delivered_seq": 0, "backlog": None, "published": 0, "connected": False,
+                "last_error": None}  # fmt: skip
+        rec0, t0 = d.call("status")["record"] or idle, time.monotonic()
         out: dict[str, Any] = {"batches": batches, "prepare_s": round(made_s, 1)}
         out["reaction"] = reaction.summarise(
             reaction.run_trials(sim, d, n=trials, poll_hz=20.0), mode="daemon"
@@ -98,7 +101,7 @@ def backlog_suite(
         steady.start_freeze_all(d)
         time.sleep(1.0)
         windows = [steady.window(d, window_s, 20.0) for _ in range(repeats)]
-        rec1, t1 = d.call("status")["record"], time.monotonic()
+        rec1, t1 = d.call("status")["record"] or idle, time.monotonic()
         out["steady"] = windows
         out["jitter_ms_p99_spread"] = spread([w["jitter_ms"]["p99"] for w in windows])
         drained = (rec1["delivered_seq"] or 0) - (rec0["delivered_seq"] or 0)
