@@ -9,11 +9,13 @@ mosquitto while the reaction trials and the steady 8-probe windows run. The
 result says how much was drained and whether the backlog lasted the measurement.
 
     python -m tests.bench.record_backlog [BATCHES]   # one database; CPU per batch message
+    python -m tests.bench.record_backlog 800 --suite 2   # the case, channel off and on
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -148,12 +150,40 @@ def message_cost_ms(db: Path, n: int = 100) -> float:
         engine.dispose()
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
     import tempfile
 
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    ap = argparse.ArgumentParser(prog="python -m tests.bench.record_backlog", description=__doc__)
+    ap.add_argument("batches", nargs="?", type=int, default=200)
+    ap.add_argument(
+        "--suite", type=int, default=0, metavar="ROUNDS",
+        help="run the bench case ROUNDS times with the channel off, then on (alternately)",
+    )  # fmt: skip
+    args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "cryod.db"
-        s = make_backlog(db, n)
-        print(f"{n} batches in {s:.1f} s, database {db.stat().st_size / 1e6:.0f} MB")
+        s = make_backlog(db, args.batches)
+        print(f"{args.batches} batches in {s:.1f} s, database {db.stat().st_size / 1e6:.0f} MB")
         print(f"read + encode one sample-batch message: {message_cost_ms(db):.2f} ms CPU")
+        for i in range(args.suite * 2):
+            record = i % 2 == 1
+            wd = Path(tmp) / f"run{i}"
+            wd.mkdir()
+            out = backlog_suite(
+                wd, trials=12, window_s=3.0, repeats=2, batches=args.batches, record=record
+            )
+            print(json.dumps({
+                "record": record,
+                "reaction_ms_p99": out["reaction"].get("reaction_ms", {}).get("p99"),
+                "jitter_ms_p99": [w["jitter_ms"]["p99"] for w in out["steady"]],
+                "cpu_pct_of_core": [w["cpu_pct_of_core"] for w in out["steady"]],
+                "delivered_per_s": out["record"]["delivered_per_s"],
+                "loadavg": list(os.getloadavg()),
+            }), flush=True)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
