@@ -1,4 +1,4 @@
-"""The record channel's message, as the collector reads it (PROVISIONAL).
+"""The record channel's message, as the collector reads it.
 
 Topic ``cryod-record/v1/{site}/{node}/chain``, QoS 1, never retained; one
 message per chain entry, in chain order, JSON UTF-8::
@@ -18,8 +18,11 @@ entry whose batch holds no procedure sample (``not_procedure``: samples
 outside procedures stay in the room) or was erased (``redacted``). The entry
 itself always travels, so the chain has no gap and its hash is checked.
 
-The format is the room side's (the record-channel issue); until that lands
-this module is the one place to change. ``parse_message`` is strict and pure:
+The format is the room side's: ``cryod.daemon.record_channel.message`` writes
+it, docs/record-channel.md and docs/asyncapi.yaml (``RecordEntry``) describe
+it, and the room's tests run real messages through this parser and the ingest
+core. A change of the format changes both sides and the AsyncAPI schema
+together. ``parse_message`` is strict and pure:
 it turns bytes into a ``RecordMessage`` or raises ``MessageError`` naming the
 field and the reason, never anything else. Whether the message *extends* a
 room's chain is ``ingest``'s question.
