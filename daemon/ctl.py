@@ -161,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--reason", required=True, help="why (e.g. consent withdrawn, ref. ...)")
     w = sub.add_parser("watch", help="live view")
     w.add_argument("--hz", type=float, default=4.0)
+    _record_parser(sub)
     return p
 
 
@@ -377,6 +378,40 @@ def _ae_request(args: argparse.Namespace) -> dict[str, Any]:
         if text is not None:
             data[name] = _value(flag, kind, text)
     return data
+
+
+# ---- cryoctl record resend (the record channel, docs/record-channel.md) ----------------------
+def _seq(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a chain sequence number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("a chain sequence number is 1 or more")
+    return value
+
+
+def _record_parser(sub: Any) -> None:
+    rp = sub.add_parser("record", help="the record channel to the study collector")
+    rsub = rp.add_subparsers(dest="rcmd", required=True)
+    rr = rsub.add_parser(
+        "resend",
+        help="publish chain entries again (a gap the collector reported)",
+        description="Publish the chain entries FROM..TO (TO: the chain's end) again on the "
+        "record channel, from the store, at the channel's rate. Recorded in the chain "
+        "with who asked. The collector ignores what it already holds.",
+    )
+    rr.add_argument("--from", dest="first", type=_seq, required=True, metavar="SEQ")
+    rr.add_argument("--to", dest="last", type=_seq, default=None, metavar="SEQ")
+
+
+def _record_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    if args.last is not None and args.last < args.first:
+        raise BadInput(f"--to {args.last} is before --from {args.first}")
+    return "record_resend", {"first": args.first, "last": args.last}
+
+
+# ---- end of cryoctl record -------------------------------------------------------------------
 
 
 VERIFY_EPILOG = """\
@@ -604,6 +639,8 @@ def _live_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     if c == "extend":
         a["seconds"] = args.seconds
         return "extend", a
+    if c == "record":
+        return _record_request(args)
     return c, a
 
 

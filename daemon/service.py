@@ -77,6 +77,7 @@ class Daemon:
         self.storage_error: str | None = None
         self.anchoring: Anchoring | None = None
         self.anchor_condition: str | None = None  # anchor_failed while present
+        self.record: Any = None  # the record channel (record_channel.channel), when enabled
         self._stop = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
 
@@ -142,12 +143,13 @@ class Daemon:
                 cycles=[c.cycle_id for c in rec.interrupted],
             )
         open_procs = await asyncio.to_thread(queries.open_procedures, engine)
+        self.record = self._record_channel(engine)
         self.writer = Writer(
             engine,
             batch_max=d.sample_batch_max,
             batch_interval_s=d.sample_batch_interval_s,
             on_error=self._on_storage_error,
-            on_head=self.anchoring.offer,
+            on_head=self._on_head,
             on_foreign_head=self._foreign_head,
         )
         await self.writer.start()
@@ -229,6 +231,9 @@ class Daemon:
         # the safe state in its own finally block. Now the log, then MQTT.
         if self.control is not None:
             await self.control.close()
+        if self.record is not None:
+            with contextlib.suppress(Exception):
+                await self.record.close()  # the cursor as far as the broker acknowledged
         if self.plog is not None:
             with contextlib.suppress(StoreError):
                 await self.plog.record_event("daemon_stopped", {"session": self.session})
@@ -256,6 +261,62 @@ class Daemon:
         pub.start()
         self.publishers.append(pub)
         return ConsoleTelemetry(pub, cfg.telemetry_hz)
+
+    # ---- the record channel (docs/record-channel.md) ----
+    def _record_channel(self, engine: Any) -> Any:
+        if self.loaded.record_mqtt is None:
+            return None
+        from .record_channel.channel import RecordChannel
+        from .record_channel.cursor import Limits
+        from .store.records import REDACTED, check_patient_ref
+
+        rec = self.cfg.record
+        mqtt = self.loaded.record_mqtt
+        assert self.loaded.record_cursor is not None  # set with record_mqtt
+        channel = RecordChannel(
+            mqtt,
+            client_id=mqtt.client_id,
+            site=mqtt.site,
+            node=self.cfg.node.id,
+            engine=engine,
+            cursor_path=self.loaded.record_cursor,
+            limits=Limits(rate_per_s=rec.rate_per_s, burst=rec.burst, window=rec.window),
+            check_pseudonym=check_patient_ref,
+            placeholder=REDACTED,
+            publish_timeout_s=rec.publish_timeout_s,
+        )
+        channel.start()
+        return channel
+
+    def _on_head(self, head: audit.AuditHead, label: str) -> None:
+        """A new chain head after a COMMIT: to the anchors and the record channel."""
+        if self.anchoring is not None:
+            self.anchoring.offer(head, label)
+        if self.record is not None:
+            self.record.offer_head(head)
+
+    async def _record_resend(self, args: dict[str, Any], peer: Peer) -> Any:
+        """``cryoctl record resend``: recorded in the chain (who, the range, and whether
+        it was refused) before the channel acts on it."""
+        who = _who(peer)
+        try:
+            first = int(args["first"])
+            last = None if args.get("last") is None else int(args["last"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ControlError("bad_request", f"first/last: {exc}") from exc
+        refused = "the record channel is not enabled ([record] enabled)"
+        if self.record is not None:
+            refused = self.record.check_resend(first, last)
+        if self.plog is None:
+            raise ControlError("unavailable", "the log is not open")
+        await self.plog.record_event(
+            "record_resend",
+            {"by": who, "first": first, "last": last, "accepted": refused is None,
+             "reason": refused},
+        )  # fmt: skip
+        if refused is not None:
+            raise ControlError("rejected", refused)
+        return await self.record.resend(first, last)
 
     def _anchor_condition(self, present: bool, detail: str) -> None:
         """An anchor route failing (or well again): the medium anchor_failed alarm."""
@@ -573,6 +634,7 @@ class Daemon:
             "show": reader("show", show),
             "export": reader("export", do_export),
             "verify": reader("verify", verify),
+            "record_resend": self._record_resend,
         }
 
     async def _action(
@@ -669,6 +731,7 @@ class Daemon:
                 "last_error": self.storage_error,
             },
             "mqtt": [p.status().as_dict() for p in self.publishers] or None,
+            "record": None if self.record is None else self.record.status(),
             "audit_head": _head(self.writer),
             "anchors": None if self.anchoring is None else self.anchoring.status(),
         }

@@ -94,6 +94,10 @@ CONTRACTS = {
         "common/validation.py",
         "from cryod.daemon import alarms",
     ),
+    "the record channel's core (cursor, message) does no I/O and knows no asyncio": (
+        "daemon/record_channel/cursor.py",
+        "import asyncio",
+    ),
 }
 
 

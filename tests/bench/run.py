@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import scenarios, storage
+from . import record_backlog, scenarios, storage
 from .machine import describe
 from .stats import percentile
 
@@ -43,6 +43,8 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
             "startup_repeats": 1,
             "micro_repeats": 5,
             "storage_s": 30.0,
+            "record_batches": 1500,
+            "record_trials": 12,
         }
     return {
         "trials": 200,
@@ -57,6 +59,8 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
         "startup_repeats": 5,
         "micro_repeats": 15,
         "storage_s": 120.0,
+        "record_batches": 5000,
+        "record_trials": 50,
     }
 
 
@@ -125,6 +129,10 @@ def assemble(
     disk = results.get("disk_slow") or {}
     disk_windows = disk.get("windows") or []
     disk_jitter = _median([w["jitter_ms"]["p99"] for w in disk_windows])
+    # the record channel draining a backlog (tests/bench/record_backlog.py)
+    rb = results.get("record_backlog") or {}
+    rb_jitter = _median([w["jitter_ms"]["p99"] for w in rb.get("steady") or []])
+    rb_reaction = _get(rb, "reaction", "reaction_ms", "p99")
     scaling = results.get("scaling") or []
     rate_points = mr.get("points") or []
 
@@ -212,6 +220,12 @@ def assemble(
         "jitter_ms_p99_disk_slow": _target(
             disk_jitter, 2.0, note=f"every fsync +{disk.get('fsync_ms')} ms (LD_PRELOAD)"
         ),
+        "jitter_ms_p99_record_backlog": _target(
+            rb_jitter, 2.0, note="the record channel draining a backlog at its rate"
+        ),
+        "reaction_ms_p99_record_backlog": _target(
+            rb_reaction, period_ms + 5, note="the record channel draining a backlog"
+        ),
         "cpu_pct_of_core": _target(tcp.get("cpu_pct_of_core"), 3.0),
         "rss_mb": _target(tcp.get("rss_mb"), 80.0),
         "cpu_linear_in_consoles": {
@@ -239,6 +253,14 @@ def assemble(
         "jitter_ms_p99": tcp.get("jitter_ms_p99"),
         "jitter_ms_p99_broker_down": tcp.get("jitter_ms_p99_broker_down"),
         "jitter_ms_p99_disk_slow": disk_jitter,
+        "record_backlog": None
+        if not rb
+        else {
+            "jitter_ms_p99": rb_jitter,
+            "reaction_ms_p99": rb_reaction,
+            "cpu_pct_of_core": _median([w["cpu_pct_of_core"] for w in rb.get("steady") or []]),
+            **(rb.get("record") or {}),
+        },
         "disk_slow": None
         if not disk_windows
         else {
@@ -285,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default="bench-results.json", help="where the JSON goes")
     ap.add_argument(
         "--only",
-        default="transports,disk,console,rate,scaling,startup,micro,storage",
+        default="transports,disk,console,record,rate,scaling,startup,micro,storage",
         help="comma-separated scenarios to run (default: all)",
     )
     ap.add_argument("--transports", default=",".join(TRANSPORTS))
@@ -346,6 +368,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 root,
                 trials=plan["console_trials"],
             )
+        if "record" in only:
+            say(f"record channel draining {plan['record_batches']} batches: reaction, jitter")
+            with scenarios.workdir(root, "record") as wd:
+                results["record_backlog"] = part(
+                    "record backlog",
+                    "record",
+                    record_backlog.backlog_suite,
+                    wd,
+                    trials=plan["record_trials"],
+                    window_s=plan["window_s"],
+                    repeats=plan["repeats"],
+                    batches=plan["record_batches"],
+                )
         if "rate" in only:
             say(f"max poll rate over Modbus TCP: {plan['rates']}")
             results["max_rate"] = part(
