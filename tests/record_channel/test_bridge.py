@@ -52,7 +52,9 @@ async def test_both_brokers_restarted_in_turn_mid_stream_nothing_lost_or_reorder
             await until(lambda: (ch.status()["delivered_seq"] or 0) >= 60, 60)
             await asyncio.to_thread(room.restart)
             await until(lambda: set(range(1, head + 1)) <= set(seqs(hub)), 90)
-            assert ch.status()["connections"] >= 2  # the room broker's restart was seen
+            # the room broker's restart is seen (a reconnect), even where a slow machine let
+            # the last entries through before the broker went down
+            await until(lambda: ch.status()["connections"] >= 2, 60)
         assert first_arrivals(seqs(hub)) == list(range(1, head + 1))
         assert "Connecting bridge" in room.log()
     finally:
