@@ -267,6 +267,7 @@ class IngestService:
     async def _watchdog(self) -> None:
         interval = watchdog_interval_s()
         if interval is None or not self.notifier.enabled:
+            await asyncio.get_running_loop().create_future()  # no watchdog: wait to be cancelled
             return
         while True:
             if self.healthy(allowance_s=interval * 1.5):
@@ -334,6 +335,9 @@ class IngestService:
         for t in done:
             if t is not stopper and not t.cancelled() and t.exception() is not None:
                 raise t.exception()  # type: ignore[misc]
+            if t is not stopper:  # pragma: no cover - every task runs until cancelled
+                _log.error("task %s ended on its own", t.get_name())
+                return 1
         return 0
 
 

@@ -125,15 +125,16 @@ class HubRig:
             register(self.engine, r)
 
     # ---- the collector process ------------------------------------------------------------
-    def start(self, *, wait_ready: bool = True) -> None:
+    def start(self, *, wait_ready: bool = True, systemd: bool = True) -> None:
+        """Start ``cryohub run``; ``systemd=False``: without NOTIFY_SOCKET and watchdog."""
         assert self.proc is None
         env = dict(os.environ)
-        env.update(
-            NOTIFY_SOCKET=str(self.notify.path),
-            WATCHDOG_USEC=str(int(self.watchdog_s * 1_000_000)),
-            PYTHONPATH=str(REPO),
-        )
-        env.pop("WATCHDOG_PID", None)
+        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+            env.pop(name, None)
+        env["PYTHONPATH"] = str(REPO)
+        if systemd:
+            env["NOTIFY_SOCKET"] = str(self.notify.path)
+            env["WATCHDOG_USEC"] = str(int(self.watchdog_s * 1_000_000))
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cryod.hub.cli", "run", "--config", str(self.config),
@@ -141,8 +142,10 @@ class HubRig:
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
         )  # fmt: skip
         log.close()
-        if wait_ready:
+        if wait_ready and systemd:
             self.wait_ready()
+        elif wait_ready:
+            wait_until(lambda: self.stats().get("broker") == "connected", 60, "connected")
 
     def wait_ready(self) -> None:
         def ready() -> bool:

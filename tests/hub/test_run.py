@@ -107,13 +107,15 @@ def test_a_held_profile_is_decided_again_when_its_file_appears(rig: HubRig) -> N
 
 
 def test_quarantined_messages_are_logged_without_their_content(rig: HubRig) -> None:
+    """Also: run outside systemd (no NOTIFY_SOCKET, no watchdog) keeps running."""
     stranger = live_room("room-x")  # never registered
-    rig.start()
+    rig.start(systemd=False)
     doc = stranger.event(patient_ref="PSN-0042-SECRET", procedure_id=7)
     bad = b'{"schema": "cryod.record/1", "patient_ref": "PSN-0042-SECRET"'
     run_publish(rig.broker.port, [(topic(stranger), raw(doc)), (topic(stranger), bad)])
     wait_until(lambda: rig.count(Quarantined) == 2, 60, "2 quarantined")
     wait_until(lambda: rig.log().count("quarantined:") == 2, 30, "logged")
+    assert rig.proc is not None and rig.proc.poll() is None
     assert rig.stop() == 0
     log = rig.log()
     assert "quarantined: node room-x seq 1 (unregistered)" in log
