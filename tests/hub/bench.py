@@ -133,8 +133,10 @@ async def _generate(port: int, rooms: int, seconds: float, out: Path) -> None:
                 seq += 1
                 data_b64, digest, n = pool[(k + index) % len(pool)]
                 at = format_time(dt.datetime.now(dt.UTC))
-                payload = {"table": "samples", "first": seq * 1000, "last": seq * 1000 + n - 1,
-                           "rows": n, "digest": digest, "encoding": SAMPLES_V1, "op": "insert"}  # fmt: skip
+                payload = {
+                    "table": "samples", "first": seq * 1000, "last": seq * 1000 + n - 1,
+                    "rows": n, "digest": digest, "encoding": SAMPLES_V1, "op": "insert",
+                }  # fmt: skip
                 h = entry_hash(seq, at, node, "samples", payload, prev)
                 doc = {
                     "schema": "cryod.record/1", "site": SITE, "node": node,
@@ -158,6 +160,7 @@ async def _generate(port: int, rooms: int, seconds: float, out: Path) -> None:
                 "expected": rooms * int(seconds * BATCHES_PER_S),
                 "wall_s": wall,
                 "max_lag_s": lag_s,
+                "cpu_s": time.process_time(),
                 "rows_per_message": pool[0][2],
                 "heads": {n: s for n, (s, _h) in heads.items()},
             }
@@ -166,12 +169,13 @@ async def _generate(port: int, rooms: int, seconds: float, out: Path) -> None:
 
 
 # ---- process accounting ----------------------------------------------------------------------
-def _cpu_s(pid: int) -> float:
+def _cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process; None once it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
     except (OSError, IndexError, ValueError):
-        return 0.0
+        return None
 
 
 def _rss_mb(pid: int) -> float:
@@ -211,7 +215,9 @@ class Meter:
         for g, pids in self.groups.items():
             total = 0.0
             for pid in pids():
-                self.seen[g][pid] = _cpu_s(pid)
+                cpu = _cpu_s(pid)
+                if cpu is not None:  # an exited process keeps its last reading
+                    self.seen[g][pid] = cpu
                 total += _rss_mb(pid)
             self.peak[g] = max(self.peak[g], total)
 
@@ -344,10 +350,12 @@ def _step(
     })  # fmt: skip
     meter.start()
     while generator.poll() is None:
-        time.sleep(0.5)
+        time.sleep(0.2)
         meter.sample()
     usage = meter.result()
     gen = json.loads(gen_out.read_text())
+    # the generator counts its own CPU (it has exited by now)
+    usage["load_generator"]["cpu_s_per_s"] = round(gen["cpu_s"] / gen["wall_s"], 3)
     deadline = time.monotonic() + drain_s
     stored = _stored(url)
     while stored["entries"] < gen["published"] and time.monotonic() < deadline:

@@ -115,7 +115,8 @@ def test_quarantined_messages_are_logged_without_their_content(rig: HubRig) -> N
     run_publish(rig.broker.port, [(topic(stranger), raw(doc)), (topic(stranger), bad)])
     wait_until(lambda: rig.count(Quarantined) == 2, 60, "2 quarantined")
     wait_until(lambda: rig.log().count("quarantined:") == 2, 30, "logged")
-    assert rig.proc is not None and rig.proc.poll() is None
+    assert rig.proc is not None
+    assert rig.proc.poll() is None
     assert rig.stop() == 0
     log = rig.log()
     assert "quarantined: node room-x seq 1 (unregistered)" in log
