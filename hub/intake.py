@@ -16,10 +16,11 @@ and sample blocks are written at the end in bulk (``store.bulk``: COPY on
 PostgreSQL, executemany on SQLite); held and quarantined messages, gap
 records and releases go through the ORM as they happen (they are rare).
 
-A batch the database refuses as a whole (one message PostgreSQL cannot store,
-e.g. a NUL character in a JSON string) is retried one message per
-transaction; a message the database refuses on its own is quarantined
-(``malformed``, "the database refused it: ...") instead of retried forever.
+A batch that fails as a whole (one message PostgreSQL cannot store, e.g. a
+NUL character in a JSON string; any unexpected error) is retried one message
+per transaction; a message that fails on its own is quarantined
+(``malformed``, "the database refused it: ..." or "could not be processed:
+...") instead of retried forever: a poison message never stops ingest.
 A database that cannot be reached raises (``OperationalError``): nothing was
 committed, nothing is acknowledged, the caller retries.
 
@@ -30,11 +31,12 @@ did not know are decided again (after the profiles were reloaded).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from sqlalchemy import Engine, select, update
-from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from cryod.integrity import Head
@@ -58,6 +60,7 @@ from .store.models import Gap, Held
 __all__ = ["Incoming", "Intake", "Outcome", "summarize"]
 
 Clock = Callable[[], dt.datetime]
+_log = logging.getLogger("cryohub.ingest")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,20 +115,30 @@ class Intake:
 
     # ---- the batch ------------------------------------------------------------------------
     def process(self, batch: Sequence[Incoming]) -> list[Outcome]:
-        """Decide and commit a batch; the outcomes, in order, once committed."""
+        """Decide and commit a batch; the outcomes, in order, once committed.
+
+        ``OperationalError`` (the database cannot be reached) propagates: nothing
+        was committed. Any other failure is one message's: the batch is retried
+        one message per transaction, and a message that fails on its own is
+        quarantined (a poison message must not stop ingest, nor be retried forever).
+        """
         if not batch:
             return []
         try:
             return self._transaction(batch)
-        except (DataError, IntegrityError, ProgrammingError):
+        except OperationalError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one message's problem, found below
             if len(batch) == 1:
-                return self._refused(batch[0])
+                return self._refused(batch[0], exc)
         out: list[Outcome] = []
         for one in batch:
             try:
                 out.extend(self._transaction([one]))
-            except (DataError, IntegrityError, ProgrammingError):
-                out.extend(self._refused(one))
+            except OperationalError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                out.extend(self._refused(one, exc))
         return out
 
     def _transaction(self, batch: Sequence[Incoming]) -> list[Outcome]:
@@ -143,8 +156,17 @@ class Intake:
             bulk.write_accepted(s, state.accepted)
         return state.outcomes
 
-    def _refused(self, one: Incoming) -> list[Outcome]:
-        """A message the database will not store: quarantined with the database's reason."""
+    def _refused(self, one: Incoming, exc: Exception) -> list[Outcome]:
+        """A message that cannot be stored: quarantined, named by the kind of failure only
+        (a database's message may quote the payload)."""
+        if isinstance(exc, (DataError, IntegrityError, ProgrammingError)):
+            detail = (
+                "the database refused it (e.g. a NUL character in a JSON string on "
+                f"PostgreSQL): {type(getattr(exc, 'orig', exc)).__name__}"
+            )
+        else:
+            detail = f"could not be processed: {type(exc).__name__}"
+        _log.error("message on %s not processable (%s): quarantined", one.topic, detail)
         with Session(writer(self.engine)) as s, s.begin():
             try:
                 msg = parse_message(one.payload)
@@ -153,7 +175,7 @@ class Intake:
                 node, seq, digest = None, None, None
             d = Quarantine(
                 "malformed",
-                "the database refused it (e.g. a NUL character in a JSON string on PostgreSQL)",
+                detail,
                 one.payload,
                 one.received_at,
                 node,

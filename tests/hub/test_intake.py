@@ -184,6 +184,32 @@ def test_a_message_the_database_refuses_is_quarantined_alone(
         assert verify(migrated, room.node).exit_code == 0
 
 
+def test_a_poison_message_is_quarantined_and_ingest_goes_on(
+    migrated: Engine, intake: Intake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected failure for one message: that message quarantined, the rest stored."""
+    from cryod.hub import intake as module
+
+    real = module.decide
+
+    def failing(msg: Any, *args: Any, **kw: Any) -> Any:
+        if msg.seq == 2:
+            raise RuntimeError("boom: PSN-0042")
+        return real(msg, *args, **kw)
+
+    monkeypatch.setattr(module, "decide", failing)
+    room = FakeRoom()
+    register(migrated, room)
+    docs = [room.event(), room.event(), room.event()]
+    outcomes = intake.process([incoming(room, d) for d in docs])
+    assert [o.decision.action for o in outcomes] == ["accept", "quarantine", "hold"]
+    q = outcomes[1].decision
+    assert isinstance(q, Quarantine)
+    assert q.detail == "could not be processed: RuntimeError"
+    assert (q.node, q.seq) == (room.node, 2)
+    assert count(migrated, ReceivedEntry) == 1
+
+
 def test_held_for_a_profile_until_it_is_added(migrated: Engine) -> None:
     book: dict[tuple[str, str], str] = {}
     intake = Intake(migrated, lambda: book)
