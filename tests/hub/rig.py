@@ -88,16 +88,25 @@ class Notify:
 
 
 class HubRig:
-    def __init__(self, workdir: Path, db_url: str, *, watchdog_s: float = 4.0) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        db_url: str,
+        *,
+        watchdog_s: float = 4.0,
+        broker: Mosquitto | None = None,
+        broker_extra: str = "",
+    ) -> None:
         self.dir = workdir
         self.db_url = db_url
-        self.broker = Mosquitto(
+        self.broker_extra = broker_extra
+        self.broker = broker or Mosquitto(
             workdir / "mq",
             persistence=True,
             extra="max_queued_messages 0\nmax_inflight_messages 0\n",
         )
         self.studies = workdir / "studies"
-        self.studies.mkdir()
+        self.studies.mkdir(parents=True)
         (workdir / "anchors").mkdir()
         self.config = workdir / "cryohub.toml"
         self.stats_file = workdir / "stats.json"
@@ -115,7 +124,8 @@ class HubRig:
             f'[collector]\nid = "{NODE}"\nlog_level = "info"\n\n'
             f'[database]\nurl = "{self.db_url}"\n\n'
             f'[broker]\nhost = "127.0.0.1"\nport = {self.broker.port}\n'
-            f'client_id = "cryohub-test"\nsession_expiry_s = 3600\nreceive_maximum = 200\n\n'
+            f'client_id = "cryohub-test"\nsession_expiry_s = 3600\nreceive_maximum = 200\n'
+            f"{self.broker_extra}\n"
             f'[studies]\nprofiles_dir = "studies"\n\n'
             f'[anchors]\nfile = "anchors/cryohub.jsonl"\njournal_socket = "{self.dir}/no.sock"\n'
         )
@@ -238,6 +248,7 @@ async def publish(
     client_id: str = "room-publisher",
     on_sent: Callable[[int], None] | None = None,
     pace_s: float = 0.0,
+    **client_kw: Any,
 ) -> None:
     """Each message QoS 1, sent again until the broker acknowledged it."""
     i = 0
@@ -245,7 +256,7 @@ async def publish(
         try:
             async with aiomqtt.Client(
                 "127.0.0.1", port, identifier=client_id, protocol=aiomqtt.ProtocolVersion.V5,
-                timeout=5,
+                timeout=5, **client_kw,
             ) as client:  # fmt: skip
                 while i < len(messages):
                     t, payload = messages[i]
