@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -112,6 +113,9 @@ class Intake:
         self.engine = engine
         self._profiles = profiles
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        # one writer at a time: a batch and the profile re-decision must not both
+        # extend the same room's chain (the loser would see a primary key clash)
+        self._lock = threading.Lock()
 
     # ---- the batch ------------------------------------------------------------------------
     def process(self, batch: Sequence[Incoming]) -> list[Outcome]:
@@ -124,6 +128,10 @@ class Intake:
         """
         if not batch:
             return []
+        with self._lock:
+            return self._process(batch)
+
+    def _process(self, batch: Sequence[Incoming]) -> list[Outcome]:
         try:
             return self._transaction(batch)
         except OperationalError:
@@ -249,6 +257,10 @@ class Intake:
     # ---- held for a profile -----------------------------------------------------------------
     def redecide_profile_holds(self) -> list[Outcome]:
         """Decide again every message held for a study profile (after a profile was added)."""
+        with self._lock:
+            return self._redecide()
+
+    def _redecide(self) -> list[Outcome]:
         with Session(self.engine) as s:
             waiting = s.execute(
                 select(Held.node, Held.seq, Held.received_at)

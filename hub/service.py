@@ -5,8 +5,9 @@ transaction (``intake``): every batch the broker delivers is decided and
 committed in a worker thread (the event loop keeps the MQTT connection
 alive meanwhile), and acknowledged after the COMMIT. Around it:
 
-- **systemd**: ``READY=1`` once the database is at its head and the first
-  subscription is up; ``WATCHDOG=1`` every half ``WatchdogSec`` while no
+- **systemd**: ``READY=1`` once the database is at its head and the broker
+  was tried (connected, or retried in the background: a broker down at boot
+  does not fail the start); ``WATCHDOG=1`` every half ``WatchdogSec`` while no
   batch has been in the database for longer than the watchdog allows (a hung
   database gets the process restarted; a database that refuses connections
   is retried with a growing delay and reported in ``STATUS=``, never
@@ -152,15 +153,19 @@ class IngestService:
 
     # ---- state -----------------------------------------------------------------------
     def _broker_state(self, state: str) -> None:
+        """READY=1 after the first connection attempt, whatever its outcome: the
+        database is at its head by then, and a broker that is down at boot must
+        not fail the unit's start (the subscriber keeps retrying; STATUS= says so)."""
         self.broker_state = state
         if state == "connected":
             _log.info("broker: connected, subscribed to %s", self.subscriber.settings.topic)
-            if not self.ready:
-                self.ready = True
-                self.notifier.ready(self.status_line())
         else:
             _log.warning("broker: %s", state)
-        self.notifier.status(self.status_line())
+        if not self.ready:
+            self.ready = True
+            self.notifier.ready(self.status_line())
+        else:
+            self.notifier.status(self.status_line())
 
     def status_line(self) -> str:
         c = self.counts
@@ -270,7 +275,7 @@ class IngestService:
             await asyncio.get_running_loop().create_future()  # no watchdog: wait to be cancelled
             return
         while True:
-            if self.healthy(allowance_s=interval * 1.5):
+            if self.healthy(allowance_s=interval * 1.8):
                 self.notifier.watchdog()
             else:
                 _log.error("ingest stalled in the database: withholding WATCHDOG=1")

@@ -18,7 +18,8 @@
   certificate and key) from the config;
 - ``receive_maximum`` bounds the messages in flight to us (MQTT v5 flow
   control): what the broker sends without our acknowledgement, so a batch
-  is at most that many messages.
+  is at most that many messages (and at most ``max_batch_bytes``, 8 MiB, so
+  one commit stays well inside the watchdog's allowance).
 
 A broker that goes away is retried with a growing delay (0.2 s up to 5 s);
 ``on_state`` is told ("connected", "disconnected: why") for the status line
@@ -74,11 +75,13 @@ class Subscriber:
         settings: BrokerSettings,
         *,
         max_batch: int = 500,
+        max_batch_bytes: int = 8 * 1024 * 1024,
         on_state: Callable[[str], None] = lambda _s: None,
         clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
         self.settings = settings
         self.max_batch = max_batch
+        self.max_batch_bytes = max_batch_bytes
         self.on_state = on_state
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self.connected = False
@@ -144,8 +147,11 @@ class Subscriber:
         while True:
             first = await anext(messages)
             batch = [first]
-            while len(messages) > 0 and len(batch) < self.max_batch:
+            size = len(first.payload)
+            # what has arrived, up to a count and a size (a commit stays short)
+            while len(messages) > 0 and len(batch) < self.max_batch and size < self.max_batch_bytes:
                 batch.append(await anext(messages))
+                size += len(batch[-1].payload)
             now = self._clock()
             incoming = [
                 Incoming(

@@ -114,6 +114,7 @@ class HubRig:
         self.notify = Notify(workdir / "notify.sock")
         self.watchdog_s = watchdog_s
         self.proc: subprocess.Popen[bytes] | None = None
+        self._connected_before = 0
         self.engine: Engine = make_engine(db_url)
         self.broker.start()
         self._write_config()
@@ -138,6 +139,7 @@ class HubRig:
     def start(self, *, wait_ready: bool = True, systemd: bool = True) -> None:
         """Start ``cryohub run``; ``systemd=False``: without NOTIFY_SOCKET and watchdog."""
         assert self.proc is None
+        self._connected_before = self.log().count("broker: connected")
         env = dict(os.environ)
         for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
             env.pop(name, None)
@@ -155,7 +157,7 @@ class HubRig:
         if wait_ready and systemd:
             self.wait_ready()
         elif wait_ready:
-            wait_until(lambda: self.stats().get("broker") == "connected", 60, "connected")
+            wait_until(self._subscribed, 60, "subscribed")
 
     def wait_ready(self) -> None:
         def ready() -> bool:
@@ -165,6 +167,10 @@ class HubRig:
 
         wait_until(ready, 60, "READY=1")
         self.notify.messages.clear()
+        wait_until(self._subscribed, 60, "subscribed")
+
+    def _subscribed(self) -> bool:
+        return self.log().count("broker: connected") > self._connected_before
 
     def stop(self) -> int:
         proc, self.proc = self.proc, None
