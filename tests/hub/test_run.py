@@ -186,3 +186,19 @@ def test_run_over_tls_with_a_client_certificate_and_a_password(tmp_path: Path) -
         assert "broker: connected" in rig.log()
     finally:
         rig.close()
+
+
+def test_ready_with_the_broker_down_then_ingests_when_it_comes_up(rig: HubRig) -> None:
+    """A broker down at boot does not fail the unit's start: READY=1, STATUS says so."""
+    room = live_room("room-late")
+    rig.register(room)
+    rig.broker.stop()
+    rig.start(wait_ready=False)
+    wait_until(lambda: rig.notify.has("READY=1"), 60, "READY=1 without a broker")
+    assert any("broker cannot connect" in m for m in rig.notify.read())
+    rig.broker.start()
+    wait_until(lambda: "broker: connected" in rig.log(), 60, "connected once the broker is up")
+    docs, rows, blocks = chain(room, 6)
+    run_publish(rig.broker.port, messages_of(room, docs))
+    rig.wait_stored(room)
+    rig.assert_same_as(room, rows, blocks)
