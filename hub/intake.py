@@ -179,7 +179,7 @@ class Intake:
             try:
                 msg = parse_message(one.payload)
                 node, seq, digest = msg.node, msg.seq, msg.entry.hash
-            except MessageError:
+            except Exception:  # noqa: BLE001 - whatever failed, the raw bytes are kept
                 node, seq, digest = None, None, None
             d = Quarantine(
                 "malformed",
@@ -269,18 +269,26 @@ class Intake:
             ).all()
         out: list[Outcome] = []
         for node, seq, received_at in waiting:
-            with Session(writer(self.engine)) as s, s.begin():
-                raw = received.held_message(s, node, seq)
-                if raw is None:
-                    continue
-                state = _Batch(views=received.room_views(s, [node]))
-                view = state.views.get(node)
-                if view is None or view.expected != seq:
-                    continue
-                self._decide(s, state, parse_message(raw), None, received_at, self._profiles())
-                bulk.write_accepted(s, state.accepted)
-            out.extend(o for o in state.outcomes if not isinstance(o.decision, Hold))
+            try:
+                out.extend(self._redecide_one(node, seq, received_at))
+            except OperationalError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - it stays held; the others go on
+                _log.error("held %s seq %d not decided again: %s", node, seq, type(exc).__name__)
         return out
+
+    def _redecide_one(self, node: str, seq: int, received_at: dt.datetime) -> list[Outcome]:
+        with Session(writer(self.engine)) as s, s.begin():
+            raw = received.held_message(s, node, seq)
+            if raw is None:
+                return []
+            state = _Batch(views=received.room_views(s, [node]))
+            view = state.views.get(node)
+            if view is None or view.expected != seq:
+                return []
+            self._decide(s, state, parse_message(raw), None, received_at, self._profiles())
+            bulk.write_accepted(s, state.accepted)
+        return [o for o in state.outcomes if not isinstance(o.decision, Hold)]
 
 
 def _parse(one: Incoming) -> RecordMessage | Quarantine:

@@ -264,6 +264,9 @@ class IngestService:
         except OperationalError as exc:
             _log.error("held messages not decided again: database %s", _first_line(exc))
             return
+        except Exception as exc:  # noqa: BLE001 - ingest goes on; the next change retries
+            _log.error("held messages not decided again: %s", type(exc).__name__)
+            return
         if outcomes:
             _log.info("decided again after the profiles changed: %d", len(outcomes))
             self._account(outcomes, dt.datetime.now(dt.UTC))

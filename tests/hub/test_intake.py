@@ -230,6 +230,35 @@ def test_held_for_a_profile_until_it_is_added(migrated: Engine) -> None:
     ]
 
 
+def test_a_held_message_that_fails_again_stays_held_and_the_others_go_on(
+    migrated: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryod.hub import intake as module
+
+    book: dict[tuple[str, str], str] = {}
+    intake = Intake(migrated, lambda: book)
+    bad, good = FakeRoom(node="room-bad"), FakeRoom(node="room-good")
+    for r in (bad, good):
+        register(migrated, r)
+    intake.process([incoming(r, r.row(profile=PROFILE)) for r in (bad, good)])
+    assert count(migrated, Held) == 2
+    book.update(PROFILES)
+    real = module.parse_message
+
+    def failing(raw: bytes) -> Any:
+        msg = real(raw)
+        if msg.node == "room-bad":
+            raise RuntimeError("boom")
+        return msg
+
+    monkeypatch.setattr(module, "parse_message", failing)
+    again = intake.redecide_profile_holds()
+    assert [(o.decision.entry.node, o.decision.entry.seq) for o in again
+            if isinstance(o.decision, Accept)] == [("room-good", 1)]  # fmt: skip
+    with Session(migrated) as s:
+        assert s.execute(select(Held.node)).scalars().all() == ["room-bad"]
+
+
 def test_an_unreachable_database_raises_and_commits_nothing(tmp_path: Any) -> None:
     engine = create_engine("postgresql+psycopg://nobody@/none?host=/nonexistent&connect_timeout=1")
     room = FakeRoom()
