@@ -98,6 +98,10 @@ CONTRACTS = {
         "daemon/record_channel/cursor.py",
         "import asyncio",
     ),
+    "the collector's MQTT client is behind one module (cryod.hub.subscriber)": (
+        "hub/intake.py",
+        "import aiomqtt",
+    ),
 }
 
 
