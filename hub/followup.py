@@ -183,7 +183,9 @@ def subject_digest(study: str, subject: str) -> str:
 
 def content_digest(table: str, row_id: int, content: Any, salt: bytes) -> str:
     """The salted digest of a follow-up row's content (``cryod.row/1`` bytes)."""
-    canonical = encode_row(table, ["id"], {"id": (Kind.INT, row_id), "content": (Kind.JSON, content)})
+    canonical = encode_row(
+        table, ["id"], {"id": (Kind.INT, row_id), "content": (Kind.JSON, content)}
+    )
     return row_digest(salt, canonical)
 
 
@@ -259,15 +261,11 @@ class FollowUpReport:
             "findings": [
                 {"table": f.table, "id": f.row_id, "problem": f.problem} for f in self.findings
             ],
-            "redactions": [
-                {"table": t, "id": i, "entry": s} for t, i, s in self.redactions
-            ],
+            "redactions": [{"table": t, "id": i, "entry": s} for t, i, s in self.redactions],
         }
 
 
-def check_followup(
-    rows: Sequence[StoredFollowUp], entries: Iterable[Any]
-) -> FollowUpReport:
+def check_followup(rows: Sequence[StoredFollowUp], entries: Iterable[Any]) -> FollowUpReport:
     """Each follow-up row against the newest chain entry naming it (``table``, ``id``).
 
     A row's digest must be the entry's; a row with content must re-hash to it
@@ -296,7 +294,9 @@ def check_followup(
         if p.get("op") == "redact":
             if r.content is not None or r.salt is not None:
                 report.findings.append(
-                    FollowUpFinding(r.table, r.row_id, f"redacted at entry {e.seq}, yet holds content")
+                    FollowUpFinding(
+                        r.table, r.row_id, f"redacted at entry {e.seq}, yet holds content"
+                    )
                 )
             else:
                 report.redactions.append((r.table, r.row_id, e.seq))
@@ -318,6 +318,8 @@ def check_followup(
     for key, e in newest.items():
         if key not in seen:
             report.findings.append(
-                FollowUpFinding(key[0], key[1], f"in the chain (entry {e.seq}) but not in the table")
+                FollowUpFinding(
+                    key[0], key[1], f"in the chain (entry {e.seq}) but not in the table"
+                )
             )
     return report

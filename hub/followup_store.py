@@ -43,6 +43,7 @@ from cryod.research.record import AdverseEventRecord
 from cryod.research.validation import check_adverse_event, parse_model
 
 from .admin import Actor, NotPermitted, Refused
+from .exports import FollowUpEvent, StudyData
 from .followup import (
     ASSESSMENT_TABLE,
     EVENT_TABLE,
@@ -81,6 +82,7 @@ __all__ = [
     "sign_event",
     "snapshot",
     "stored_followup",
+    "study_data",
     "study_procedures",
     "withdraw",
     "withdrawn_digests",
@@ -179,7 +181,9 @@ def find_procedure(
     for p in procs:
         if p.procedure_uuid == procedure:
             return p
-    raise Refused(f"procedure: {procedure} is not a procedure of subject {subject!r} in study {study}")
+    raise Refused(
+        f"procedure: {procedure} is not a procedure of subject {subject!r} in study {study}"
+    )
 
 
 def _require(ok: bool, actor: Actor, what: str) -> None:
@@ -240,7 +244,11 @@ def record_assessment(
     if _is_withdrawn(session, study, subject):
         raise Refused(f"subject: {subject!r} withdrew from study {study}; no further follow-up")
     proc = find_procedure(session, study, subject, procedure)
-    _require(may_record(actor.grants, study, proc.site), actor, f"record follow-up in {study} at {proc.site}")
+    _require(
+        may_record(actor.grants, study, proc.site),
+        actor,
+        f"record follow-up in {study} at {proc.site}",
+    )
     today = local_date(now, profile.zone)
     a = parse_model(FollowUpAssessment, data, prefix="follow_up")
     problems = check_assessment(profile, a, opened_at=proc.opened_at, today=today)
@@ -321,9 +329,8 @@ def _event_problems(
     profile: StudyProfile, proc: ProcedureView, ae: AdverseEventRecord, now: dt.datetime
 ) -> list[Problem]:
     problems = check_adverse_event(ae, opened_at=proc.opened_at, tz=profile.zone, prefix="event")
-    if ae.onset is not None:
-        if definitely_before(now, parse_partial(ae.onset), profile.zone):
-            problems.append(Problem("event.onset", f"{ae.onset} is in the future"))
+    if ae.onset is not None and definitely_before(now, parse_partial(ae.onset), profile.zone):
+        problems.append(Problem("event.onset", f"{ae.onset} is in the future"))
     return problems
 
 
@@ -348,8 +355,14 @@ def record_event(
     if _is_withdrawn(session, study, subject):
         raise Refused(f"subject: {subject!r} withdrew from study {study}")
     proc = find_procedure(session, study, subject, procedure)
-    _require(may_record(actor.grants, study, proc.site), actor, f"record events in {study} at {proc.site}")
-    ae = parse_model(AdverseEventRecord, {k: v for k, v in data.items() if v is not None}, prefix="event")
+    _require(
+        may_record(actor.grants, study, proc.site),
+        actor,
+        f"record events in {study} at {proc.site}",
+    )
+    ae = parse_model(
+        AdverseEventRecord, {k: v for k, v in data.items() if v is not None}, prefix="event"
+    )
     problems = _event_problems(profile, proc, ae, now)
     if problems:
         raise ResearchDataError(problems)
@@ -438,14 +451,18 @@ def change_event(
     """A new version of an event; a signed event changes only with a reason (and is then
     unsigned until an investigator signs the new version)."""
     row = _event(session, event_id)
-    _require(may_record(actor.grants, row.study, row.site), actor, f"change events in {row.study} at {row.site}")
+    _require(
+        may_record(actor.grants, row.study, row.site),
+        actor,
+        f"change events in {row.study} at {row.site}",
+    )
     signed = _was_signed(session, row)
     if signed and reason is None:
         raise Refused(
             f"reason: event {event_id} is signed; a change to a signed event needs --reason"
         )
     old: dict[str, Any] = dict(row.content or {})
-    merged = {**old, **{k: v for k, v in changes.items()}}
+    merged = {**old, **dict(changes.items())}
     merged = {k: v for k, v in merged.items() if v is not None and k != "ae_id"}
     ae = parse_model(AdverseEventRecord, merged, prefix="event")
     proc = find_procedure(session, row.study, str(row.subject), uuid.UUID(row.procedure_uuid))
@@ -570,7 +587,11 @@ def withdraw(
     if not procs:
         raise Refused(f"subject: no procedure of subject {subject!r} in study {study} was received")
     for p in procs:
-        _require(may_record(actor.grants, study, p.site), actor, f"withdraw subjects in {study} at {p.site}")
+        _require(
+            may_record(actor.grants, study, p.site),
+            actor,
+            f"withdraw subjects in {study} at {p.site}",
+        )
     digest = subject_digest(study, subject)
     if _is_withdrawn(session, study, subject):
         raise Refused(f"subject: {subject!r} has already withdrawn from study {study}")
@@ -626,7 +647,12 @@ def withdraw(
     )
     session.flush()
     exports = [
-        {"entry": e.seq, "at": e.at.isoformat(), "format": e.payload.get("format"), "path": e.payload.get("path")}
+        {
+            "entry": e.seq,
+            "at": e.at.isoformat(),
+            "format": e.payload.get("format"),
+            "path": e.payload.get("path"),
+        }
         for e in session.execute(
             select(AuditEntry).where(AuditEntry.kind == "exported").order_by(AuditEntry.seq)
         ).scalars()
@@ -677,7 +703,9 @@ class StudySnapshot:
 
     procedures: list[ProcedureView]
     assessments: list[tuple[str, dict[str, Any], str]]  # procedure uuid, content, subject
-    events: list[tuple[int, str, dict[str, Any], str, bool]]  # id, procedure, content, subject, signed
+    events: list[
+        tuple[int, str, dict[str, Any], str, bool]
+    ]  # id, procedure, content, subject, signed
     withdrawn: int
 
 
@@ -700,12 +728,20 @@ def snapshot(session: Session, study: str, site: str | None = None) -> StudySnap
     ]
     events = []
     for r in session.execute(
-        select(FollowUpEventRow).where(FollowUpEventRow.study == study).order_by(FollowUpEventRow.id)
+        select(FollowUpEventRow)
+        .where(FollowUpEventRow.study == study)
+        .order_by(FollowUpEventRow.id)
     ).scalars():
         if r.content is None or r.procedure_uuid not in uuids:
             continue
         events.append(
-            (r.id, r.procedure_uuid, dict(r.content), str(r.subject), _signature(session, r) is not None)
+            (
+                r.id,
+                r.procedure_uuid,
+                dict(r.content),
+                str(r.subject),
+                _signature(session, r) is not None,
+            )
         )
     return StudySnapshot(procs, assessments, events, len(gone))
 
@@ -725,3 +761,30 @@ def stored_followup(session: Session) -> list[StoredFollowUp]:
 def followed(procs: Sequence[ProcedureView]) -> list[FollowedProcedure]:
     return [FollowedProcedure(p.procedure_uuid, p.subject, p.opened_at) for p in procs]
 
+
+_ASSESSMENT_EXTRA = (
+    "pain_scale",
+    "recall_period",
+    "qol_instrument",
+    "qol_version",
+    "function_instrument",
+    "function_version",
+)
+
+
+def study_data(profile: StudyProfile, snap: StudySnapshot, generated_at: dt.datetime) -> StudyData:
+    """The exports' and summary's input from a snapshot (contents re-validated)."""
+    assessments = tuple(
+        (
+            uuid.UUID(u),
+            FollowUpAssessment.model_validate(
+                {k: v for k, v in content.items() if k not in _ASSESSMENT_EXTRA}
+            ),
+        )
+        for u, content, _subject in snap.assessments
+    )
+    events = tuple(
+        FollowUpEvent(event_id, uuid.UUID(u), AdverseEventRecord.model_validate(content), signed)
+        for event_id, u, content, _subject, signed in snap.events
+    )
+    return StudyData(profile, tuple(snap.procedures), assessments, events, generated_at)

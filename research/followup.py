@@ -16,9 +16,9 @@ subject keeps the first procedure's schedule.
 
 An assessment (``FollowUpAssessment``) is checked against the profile and
 the procedure by ``check_assessment``, which returns every problem, each
-naming its field: a time point the profile does not define (or the
-baseline, which the room records before the first freeze), a date before
-the procedure or in the future, a pain score off the profile's scale (NRS
+naming its field: a time point the profile does not define, a date before
+the procedure or in the future (a baseline transcribed at the collector is
+dated the procedure day), a pain score off the profile's scale (NRS
 is an integer 0-10; VAS 0-100 mm), a score on a visit that did not happen,
 a function score outside the instrument's range.
 """
@@ -53,9 +53,7 @@ __all__ = [
 ]
 
 #: statuses that end a subject's follow-up for good
-FINAL_STATUSES = frozenset(
-    {VisitStatus.LOST_TO_FOLLOW_UP, VisitStatus.WITHDRAWN, VisitStatus.DIED}
-)
+FINAL_STATUSES = frozenset({VisitStatus.LOST_TO_FOLLOW_UP, VisitStatus.WITHDRAWN, VisitStatus.DIED})
 
 
 class FollowUpAssessment(BaseModel):
@@ -192,13 +190,8 @@ def check_assessment(
         problems.append(Problem(f"{prefix}.{name}", message))
 
     study = profile.study.id
-    ids = [tp.id for tp in profile.follow_up_points]
-    if a.time_point == profile.follow_up.baseline:
-        add(
-            "time_point",
-            f"{a.time_point!r} is the baseline: the room records it before the first freeze",
-        )
-    elif a.time_point not in ids:
+    ids = [tp.id for tp in profile.follow_up.time_points]
+    if a.time_point not in ids:
         add(
             "time_point",
             f"{a.time_point!r} is not a time point of study {study} (time points: "
@@ -207,6 +200,12 @@ def check_assessment(
     day0 = local_date(opened_at, profile.zone)
     if a.assessed_on < day0:
         add("date", f"{a.assessed_on.isoformat()} is before the procedure ({day0.isoformat()})")
+    elif a.time_point == profile.follow_up.baseline and a.assessed_on != day0:
+        add(
+            "date",
+            f"the baseline ({a.time_point}) is taken on the procedure day ({day0.isoformat()}), "
+            "before the first freeze",
+        )
     if a.assessed_on > today:
         add("date", f"{a.assessed_on.isoformat()} is in the future (today {today.isoformat()})")
     done = a.status is VisitStatus.DONE

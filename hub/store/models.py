@@ -59,8 +59,6 @@ __all__ = [
     "Base",
     "FollowUpAssessmentRow",
     "FollowUpEventRow",
-    "SignatureRow",
-    "WithdrawalRow",
     "Gap",
     "Held",
     "Quarantined",
@@ -68,8 +66,10 @@ __all__ = [
     "ReceivedEntry",
     "ReceivedRow",
     "Room",
+    "SignatureRow",
     "User",
     "UserGrant",
+    "WithdrawalRow",
     "metadata",
 ]
 

@@ -91,7 +91,9 @@ def upgrade() -> None:
         sa.Column("signed_at", _time(), nullable=False),
         sa.Column("audit_seq", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["event_id"], ["followup_events.id"], name=op.f("fk_signatures_event_id_followup_events")
+            ["event_id"],
+            ["followup_events.id"],
+            name=op.f("fk_signatures_event_id_followup_events"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_signatures")),
     )
