@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --self: also a journal export holding audit_head lines (repeatable)",
     )
     ver.add_argument("--json", action="store_true")
+
+    from .followup_cli import add_parsers as followup_parsers  # followup, withdraw, export, summary
+
+    followup_parsers(sub, common, acting)
     return p
 
 
@@ -449,7 +453,29 @@ def _verify_self(ctx: _Open, logs: list[Path]) -> list[Any] | None:
         except OSError as exc:
             _err(f"{log}: cannot read: {exc.strerror}")
             return None
-    return [check_self(node, entries, users, rooms, sources)]
+    from .followup import check_followup
+    from .followup_store import stored_followup
+
+    with Session(ctx.engine) as s:
+        followup = check_followup(stored_followup(s), entries)
+    return [check_self(node, entries, users, rooms, sources), _FollowUpVerify(followup)]
+
+
+class _FollowUpVerify:
+    """The follow-up tables against the chain, as a ``verify --self`` report (exit 4)."""
+
+    def __init__(self, report: Any) -> None:
+        self.report = report
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.report.ok else 4
+
+    def lines(self) -> list[str]:
+        return list(self.report.lines())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"followup": self.report.as_dict(), "exit_code": self.exit_code}
 
 
 def _verify_rooms(ctx: _Open, args: argparse.Namespace) -> list[Any] | None:
@@ -483,6 +509,15 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "room": cmd_room,
     "verify": cmd_verify,
 }
+
+
+def _followup_commands() -> None:
+    from .followup_cli import COMMANDS as FOLLOWUP
+
+    COMMANDS.update(FOLLOWUP)
+
+
+_followup_commands()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

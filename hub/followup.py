@@ -28,6 +28,8 @@ from typing import Any, Final
 
 from cryod.integrity import Kind, encode_row, row_digest
 from cryod.research.facts import ConsoleFacts, CycleFacts
+from cryod.research.followup import DueState, FollowedProcedure, Window, due_state, schedule
+from cryod.research.profile import StudyProfile
 from cryod.research.vocab import CycleOutcome, CyclePhase
 
 from .access import Grant, Role
@@ -36,6 +38,7 @@ __all__ = [
     "ASSESSMENT_TABLE",
     "EVENT_TABLE",
     "SIGNATURE_MEANING",
+    "DueItem",
     "FollowUpFinding",
     "FollowUpReport",
     "ProcedureView",
@@ -43,6 +46,7 @@ __all__ = [
     "check_followup",
     "content_digest",
     "cycle_from_columns",
+    "due_list",
     "may_read",
     "may_record",
     "may_sign",
@@ -323,3 +327,34 @@ def check_followup(rows: Sequence[StoredFollowUp], entries: Iterable[Any]) -> Fo
                 )
             )
     return report
+
+
+# ---- what is due ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class DueItem:
+    window: Window
+    state: DueState
+
+
+def due_list(
+    profile: StudyProfile,
+    procedures: Sequence[ProcedureView],
+    *,
+    recorded: set[tuple[uuid.UUID, str]],
+    ended: Mapping[str, dt.date],
+    on: dt.date,
+) -> list[DueItem]:
+    """The windows open (due) or closed (overdue) on ``on`` with nothing recorded, for
+    subjects whose follow-up has not ended (lost, withdrawn, died: ``ended``)."""
+    windows = schedule(
+        profile,
+        [FollowedProcedure(p.procedure_uuid, p.subject, p.opened_at) for p in procedures],
+    )
+    out = []
+    for w in windows:
+        if (w.procedure_uuid, w.time_point) in recorded or w.subject in ended:
+            continue
+        state = due_state(w, on)
+        if state is not DueState.UPCOMING:
+            out.append(DueItem(w, state))
+    return sorted(out, key=lambda d: (d.window.latest_on, d.window.subject, d.window.time_point))

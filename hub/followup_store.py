@@ -36,7 +36,7 @@ from cryod.research.followup import (
     local_date,
     window_for,
 )
-from cryod.research.partial_dates import definitely_before, parse_partial
+from cryod.research.partial_dates import parse_partial
 from cryod.research.problems import Problem, ResearchDataError
 from cryod.research.profile import StudyProfile
 from cryod.research.record import AdverseEventRecord
@@ -329,7 +329,7 @@ def _event_problems(
     profile: StudyProfile, proc: ProcedureView, ae: AdverseEventRecord, now: dt.datetime
 ) -> list[Problem]:
     problems = check_adverse_event(ae, opened_at=proc.opened_at, tz=profile.zone, prefix="event")
-    if ae.onset is not None and definitely_before(now, parse_partial(ae.onset), profile.zone):
+    if ae.onset is not None and parse_partial(ae.onset).earliest(profile.zone) > now:
         problems.append(Problem("event.onset", f"{ae.onset} is in the future"))
     return problems
 

@@ -199,15 +199,21 @@ def check_assessment(
         )
     day0 = local_date(opened_at, profile.zone)
     if a.assessed_on < day0:
-        add("date", f"{a.assessed_on.isoformat()} is before the procedure ({day0.isoformat()})")
+        add(
+            "assessed_on",
+            f"{a.assessed_on.isoformat()} is before the procedure ({day0.isoformat()})",
+        )
     elif a.time_point == profile.follow_up.baseline and a.assessed_on != day0:
         add(
-            "date",
+            "assessed_on",
             f"the baseline ({a.time_point}) is taken on the procedure day ({day0.isoformat()}), "
             "before the first freeze",
         )
     if a.assessed_on > today:
-        add("date", f"{a.assessed_on.isoformat()} is in the future (today {today.isoformat()})")
+        add(
+            "assessed_on",
+            f"{a.assessed_on.isoformat()} is in the future (today {today.isoformat()})",
+        )
     done = a.status is VisitStatus.DONE
     if done:
         if a.mode is None:
