@@ -88,7 +88,10 @@ def study_config(tmp_path: Path, db_url: str, journal: DrainedJournal) -> Path:
 
 @pytest.fixture
 def study(
-    study_config: Path, db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    study_config: Path,
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> Path:
     monkeypatch.setattr(cli, "_now", lambda: NOW)
     assert run(study_config, "migrate") == 0
@@ -115,7 +118,16 @@ def nurse(config: Path, *argv: str) -> int:
 
 def record(config: Path, subject: str, tp: str, date: str, *extra: str) -> int:
     return nurse(
-        config, "followup", "record", "--subject", subject, "--time-point", tp, "--date", date, *extra
+        config,
+        "followup",
+        "record",
+        "--subject",
+        subject,
+        "--time-point",
+        tp,
+        "--date",
+        date,
+        *extra,
     )
 
 
@@ -136,8 +148,7 @@ def test_each_refusal_names_the_field(study: Path, capsys: pytest.CaptureFixture
     ]
     assert record(study, "MN-0001", "d7", "2026-03-19", *ok, "--pain", "3") == 2
     assert refused(capsys) == [
-        "cryohub: refused: follow_up.assessed_on: 2026-03-19 is before the procedure "
-        "(2026-03-20)"
+        "cryohub: refused: follow_up.assessed_on: 2026-03-19 is before the procedure (2026-03-20)"
     ]
     assert record(study, "MN-0001", "d8", "2026-03-28", *ok, "--pain", "3") == 2
     assert refused(capsys) == [
@@ -175,7 +186,9 @@ def test_each_refusal_names_the_field(study: Path, capsys: pytest.CaptureFixture
         "(2026-03-20T10:00+00:00)"
     ]
     assert nurse(study, *ae, *argv2, *full, "--onset", "2026-03-27", "--grade", "7") == 2
-    assert refused(capsys) == ["cryohub: refused: event.ctcae_grade: CTCAE v5 grade must be 1-5 (got 7)"]
+    assert refused(capsys) == [
+        "cryohub: refused: event.ctcae_grade: CTCAE v5 grade must be 1-5 (got 7)"
+    ]
     # nothing was recorded by any of it
     engine = create_engine(_url(study))
     try:
@@ -307,7 +320,9 @@ def _follow_the_study(study: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert record(study, "MN-0002", "d7", "2026-03-28", *argv) == 0
     assert record(study, "MN-0003", "d7", "2026-03-29", *done, "--pain", "6") == 0
     assert record(study, "MN-0004", "d7", "2026-03-30", "--mode", "phone", "--pain", "3") == 0
-    assert record(study, "MN-0001", "m1", "2026-04-19", *done, "--pain", "2", "--function", "35") == 0
+    assert (
+        record(study, "MN-0001", "m1", "2026-04-19", *done, "--pain", "2", "--function", "35") == 0
+    )
     argv = ("--status", "lost_to_follow_up", "--reason", "moved away, no contact")
     assert record(study, "MN-0002", "m1", "2026-04-20", *argv) == 0
     assert record(study, "MN-0004", "m1", "2026-04-22", "--mode", "post", "--pain", "2") == 0
@@ -330,7 +345,9 @@ def test_day7_infection_in_every_export_and_the_summary_withdrawn_subject_in_non
     argv = ("withdraw", "MN-0003", "--reason", "consent withdrawn by phone 2026-05-01")
     assert nurse(study, *argv) == 0
     text = out(capsys)[0]
-    assert "MN-0003 withdrawn" in text and "redacted 2 followup_assessments, 1 followup_events" in text
+    assert (
+        "MN-0003 withdrawn" in text and "redacted 2 followup_assessments, 1 followup_events" in text
+    )
     assert "room room-a: its own database" in text
     # no further follow-up for a withdrawn subject
     assert record(study, "MN-0003", "m1", "2026-04-21", "--mode", "clinic", "--pain", "2") == 2
@@ -352,7 +369,11 @@ def test_day7_infection_in_every_export_and_the_summary_withdrawn_subject_in_non
     doc = json.loads(exports["json"]["MN-CRYO-EXAMPLE.json"])
     s1 = next(s for s in doc["subjects"] if s["subject"] == "MN-0001")
     (ae,) = s1["procedures"][0]["later_adverse_events"]
-    assert (ae["subcategory"], ae["onset"], ae["signed"]) == ("superficial_infection", "2026-03-27", True)
+    assert (ae["subcategory"], ae["onset"], ae["signed"]) == (
+        "superficial_infection",
+        "2026-03-27",
+        True,
+    )
 
     events = list(csv.DictReader(io.StringIO(exports["csv"]["adverse_events_after_close.csv"])))
     assert [(e["subject"], e["subcategory"], e["onset"], e["signed"]) for e in events] == [
@@ -367,10 +388,11 @@ def test_day7_infection_in_every_export_and_the_summary_withdrawn_subject_in_non
     pain = [
         r
         for r in res
-        if r["resourceType"] == "Observation"
-        and r["code"]["coding"][0].get("code") == "72514-3"
+        if r["resourceType"] == "Observation" and r["code"]["coding"][0].get("code") == "72514-3"
     ]
-    tps = sorted(next(x["valueString"] for x in r["extension"] if "time-point" in x["url"]) for r in pain)
+    tps = sorted(
+        next(x["valueString"] for x in r["extension"] if "time-point" in x["url"]) for r in pain
+    )
     assert tps == sorted(["baseline"] * 3 + ["d7"] * 2 + ["m1"] * 2 + ["d45"])
     qr = [r for r in res if r["resourceType"] == "QuestionnaireResponse"]
     assert {r["questionnaire"].split("|")[0] for r in qr} == {
@@ -423,13 +445,16 @@ def test_day7_infection_in_every_export_and_the_summary_withdrawn_subject_in_non
     assert run(study, *argv2) == 0
     text = out(capsys)[0]
     assert "3 subject(s), 3 procedure(s)" in text and "withdrawn subjects excluded: 1" in text
-    assert "baseline       3       6           5–7" in text  # n 3, median 6, IQR 5-7
-    assert "d7             2     3.5" in text  # MN-0001 4, MN-0004 3; change -3, -2
+    # baseline 7, 6, 5: median 6, inclusive quartiles 5.5-6.5; d7: 4 and 3, changes -3, -2
+    assert "baseline       3       6       5.5–6.5         0              —" in text
+    assert "d7             2     3.5     3.25–3.75         2           -2.5" in text
     assert "infection                      grade 2   procedure probably" in text
     assert "events 1 subjects 1 signed 1" in text
     # d7: 3 windows closed, 2 done, 1 missed; m1: MN-0002 lost
-    assert "d7                  3     2       1     0" in text
-    assert "m1                  3     2       0     1" in text
+    assert "d7                  3     2       1     0         0     0        0     66.7%" in text
+    assert "m1                  3     2       0     1         0     0        0     66.7%" in text
+    # MN-0002 was lost at m1, so their d45 counts as lost; MN-0004's d45 was not recorded
+    assert "d45                 3     1       0     1         0     0        1     33.3%" in text
     assert "Subjects lost to follow-up: 1" in text
     rows = list(csv.DictReader(io.StringIO(table.read_text())))
     change = {(r["key"], r["measure"]): r["value"] for r in rows if r["table"] == "pain"}
