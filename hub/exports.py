@@ -38,7 +38,7 @@ from cryod.research.redcap_design import (
     design_for,
 )
 from cryod.research.redcap_records import follow_up_rows, procedure_day_rows, records_csv
-from cryod.research.vocab import AeSubcategory, Relatedness, VisitStatus
+from cryod.research.vocab import Relatedness, VisitStatus
 
 from .followup import ProcedureView
 
@@ -425,7 +425,7 @@ def export_sdtm(data: StudyData) -> dict[str, str]:
                     nxt("AE", s),
                     f"{sp.facts.procedure_uuid}/{e.ae_id}",
                     e.verbatim_term,
-                    AeSubcategory(e.subcategory).label.upper(),
+                    e.subcategory.label.upper(),
                     e.category.label.upper(),
                     e.subcategory.label.upper(),
                     _iso_partial(e.onset, p),

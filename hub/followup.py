@@ -24,13 +24,13 @@ import hashlib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from cryod.integrity import Kind, encode_row, row_digest
 from cryod.research.facts import ConsoleFacts, CycleFacts
 from cryod.research.followup import DueState, FollowedProcedure, Window, due_state, schedule
 from cryod.research.profile import StudyProfile
-from cryod.research.vocab import CycleOutcome, CyclePhase
+from cryod.research.vocab import Coded, CycleOutcome, CyclePhase
 
 from .access import Grant, Role
 
@@ -140,6 +140,16 @@ def _float(cols: Mapping[str, tuple[Kind, Any]], name: str) -> float | None:
     return None if value is None else float(value)
 
 
+_C = TypeVar("_C", bound=Coded)
+
+
+def _member(vocab: type[_C], code: str) -> _C:
+    for member in vocab:
+        if member.value == code:
+            return member
+    raise ValueError(f"unknown code {code!r} of {vocab.__name__}")
+
+
 def _int(cols: Mapping[str, tuple[Kind, Any]], name: str) -> int | None:
     value = cols.get(name, (Kind.INT, None))[1]
     return value if isinstance(value, int) and not isinstance(value, bool) else None
@@ -158,7 +168,7 @@ def cycle_from_columns(cols: Mapping[str, tuple[Kind, Any]]) -> tuple[int, Cycle
     return pid, CycleFacts(
         cycle_id=cid,
         probe=probe if isinstance(probe, int) and probe >= 1 else 1,
-        phase=CyclePhase(phase),
+        phase=_member(CyclePhase, phase),
         step_index=_int(cols, "step_index"),
         protocol=_text(cols, "protocol"),
         planned_s=_float(cols, "planned_s"),
@@ -166,7 +176,7 @@ def cycle_from_columns(cols: Mapping[str, tuple[Kind, Any]]) -> tuple[int, Cycle
         started_at=started,
         ended_at=_time(cols.get("ended_at", (Kind.TIME, None))[1]),
         duration_s=_float(cols, "duration_s"),
-        outcome=None if outcome is None else CycleOutcome(outcome),
+        outcome=None if outcome is None else _member(CycleOutcome, outcome),
         outcome_reason=_text(cols, "outcome_reason"),
         min_tip_c=_float(cols, "min_tip_c"),
         time_to_target_s=_float(cols, "time_to_target_s"),

@@ -15,6 +15,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from cryod.research.vocab import (
@@ -30,6 +31,8 @@ from cryod.research.vocab import (
 )
 
 __all__ = ["COMMANDS", "add_parsers"]
+
+EXIT_BAD_INPUT = 2  # as cli.EXIT_BAD_INPUT
 
 
 def _codes(vocab: Any) -> list[str]:
@@ -146,10 +149,18 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, acting: argparse.Argu
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-def _cli() -> Any:
+def _cli() -> ModuleType:
     from . import cli
 
     return cli
+
+
+def _do_change(
+    args: argparse.Namespace, apply: Callable[..., Any], done: Callable[[Any], str]
+) -> int:
+    from . import cli
+
+    return cli._change(args, None, apply, done)
 
 
 def _profile(ctx: Any, study: str | None) -> Any:
@@ -187,11 +198,12 @@ def _require_actor(args: argparse.Namespace) -> None:
 def _refused(exc: Any) -> int:
     for p in exc.problems:
         print(f"cryohub: refused: {p}", file=sys.stderr)
-    return _cli().EXIT_BAD_INPUT
+    return EXIT_BAD_INPUT
 
 
 def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        from cryod.research.fhir_library import FhirLibraryMissing
         from cryod.research.problems import ResearchDataError
 
         from .exports import ExportInvalid
@@ -200,6 +212,12 @@ def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
             return fn(args)
         except (ResearchDataError, ExportInvalid) as exc:
             return _refused(exc)
+        except FhirLibraryMissing as exc:
+            print(
+                f"cryohub: {exc} (install the extra: pip install 'cryod[research]')",
+                file=sys.stderr,
+            )
+            return EXIT_BAD_INPUT
 
     return run
 
@@ -230,7 +248,7 @@ def cmd_followup(args: argparse.Namespace) -> int:
         return _change_event(args)
     if sub == "sign":
         return _sign(args)
-    return _cli().EXIT_BAD_INPUT
+    return EXIT_BAD_INPUT
 
 
 def _due(args: argparse.Namespace) -> int:
@@ -324,7 +342,7 @@ def _record(args: argparse.Namespace) -> int:
             f"(follow-up {result['row']}; entry {head.seq})"
         )
 
-    return cli._change(args, None, apply, done)
+    return _do_change(args, apply, done)
 
 
 def _ae(args: argparse.Namespace) -> int:
@@ -365,9 +383,8 @@ def _ae(args: argparse.Namespace) -> int:
         result["event"] = event_id
         return head
 
-    return cli._change(
+    return _do_change(
         args,
-        None,
         apply,
         lambda head: (
             f"event {result['event']} recorded ({args.category}/{args.subcategory}) for "
@@ -418,9 +435,8 @@ def _change_event(args: argparse.Namespace) -> int:
         result["version"] = version
         return head
 
-    return cli._change(
+    return _do_change(
         args,
-        None,
         apply,
         lambda head: (
             f"event {args.event} changed to version {result['version']} "
@@ -451,9 +467,8 @@ def _sign(args: argparse.Namespace) -> int:
         result["signed"] = signed
         return signed.head
 
-    return cli._change(
+    return _do_change(
         args,
-        None,
         apply,
         lambda head: (
             f"event {args.event} version {result['signed'].version} signed by {args.as_user} "
@@ -537,7 +552,7 @@ def cmd_withdraw(args: argparse.Namespace) -> int:
         lines.append("  backups of the collector's database and of each room's")
         return "\n".join(lines)
 
-    return cli._change(args, None, apply, done)
+    return _do_change(args, apply, done)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -582,9 +597,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             node=node,
         )
 
-    return cli._change(
+    return _do_change(
         args,
-        None,
         apply,
         lambda head: (
             f"{args.format} export of {result['subjects']} subject(s) validated and written "
@@ -617,7 +631,13 @@ def cmd_summary(args: argparse.Namespace) -> int:
     if args.plot is not None:
         from .summary_plot import write_plot
 
-        write_plot(summary, args.plot)
+        try:
+            write_plot(summary, args.plot)
+        except ModuleNotFoundError as exc:  # pragma: no cover - tests install the report extra
+            if not (exc.name or "").startswith("matplotlib"):
+                raise
+            print("cryohub: --plot needs matplotlib: pip install 'cryod[report]'", file=sys.stderr)
+            return EXIT_BAD_INPUT
         print(f"plot: {args.plot}")
     return 0
 

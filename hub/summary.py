@@ -22,9 +22,13 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from cryod.research.followup import FINAL_STATUSES, FollowedProcedure, schedule
+from cryod.research.followup import (
+    FINAL_STATUSES,
+    FollowedProcedure,
+    FollowUpAssessment,
+    schedule,
+)
 from cryod.research.vocab import VisitStatus
 
 from .exports import StudyData
@@ -207,7 +211,7 @@ def final_statuses(data: StudyData) -> dict[str, tuple[dt.date, VisitStatus]]:
 def summarise(data: StudyData, on: dt.date, *, withdrawn: int = 0) -> Summary:
     p = data.profile
     procs = data.procedures
-    by_proc: dict[uuid.UUID, dict[str, Any]] = {}
+    by_proc: dict[uuid.UUID, dict[str, FollowUpAssessment]] = {}
     for u, a in data.assessments:
         by_proc.setdefault(u, {})[a.time_point] = a
     s = Summary(
@@ -223,13 +227,13 @@ def summarise(data: StudyData, on: dt.date, *, withdrawn: int = 0) -> Summary:
         scores: list[float] = []
         changes: list[float] = []
         for tps in by_proc.values():
-            a = tps.get(tp.id)
-            if a is None or a.status is not VisitStatus.DONE or a.pain_score is None:
+            got = tps.get(tp.id)
+            if got is None or got.status is not VisitStatus.DONE or got.pain_score is None:
                 continue
-            scores.append(a.pain_score)
+            scores.append(got.pain_score)
             b = tps.get(base)
             if tp.id != base and b is not None and b.pain_score is not None:
-                changes.append(a.pain_score - b.pain_score)
+                changes.append(got.pain_score - b.pain_score)
         med, q1, q3 = _quartiles(scores)
         if tp.id == base:
             change = Figure(None, "baseline")
@@ -272,10 +276,10 @@ def summarise(data: StudyData, on: dt.date, *, withdrawn: int = 0) -> Summary:
             if w.time_point != tp.id or w.latest_on >= on:
                 continue
             counts["expected"] += 1
-            a = by_proc.get(w.procedure_uuid, {}).get(tp.id)
+            found = by_proc.get(w.procedure_uuid, {}).get(tp.id)
             end = ended.get(w.subject)
-            if a is not None:
-                status = a.status
+            if found is not None:
+                status = found.status
             elif end is not None and end[0] <= w.latest_on:
                 status = end[1]
             else:
