@@ -458,24 +458,30 @@ def _verify_self(ctx: _Open, logs: list[Path]) -> list[Any] | None:
 
     with Session(ctx.engine) as s:
         followup = check_followup(stored_followup(s), entries)
-    return [check_self(node, entries, users, rooms, sources), _FollowUpVerify(followup)]
+    return [_WithFollowUp(check_self(node, entries, users, rooms, sources), followup)]
 
 
-class _FollowUpVerify:
-    """The follow-up tables against the chain, as a ``verify --self`` report (exit 4)."""
+class _WithFollowUp:
+    """``verify --self``: the chain, users and rooms, then the follow-up tables (issue 22:
+    each row re-hashed against its entry, redactions listed apart; a mismatch is exit 4)."""
 
-    def __init__(self, report: Any) -> None:
+    def __init__(self, report: Any, followup: Any) -> None:
         self.report = report
+        self.followup = followup
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.report.ok else 4
+        codes = [c for c in (self.report.exit_code, 0 if self.followup.ok else 4) if c]
+        return min(codes) if codes else 0
 
     def lines(self) -> list[str]:
-        return list(self.report.lines())
+        return [*self.report.lines(), *self.followup.lines()]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"followup": self.report.as_dict(), "exit_code": self.exit_code}
+        out = dict(self.report.as_dict())
+        out["followup"] = self.followup.as_dict()
+        out["exit_code"] = self.exit_code
+        return dict(out)
 
 
 def _verify_rooms(ctx: _Open, args: argparse.Namespace) -> list[Any] | None:
