@@ -140,3 +140,48 @@ def test_procedures_come_from_the_rooms_rows_and_a_room_redaction_removes_one(
     assert s.pain[1].change_median.reason == "no paired baseline"
     assert s.completeness[0].not_recorded == 1
     assert uuid.UUID(str(first.facts.procedure_uuid)) == procedure_uuid("MN-0001", 1)
+
+
+def test_a_vas_study_without_restart_exports_and_validates() -> None:
+    """The stump profile: VAS 0-100 mm, follow-up not restarted after a repeat."""
+    from cryod.hub.followup import ProcedureView
+    from cryod.research.facts import ConsoleFacts
+    from cryod.research.followup import FollowUpAssessment
+
+    stump = load_study_profile("stump-neuroma-example")
+    opened = dt.datetime(2026, 3, 20, 10, tzinfo=dt.UTC)
+
+    def view(n: int, at: dt.datetime) -> ProcedureView:
+        return ProcedureView(
+            node="room-a",
+            site="site-a",
+            procedure_id=n,
+            procedure_uuid=procedure_uuid("SN-0001", n),
+            subject="SN-0001",
+            study=stump.study.id,
+            opened_at=at,
+            closed_at=at + dt.timedelta(hours=1),
+            body_site=None,
+            side=None,
+            console=ConsoleFacts(),
+            probe_model=None,
+            probe_lot=None,
+        )
+
+    procs = (view(1, opened), view(2, opened + dt.timedelta(days=100)))
+    first = procs[0].procedure_uuid
+    tps = [tp.id for tp in stump.follow_up.time_points]
+    a = FollowUpAssessment.model_validate(
+        {"time_point": tps[1], "assessed_on": "2026-03-27", "status": "done",
+         "mode": "phone", "pain_score": 42.5, "qol_total": 0.6}
+    )  # fmt: skip
+    data = StudyData(stump, procs, ((first, a),), (), T0)
+    bundle = export_files(data, "fhir")[f"{stump.study.id}.fhir.json"]
+    assert '"code": "pain-vas-100mm"' in bundle
+    assert '"code": "mm"' in bundle
+    records = export_files(data, "redcap")["records.csv"]
+    # not restarted: the follow-up forms do not repeat, so no repeat instrument on the visit
+    visit = next(line for line in records.splitlines() if ",phone" in line or "phone" in line)
+    assert f"SN-0001,{tps[1]}_arm_1,," in visit
+    qs = export_files(data, "sdtm")["qs.csv"]
+    assert ",42.5,mm,42.5,42.5,mm," in qs
