@@ -189,6 +189,13 @@ def test_each_refusal_names_the_field(study: Path, capsys: pytest.CaptureFixture
     assert refused(capsys) == [
         "cryohub: refused: event.ctcae_grade: CTCAE v5 grade must be 1-5 (got 7)"
     ]
+    # a monitor reads, never records; no --as is refused too
+    argv3 = ("followup", "record", "--subject", "MN-0001", "--time-point", "d7")
+    argv3 += ("--date", "2026-03-27", "--mode", "clinic", "--pain", "3")
+    assert run(study, *argv3, "--as", "mon", passwords=[MON_PW]) == 7
+    assert "mon may not record follow-up in MN-CRYO-EXAMPLE at site-a" in out(capsys)[1]
+    assert run(study, *argv3) == 7
+    assert "who is acting? --as USER" in out(capsys)[1]
     # nothing was recorded by any of it
     engine = create_engine(_url(study))
     try:
