@@ -29,7 +29,7 @@ import datetime as dt
 import enum
 import math
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .problems import Problem, ResearchDataError
 from .profile import StudyProfile, TimePoint
-from .vocab import PainScale, RecallPeriod, VisitMode, VisitStatus
+from .vocab import PainScale, VisitMode, VisitStatus
 
 __all__ = [
     "DueState",
@@ -263,12 +263,3 @@ def parse_assessment(
     if problems:
         raise ResearchDataError(problems)
     return a
-
-
-def pain_recall(profile: StudyProfile) -> tuple[PainScale, RecallPeriod]:
-    """The scale and recall period every follow-up pain score of the study is on."""
-    return profile.instruments.pain.scale, profile.instruments.pain.recall_period
-
-
-def windows_of(windows: Sequence[Window], procedure_uuid: uuid.UUID) -> list[Window]:
-    return [w for w in windows if w.procedure_uuid == procedure_uuid]
