@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hexp.add_argument("node")
     hexp.add_argument("--out", type=Path, help="file to write (default: standard output)")
+
+    from .followup_cli import add_parsers as followup_parsers  # followup, withdraw, export, summary
+
+    followup_parsers(sub, common, acting)
     return p
 
 
@@ -471,7 +475,35 @@ def _verify_self(ctx: _Open, logs: list[Path]) -> list[Any] | None:
         except OSError as exc:
             _err(f"{log}: cannot read: {exc.strerror}")
             return None
-    return [check_self(node, entries, users, rooms, sources)]
+    from .followup import check_followup
+    from .followup_store import stored_followup
+
+    with Session(ctx.engine) as s:
+        followup = check_followup(stored_followup(s), entries)
+    return [_WithFollowUp(check_self(node, entries, users, rooms, sources), followup)]
+
+
+class _WithFollowUp:
+    """``verify --self``: the chain, users and rooms, then the follow-up tables (issue 22:
+    each row re-hashed against its entry, redactions listed apart; a mismatch is exit 4)."""
+
+    def __init__(self, report: Any, followup: Any) -> None:
+        self.report = report
+        self.followup = followup
+
+    @property
+    def exit_code(self) -> int:
+        codes = [c for c in (self.report.exit_code, 0 if self.followup.ok else 4) if c]
+        return min(codes) if codes else 0
+
+    def lines(self) -> list[str]:
+        return [*self.report.lines(), *self.followup.lines()]
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dict(self.report.as_dict())
+        out["followup"] = self.followup.as_dict()
+        out["exit_code"] = self.exit_code
+        return dict(out)
 
 
 def _verify_rooms(ctx: _Open, args: argparse.Namespace) -> list[Any] | None:
@@ -605,6 +637,15 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "gaps": cmd_gaps,
     "heads": cmd_heads,
 }
+
+
+def _followup_commands() -> None:
+    from .followup_cli import COMMANDS as FOLLOWUP
+
+    COMMANDS.update(FOLLOWUP)
+
+
+_followup_commands()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
