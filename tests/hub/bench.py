@@ -333,6 +333,9 @@ def _step(
     deadline = time.monotonic() + 60
     while not stats_file.exists() or json.loads(stats_file.read_text())["broker"] != "connected":
         if time.monotonic() > deadline or collector.poll() is not None:
+            collector.kill()
+            collector.wait(timeout=30)
+            broker.stop()
             raise SystemExit(f"cryohub run did not connect: {(wd / 'cryohub.log').read_text()}")
         time.sleep(0.1)
     gen_out = wd / "generator.json"
