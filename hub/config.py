@@ -153,6 +153,9 @@ class BrokerSection(_Strict):
     client_id: NodeId = "cryohub"
     #: how long the broker keeps the session while the collector is away
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=3600, le=90 * 24 * 3600)
+    #: QoS 1 messages the broker may send before the collector acknowledges them
+    #: (MQTT v5 flow control; also the most messages committed in one transaction)
+    receive_maximum: int = Field(default=1000, ge=1, le=65535)
     tls: TlsSection | None = None
 
     @model_validator(mode="after")

@@ -94,6 +94,14 @@ CONTRACTS = {
         "common/validation.py",
         "from cryod.daemon import alarms",
     ),
+    "the record channel's core (cursor, message) does no I/O and knows no asyncio": (
+        "daemon/record_channel/cursor.py",
+        "import asyncio",
+    ),
+    "the collector's MQTT client is behind one module (cryod.hub.subscriber)": (
+        "hub/intake.py",
+        "import aiomqtt",
+    ),
 }
 
 

@@ -23,7 +23,8 @@ import pytest
 
 from cryod.daemon import engine as E
 from cryod.daemon.config import ConsoleConfig, driver_options
-from cryod.daemon.console_service import ConsoleService, OperatorError
+from cryod.daemon.console_service import ConsoleService
+from cryod.daemon.control import ControlError
 from cryod.daemon.limits import ConsoleEnvelope, SafetyLimits
 from cryod.daemon.store.db import make_engine
 from cryod.daemon.store.migrate import upgrade_on_start
@@ -106,7 +107,7 @@ async def submit(svc: ConsoleService, event: E.Event, timeout_s: float = 30.0) -
     while True:
         try:
             return await svc.submit(event)
-        except OperatorError as exc:
+        except ControlError as exc:
             if exc.code != "snapshot_stale" or time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.02)
@@ -272,7 +273,7 @@ async def test_console_without_limits_refused_unless_site_allows(tmp_path: Path)
     profile = _profile_without_limits(tmp_path)
     (tmp_path / "a").mkdir()
     async with console(tmp_path / "a", profile=profile) as (svc, sim):
-        with pytest.raises(OperatorError, match="no_console_limits"):
+        with pytest.raises(ControlError, match="no_console_limits"):
             await submit(svc, E.AdHocFreeze(1, 5.0))
         assert svc.state.phase is E.Phase.IDLE
     assert not [e for e in freeze_valve(sim) if e["commanded"]]

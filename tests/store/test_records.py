@@ -144,10 +144,12 @@ async def test_full_procedure_is_recorded_with_audit(
         "procedure_closed",
     ]
     # every insert and update of a research row is covered by a "row" entry in the
-    # same transaction, just before the event that made it
-    assert kinds == ["baseline", "database_created"] + [k for e in events for k in ("row", e)]
+    # same transaction, just before the event that made it; at close, the two yes/no
+    # codes given become adverse-event rows (one entry each) before the procedure's
+    covered = [("row", e) for e in events[:-1]] + [("row", "row", "row", events[-1])]
+    assert kinds == ["baseline", "database_created"] + [k for c in covered for k in c]
     # the writer reported every head after its COMMIT, and they verify
-    assert [h.seq for h in heads] == list(range(4, 19, 2))
+    assert [h.seq for h in heads] == [*range(4, 17, 2), 20]
     assert verify(db_path, expected_head=heads).ok
     # the patient reference is in procedures only: not in audit, actions or outbox
     everywhere = (
