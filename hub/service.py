@@ -241,7 +241,8 @@ class IngestService:
         await self._redecide()
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reload.wait(), self.profile_check_s)
+                async with asyncio.timeout(self.profile_check_s):  # keeps a cancel (3.11)
+                    await self._reload.wait()
             forced = self._reload.is_set()
             self._reload.clear()
             sig = _profiles_signature(self.loaded.cfg.studies.profiles_dir)

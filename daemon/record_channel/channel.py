@@ -178,7 +178,8 @@ class RecordChannel:
         task = self._task
         if task is not None and not task.done():
             try:
-                await asyncio.wait_for(asyncio.shield(task), timeout_s)
+                async with asyncio.timeout(timeout_s):  # not wait_for: 3.11 may drop a cancel
+                    await asyncio.shield(task)
             except TimeoutError:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -193,7 +194,8 @@ class RecordChannel:
             except Exception as exc:  # noqa: BLE001 - the store unreadable: say so, retry
                 self._note_error(exc)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closing.wait(), 5.0)
+                    async with asyncio.timeout(5.0):
+                        await self._closing.wait()
                 if self._closing.is_set():
                     self._status["state"] = "closed"
                     return
@@ -218,7 +220,8 @@ class RecordChannel:
                 delay_s = backoff.failed()
                 self._status["state"] = "backoff"
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closing.wait(), delay_s)
+                    async with asyncio.timeout(delay_s):
+                        await self._closing.wait()
         finally:
             self._status["state"] = "closed"
             self._status["connected"] = False

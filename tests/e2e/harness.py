@@ -93,7 +93,7 @@ class Sim:
         assert self.proc.stdout is not None
         wanted = 2  # the transport and the control socket
         seen = 0
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 120  # bounds a failing start only
         while seen < wanted:
             line = self.proc.stdout.readline()
             if not line:
@@ -101,6 +101,7 @@ class Sim:
             if "listening on" in line:
                 seen += 1
             if time.monotonic() > deadline:
+                self.stop()  # the caller never gets this object: do not leave it running
                 raise RuntimeError("cryosim did not start")
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
@@ -146,7 +147,9 @@ def daemon_config(
     *,
     speed: float,
     poll_hz: float = 20.0,
-    lease_timeout_ms: int = 500,
+    # the longest the default limits allow: a stalled shared machine does not expire it;
+    # a test about the lease passes its own
+    lease_timeout_ms: int = 2000,
     extra_console: str = "",
     extra: str = "",
 ) -> Path:
@@ -190,9 +193,13 @@ class Daemon:
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
         )
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()  # the caller never gets this object: do not leave the process behind
+            raise
 
-    def wait_ready(self, timeout: float = 30.0) -> dict[str, Any]:
+    def wait_ready(self, timeout: float = 120.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

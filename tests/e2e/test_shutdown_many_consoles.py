@@ -30,7 +30,7 @@ id = "c{i}"
 driver = "modbus-tcp"
 simulated = true
 time_scale = {SPEED}
-lease_timeout_ms = 500
+lease_timeout_ms = 2000
 [consoles.options]
 host = "127.0.0.1"
 port = {sim.port}
@@ -44,7 +44,7 @@ id = "c{j}"
 driver = "modbus-tcp"
 simulated = true
 time_scale = {SPEED}
-lease_timeout_ms = 500
+lease_timeout_ms = 2000
 [consoles.options]
 host = "127.0.0.1"
 port = {port}
@@ -67,6 +67,7 @@ require_study_id = true
 def test_sixteen_consoles_some_unreachable_stop_within_timeout_stop_sec(tmp_path: Path) -> None:
     stop_limit_s = int(directives(UNIT.read_text())["Service.TimeoutStopSec"][-1].removesuffix("s"))
     sims = []
+    daemons: list[Daemon] = []
     try:
         for i in range(4):
             work = tmp_path / f"sim{i}"
@@ -74,10 +75,11 @@ def test_sixteen_consoles_some_unreachable_stop_within_timeout_stop_sec(tmp_path
             sims.append(Sim(work, speed=SPEED, seed=i + 1))
         dead = [free_port() for _ in range(12)]  # nothing listens there
         d = Daemon(_config(tmp_path, sims, dead), tmp_path)
+        daemons.append(d)
         for i in range(1, 5):  # each reachable console freezing
             d.call("procedure_open", {**DEMO_PROCEDURE, "console": f"c{i}"})
             d.call("freeze", {"console": f"c{i}", "probe": 1, "seconds": 120})
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             states = {c["id"]: c["engine"]["state"] for c in d.call("status")["consoles"]}
             if all(states[f"c{i}"] == "freezing" for i in range(1, 5)):
@@ -109,5 +111,8 @@ def test_sixteen_consoles_some_unreachable_stop_within_timeout_stop_sec(tmp_path
         unconfirmed = {x["console"] for x in events}
         assert unconfirmed == {"c3", "c4"}
     finally:
+        for daemon in daemons:  # a failure before the SIGTERM leaves it running
+            if daemon.proc.poll() is None:
+                daemon.stop()
         for sim in sims:
             sim.stop()

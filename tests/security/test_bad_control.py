@@ -255,7 +255,8 @@ def test_oversized_protocol_file_is_refused_without_stalling(tmp_path: Path) -> 
     good = builtin_protocol_path("classic-double-90").read_text()
     path = tmp_path / "oversized.toml"
     path.write_text(good.replace('description = "', 'description = "' + "d" * 10_000_000, 1))
-    with sim_and_daemon(tmp_path, speed=SPEED) as (sim, d):
+    # a 500 ms lease: a loop that stalls parsing the file (the old bug, ~2 s) expires it
+    with sim_and_daemon(tmp_path, speed=SPEED, lease_timeout_ms=500) as (sim, d):
         d.call("procedure_open", DEMO_PROCEDURE)
         before, valves = fingerprint(d), len(valve_events(sim))
         r = cryoctl(d.socket, "run", str(path), "--probes", "1")
