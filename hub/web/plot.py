@@ -30,6 +30,8 @@ FREEZE_FILL: Final = "#cfe3ff"
 THAW_FILL: Final = "#ffe1c4"
 LINE: Final = "#1a1a1a"
 GUIDE: Final = "#8a2be2"
+#: samples further apart than this are not joined by the line
+SILENCE_S: Final = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,7 @@ class Column:
     index: int
     lo: float
     hi: float
+    gap_before: bool = False  # an invalid value or a silence since the previous column
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,24 +51,51 @@ class Shade:
 
 
 def decimate(
-    points: Sequence[tuple[float, float | None]], t0: float, t1: float, columns: int
+    points: Sequence[tuple[float, float | None]],
+    t0: float,
+    t1: float,
+    columns: int,
+    *,
+    silence_s: float = SILENCE_S,
 ) -> list[Column]:
-    """Min and max of the valid values per column of ``[t0, t1]`` (``None``: not valid)."""
+    """Min and max of the valid values per column of ``[t0, t1]``, in time order.
+
+    ``points`` are (time, value) in time order, ``None`` for a value that was
+    not valid. The line breaks (``gap_before``) after an invalid value and
+    across a silence longer than ``silence_s``; columns without a sample
+    between two valid ones are bridged.
+    """
     if columns < 1 or not t1 > t0:
         return []
     span = t1 - t0
-    lo: dict[int, float] = {}
-    hi: dict[int, float] = {}
+    out: list[Column] = []
+    index = lo = hi = None
+    gap = False
+    pending_gap = False
+    last_t: float | None = None
     for t, v in points:
-        if v is None or not math.isfinite(v) or t < t0 or t > t1:
+        if t < t0 or t > t1:
             continue
+        if v is None or not math.isfinite(v):
+            pending_gap = True
+            last_t = t
+            continue
+        if last_t is not None and t - last_t > silence_s:
+            pending_gap = True
+        last_t = t
         i = min(columns - 1, int((t - t0) / span * columns))
-        if i in lo:
-            lo[i] = min(lo[i], v)
-            hi[i] = max(hi[i], v)
-        else:
-            lo[i] = hi[i] = v
-    return [Column(i, lo[i], hi[i]) for i in sorted(lo)]
+        if i == index and not pending_gap:
+            assert lo is not None
+            assert hi is not None
+            lo, hi = min(lo, v), max(hi, v)
+            continue
+        if index is not None and lo is not None and hi is not None:
+            out.append(Column(index, lo, hi, gap))
+        index, lo, hi, gap = i, v, v, pending_gap
+        pending_gap = False
+    if index is not None and lo is not None and hi is not None:
+        out.append(Column(index, lo, hi, gap))
+    return out
 
 
 def _y_range(series: Mapping[int, list[Column]]) -> tuple[float, float]:
@@ -151,7 +181,7 @@ def plot_svg(
         prev = None
         for c in series.get(probe, []):
             x = MARGIN_L + c.index + 0.5
-            verb = "L" if prev is not None and c.index == prev + 1 else "M"
+            verb = "L" if prev is not None and not c.gap_before else "M"
             path.append(f"{verb}{x:.1f},{y_of(c.hi):.1f}L{x:.1f},{y_of(c.lo):.1f}")
             prev = c.index
         if path:

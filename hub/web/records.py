@@ -116,13 +116,10 @@ class RecordIndex:
         with self._lock:
             for node, site in session.execute(select(Room.node, Room.site)):
                 self._rooms.setdefault(node, _Room(site)).site = site
-            heads = dict(
-                session.execute(
-                    select(ReceivedEntry.node, func.max(ReceivedEntry.seq)).group_by(
-                        ReceivedEntry.node
-                    )
-                ).tuples()
+            newest = select(ReceivedEntry.node, func.max(ReceivedEntry.seq)).group_by(
+                ReceivedEntry.node
             )
+            heads: dict[str, int] = dict(session.execute(newest).all())
             for node, head in heads.items():
                 room = self._rooms.get(node)
                 if room is None or head <= room.folded_to:

@@ -1,5 +1,5 @@
 // The rooms board: live from server-sent events. Every value is set with
-// textContent (never innerHTML), so nothing a room publishes becomes markup.
+// textContent (never as HTML markup), so nothing a room publishes becomes markup.
 "use strict";
 (function () {
   const board = document.getElementById("board");

@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx2
 import pytest
 from sqlalchemy import Engine
 from starlette.testclient import TestClient
@@ -75,7 +76,9 @@ def csrf_of(html: str) -> str:
     return m.group(1)
 
 
-def login(c: TestClient, user: str, password: str = PASSWORD, *, next_: str = "/board"):  # noqa: ANN201
+def login(
+    c: TestClient, user: str, password: str = PASSWORD, *, next_: str = "/board"
+) -> httpx2.Response:
     page = c.get("/login")
     return c.post(
         "/login",

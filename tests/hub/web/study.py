@@ -46,7 +46,7 @@ HOSTILE = (
     "Ωμέγα 神経腫 نَص " + "x" * 3000,
 )
 
-I, R, S, TM, B, J = Kind.INT, Kind.REAL, Kind.TEXT, Kind.TIME, Kind.BOOL, Kind.JSON
+INT, R, S, TM, B, J = Kind.INT, Kind.REAL, Kind.TEXT, Kind.TIME, Kind.BOOL, Kind.JSON
 
 
 @functools.cache
@@ -90,7 +90,7 @@ class Room(FakeRoom):
         events: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         cols: dict[str, tuple[Kind, Any]] = {
-            "id": (I, pid),
+            "id": (INT, pid),
             "uuid": (S, f"00000000-0000-4000-8000-{pid:012d}"),
             "console": (S, "c1"),
             "opened_at": (TM, format_time(opened)),
@@ -132,11 +132,11 @@ class Room(FakeRoom):
         return self.put(
             "cycles",
             {
-                "id": (I, cid),
-                "procedure_id": (I, pid),
-                "probe": (I, probe),
+                "id": (INT, cid),
+                "procedure_id": (INT, pid),
+                "probe": (INT, probe),
                 "phase": (S, phase),
-                "step_index": (I, cid),
+                "step_index": (INT, cid),
                 "protocol": (S, "classic-90"),
                 "planned_s": (R, 90.0),
                 "target_tip_c": (R, -40.0),
@@ -156,12 +156,12 @@ class Room(FakeRoom):
         return self.put(
             "alarms",
             {
-                "id": (I, aid),
-                "procedure_id": (I, pid),
+                "id": (INT, aid),
+                "procedure_id": (INT, pid),
                 "console": (S, "c1"),
                 "code": (S, "TIP_STALE"),
                 "priority": (S, "high"),
-                "probe": (I, 1),
+                "probe": (INT, 1),
                 "message": (S, message),
                 "raised_at": (TM, format_time(at)),
                 "acked_at": (TM, None),

@@ -233,8 +233,12 @@ def test_decimation_keeps_each_columns_extremes_and_leaves_gaps() -> None:
     spike = next(c for c in cols if c.index == 50)
     assert spike.lo == -99.0
     assert spike.hi == 6.0
-    gaps = decimate([(0.0, 1.0), (5.0, None), (9.9, 2.0)], 0.0, 10.0, 10)
-    assert [c.index for c in gaps] == [0, 9]
+    gaps = decimate([(0.0, 1.0), (4.0, None), (4.5, 2.0)], 0.0, 10.0, 10)
+    assert [(c.index, c.gap_before) for c in gaps] == [(0, False), (4, True)]
+    bridged = decimate([(0.0, 1.0), (4.0, 2.0)], 0.0, 10.0, 10)
+    assert [(c.index, c.gap_before) for c in bridged] == [(0, False), (4, False)]
+    silent = decimate([(0.0, 1.0), (9.0, 2.0)], 0.0, 10.0, 10, silence_s=5.0)
+    assert [(c.index, c.gap_before) for c in silent] == [(0, False), (9, True)]
     assert decimate([(0.0, 1.0)], 5.0, 5.0, 10) == []
 
 
