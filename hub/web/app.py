@@ -2,8 +2,9 @@
 
 - **Security headers** on every response: a CSP allowing only this origin's
   scripts, styles and images (no inline script or style), ``frame-ancestors
-  'none'``, ``form-action 'self'``, nosniff, no referrer, no caching of
-  pages; HSTS when served behind TLS.
+  'none'``, ``form-action 'self'``, nosniff, the referrer only to this
+  origin (with ``no-referrer`` Chromium sends ``Origin: null`` on a form),
+  no caching of pages; HSTS when served behind TLS.
 - **Login** with the collector's users (argon2, ``passwords``), throttled per
   account and per address (``throttle``), never locked; a server-side
   session (``sessions``) in an HttpOnly, SameSite=Strict cookie, ``Secure``
@@ -134,7 +135,7 @@ class SecurityHeaders:
                     b"content-security-policy": CSP.encode(),
                     b"x-content-type-options": b"nosniff",
                     b"x-frame-options": b"DENY",
-                    b"referrer-policy": b"no-referrer",
+                    b"referrer-policy": b"same-origin",
                     b"cross-origin-opener-policy": b"same-origin",
                     b"cross-origin-resource-policy": b"same-origin",
                     b"permissions-policy": b"camera=(), microphone=(), geolocation=()",

@@ -24,8 +24,8 @@ __all__ = ["Column", "Shade", "decimate", "plot_svg"]
 PANEL_H: Final = 170
 MARGIN_L: Final = 56
 MARGIN_R: Final = 16
-MARGIN_T: Final = 22
-AXIS_H: Final = 26
+MARGIN_T: Final = 40
+AXIS_H: Final = 46
 FREEZE_FILL: Final = "#cfe3ff"
 THAW_FILL: Final = "#ffe1c4"
 LINE: Final = "#1a1a1a"
@@ -129,7 +129,7 @@ def plot_svg(
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
         f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
-        f'<text x="{MARGIN_L}" y="15" font-size="13">{escape(title)}</text>',
+        f'<text x="{MARGIN_L}" y="16" font-size="13">{escape(title)}</text>',
     ]
     if not probes:
         out.append(f'<text x="{MARGIN_L}" y="{MARGIN_T + 40}">no samples received</text></svg>')
@@ -174,8 +174,7 @@ def plot_svg(
             )
             v += step
         out.append(
-            f'<text x="6" y="{top + 14}" font-weight="bold">probe {probe}</text>'
-            f'<text x="6" y="{top + 28}">tip °C</text>'
+            f'<text x="{MARGIN_L}" y="{top - 7}" font-weight="bold">probe {probe}: tip °C</text>'
         )
         path = []
         prev = None

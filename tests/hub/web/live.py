@@ -125,3 +125,5 @@ class RoomPublisher:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        # paho keeps its wake-up socket pair until the client is collected
+        self.client._reset_sockets(sockpair_only=True)

@@ -45,7 +45,7 @@ def test_every_response_carries_the_security_headers(client: TestClient) -> None
         assert r.headers["content-security-policy"] == CSP, path
         assert r.headers["x-frame-options"] == "DENY"
         assert r.headers["x-content-type-options"] == "nosniff"
-        assert r.headers["referrer-policy"] == "no-referrer"
+        assert r.headers["referrer-policy"] == "same-origin"
         assert "strict-transport-security" not in r.headers  # not behind TLS
     assert "frame-ancestors 'none'" in CSP
     assert "script-src 'self'" in CSP
