@@ -85,6 +85,7 @@ def axe_serious(context_page: Any) -> list[str]:
     ]
 
 
+@pytest.mark.timeout(600)
 def test_in_a_browser_login_throttle_board_procedure_roles_logout(
     study_engine: tuple[Engine, dict[str, Room]],
     tmp_path: Path,
@@ -262,6 +263,7 @@ def axe_serious_in(browser: Any, base: str, user: str | None, paths: list[str]) 
         ctx.close()
 
 
+@pytest.mark.timeout(300)
 def test_the_csp_blocks_an_injected_inline_script(
     study_engine: tuple[Engine, dict[str, Room]], tmp_path: Path, broker: Mosquitto, browser: Any
 ) -> None:
