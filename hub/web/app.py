@@ -97,6 +97,9 @@ class WebSettings:
     broker: BrokerSettings | None = None
     mono: Callable[[], float] = time.monotonic
     wall: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    #: the procedures shown are at most this late (their index looks for new rows at
+    #: most this often)
+    refresh_s: float = 1.0
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     board: Board = field(default_factory=Board)
 
@@ -166,7 +169,7 @@ def create_app(settings: WebSettings) -> Starlette:
     env.filters["when"] = lambda v: _when(v, settings.tz)
     env.filters["num"] = _num
     sessions = SessionStore(idle_s=settings.idle_s)
-    index = RecordIndex()
+    index = RecordIndex(refresh_s=settings.refresh_s)
     plots: OrderedDict[tuple[Any, ...], str] = OrderedDict()
     cookie = "__Host-cryohub" if settings.secure else "cryohub_session"
     feed = None if settings.broker is None else TelemetryFeed(settings.broker, settings.board)
@@ -243,12 +246,12 @@ def create_app(settings: WebSettings) -> Starlette:
             at=now,
         )
 
-    def readable(who: Viewer) -> Callable[[Procedure], bool]:
-        return lambda p: may_read_subject(who.grants, p.study, p.site)
+    def readable(who: Viewer) -> Callable[[str | None, str], bool]:
+        return lambda study, site: may_read_subject(who.grants, study, site)
 
     def refreshed_index() -> RecordIndex:
         with db() as s:
-            index.refresh(s)
+            index.refresh(s, settings.mono())
         return index
 
     def find_procedure(who: Viewer, node: str, pid: int) -> Procedure:
@@ -616,11 +619,12 @@ def create_app(settings: WebSettings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        task = None
-        if feed is not None:
-            import asyncio
+        import asyncio
 
-            task = asyncio.create_task(feed.run())
+        # decode the rows already received before the first page asks (seconds for a
+        # large study); a page arriving meanwhile waits for the index's lock
+        warm = asyncio.create_task(run_in_threadpool(refreshed_index))
+        task = None if feed is None else asyncio.create_task(feed.run())
         try:
             yield
         finally:
@@ -628,6 +632,8 @@ def create_app(settings: WebSettings) -> Starlette:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
+            with contextlib.suppress(Exception):
+                await warm
 
     routes = [
         Route("/", home),

@@ -51,22 +51,25 @@ def _values(columns: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
 @dataclass(frozen=True, slots=True)
 class Procedure:
     node: str
-    site: str
+    site: str  # the site the room is registered at
     id: int
     values: dict[str, Any]
+    study: str | None
+    opened_at: dt.datetime | None
+    closed_at: dt.datetime | None
 
-    @property
-    def study(self) -> str | None:
-        s = self.values.get("study_id")
-        return s if isinstance(s, str) else None
-
-    @property
-    def opened_at(self) -> dt.datetime | None:
-        return parse_time(self.values.get("opened_at"))
-
-    @property
-    def closed_at(self) -> dt.datetime | None:
-        return parse_time(self.values.get("closed_at"))
+    @classmethod
+    def of(cls, node: str, site: str, pid: int, values: dict[str, Any]) -> Procedure:
+        study = values.get("study_id")
+        return cls(
+            node=node,
+            site=site,
+            id=pid,
+            values=values,
+            study=study if isinstance(study, str) else None,
+            opened_at=parse_time(values.get("opened_at")),
+            closed_at=parse_time(values.get("closed_at")),
+        )
 
     @property
     def status(self) -> str:
@@ -107,24 +110,36 @@ class _Room:
 class RecordIndex:
     """The newest version of every procedure, cycle and alarm row, per room."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, refresh_s: float = 1.0) -> None:
         self._lock = threading.Lock()
         self._rooms: dict[str, _Room] = {}
+        self._sorted: list[Procedure] | None = None  # every procedure, newest first
+        self._refreshed: float | None = None
+        #: at most one look for new entries this often (pages show rows at most this late)
+        self.refresh_s = refresh_s
         self.undecodable = 0
 
-    def refresh(self, session: Session) -> None:
+    def refresh(self, session: Session, now_mono: float | None = None) -> None:
+        """Fold what arrived since; with ``now_mono``, not again within ``refresh_s``."""
         with self._lock:
+            if (
+                now_mono is not None
+                and self._refreshed is not None
+                and now_mono - self._refreshed < self.refresh_s
+            ):
+                return
             for node, site in session.execute(select(Room.node, Room.site)):
                 self._rooms.setdefault(node, _Room(site)).site = site
-            newest = select(ReceivedEntry.node, func.max(ReceivedEntry.seq)).group_by(
-                ReceivedEntry.node
-            )
-            heads: dict[str, int] = dict(session.execute(newest).all())
-            for node, head in heads.items():
-                room = self._rooms.get(node)
-                if room is None or head <= room.folded_to:
+            for node, room in self._rooms.items():
+                # one index lookup per room (a GROUP BY would scan every entry)
+                head = session.execute(
+                    select(func.max(ReceivedEntry.seq)).where(ReceivedEntry.node == node)
+                ).scalar_one_or_none()
+                if head is None or head <= room.folded_to:
                     continue
                 self._fold(session, node, room, head)
+                self._sorted = None
+            self._refreshed = now_mono
 
     def _fold(self, session: Session, node: str, room: _Room, head: int) -> None:
         events: list[tuple[int, int, str, Any]] = []  # (seq, position, op, payload)
@@ -168,25 +183,31 @@ class RecordIndex:
                     room.rows[table].pop(key["id"], None)
         room.folded_to = head
 
-    def procedures(self, readable: Callable[[Procedure], bool]) -> list[Procedure]:
-        """Every procedure ``readable`` allows, newest opened first."""
+    def procedures(self, scope_ok: Callable[[str | None, str], bool]) -> list[Procedure]:
+        """Every procedure whose (study, site) ``scope_ok`` allows, newest opened first."""
         with self._lock:
-            out = [
-                Procedure(node, room.site, pid, values)
-                for node, room in self._rooms.items()
-                for pid, values in room.rows["procedures"].items()
-            ]
-        out = [p for p in out if readable(p)]
-        far = dt.datetime.min.replace(tzinfo=dt.UTC)
-        out.sort(key=lambda p: (p.opened_at or far, p.node, p.id), reverse=True)
-        return out
+            if self._sorted is None:
+                every = [
+                    Procedure.of(node, room.site, pid, values)
+                    for node, room in self._rooms.items()
+                    for pid, values in room.rows["procedures"].items()
+                ]
+                far = dt.datetime.min.replace(tzinfo=dt.UTC)
+                every.sort(key=lambda p: (p.opened_at or far, p.node, p.id), reverse=True)
+                self._sorted = every
+            every = self._sorted
+        scopes = {(p.study, p.site) for p in every}
+        allowed = {sc for sc in scopes if scope_ok(*sc)}
+        if allowed == scopes:
+            return list(every)
+        return [p for p in every if (p.study, p.site) in allowed]
 
     def procedure(self, node: str, pid: int) -> Procedure | None:
         with self._lock:
             room = self._rooms.get(node)
             if room is None or pid not in room.rows["procedures"]:
                 return None
-            return Procedure(node, room.site, pid, dict(room.rows["procedures"][pid]))
+            return Procedure.of(node, room.site, pid, dict(room.rows["procedures"][pid]))
 
     def children(self, node: str, table: str, pid: int) -> list[dict[str, Any]]:
         with self._lock:
@@ -197,11 +218,11 @@ class RecordIndex:
         return sorted(rows, key=lambda r: r.get("id", 0))
 
     def choices(self, procedures: Iterable[Procedure]) -> dict[str, list[str]]:
-        ps = list(procedures)
+        triples = {(p.study, p.site, p.node) for p in procedures}
         return {
-            "study": sorted({p.study for p in ps if p.study}),
-            "site": sorted({p.site for p in ps}),
-            "room": sorted({p.node for p in ps}),
+            "study": sorted({t[0] for t in triples if t[0]}),
+            "site": sorted({t[1] for t in triples}),
+            "room": sorted({t[2] for t in triples}),
         }
 
 

@@ -463,12 +463,12 @@ def test_the_plot_is_decimated_shaded_and_cached(
     assert paths[0].count("M") == 1  # probe 1: no gap
     assert paths[1].count("M") == 2  # probe 2: the invalid reading is a gap
     assert c.get("/procedures/leeds-th2/1/plot.svg").text == svg
-    assert len(c.app.state.index.procedures(lambda p: True)) == 5
+    assert len(c.app.state.index.procedures(lambda study, site: True)) == 5
     c.close()
 
 
-def test_the_index_picks_up_new_rows_and_redactions(
-    settings: WebSettings, study_engine: tuple[Engine, dict[str, Room]]
+def test_the_index_picks_up_new_rows_and_redactions_within_its_refresh_interval(
+    settings: WebSettings, study_engine: tuple[Engine, dict[str, Room]], clock: Clock
 ) -> None:
     from .study import STUDY, send
 
@@ -483,6 +483,8 @@ def test_the_index_picks_up_new_rows_and_redactions(
             2, study=STUDY, patient_ref="MN-0004", opened=room.now + dt.timedelta(days=3)
         ),
     )
+    assert ("leeds-th3", "2") not in rooms_listed(c)  # looked less than refresh_s ago
+    clock.t += settings.refresh_s
     assert ("leeds-th3", "2") in rooms_listed(c)
     doc = room._entry(
         "row",
@@ -495,6 +497,7 @@ def test_the_index_picks_up_new_rows_and_redactions(
         },
     )
     send(engine, room, doc)
+    clock.t += settings.refresh_s
     assert ("leeds-th3", "2") not in rooms_listed(c)
     c.close()
 

@@ -19,7 +19,7 @@ def test_the_index_and_the_samples_on_both_databases(migrated: Engine) -> None:
     with Session(migrated) as s:
         index.refresh(s)
         index.refresh(s)  # nothing new: nothing folded twice
-    everything = index.procedures(lambda p: True)
+    everything = index.procedures(lambda study, site: True)
     assert [(p.node, p.id) for p in everything] == [
         ("leeds-th3", 1),
         ("york-th1", 1),
