@@ -27,7 +27,7 @@ import json
 import math
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -851,6 +851,3 @@ def _describe(kind: str, payload: Any) -> dict[str, Any]:
 def _short(v: Any) -> str:
     text = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, sort_keys=True)
     return text if len(text) <= 160 else text[:157] + "…"
-
-
-Handler = Callable[[Request], Awaitable[Response]]
