@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck unit bench soak fuzz sbom wheel clean
+.PHONY: venv demo test lint typecheck unit bench bench-hub soak fuzz sbom wheel clean
 
 venv: $(STAMP)
 
@@ -33,6 +33,10 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
+
+# the study collector on PostgreSQL: rooms sustained at real rate (docs/collector.md)
+bench-hub: $(STAMP)
+	$(BIN)/python -m tests.hub.bench $(BENCH_HUB_ARGS)
 
 soak: $(STAMP)
 	$(BIN)/python -m tests.soak.run $(SOAK_ARGS)

@@ -25,7 +25,9 @@ EXIT_CODES = f"""exit status:
   {EXIT_CONFIG}  configuration error: every problem listed as FILE: KEY: reason; or (run)
      a [node] id other than the database's chain names (node_mismatch in the journal)
   {EXIT_DATABASE}  the database cannot be used: not SQLite, corrupt, another application's,
-     from a newer cryod, or its directory not writable (one line names the file and why)
+     from a newer cryod, or its directory not writable (one line names the file and why);
+     (run) it holds samples not yet converted: run `cryod migrate` first; (migrate) the
+     conversion stopped: not enough free space, or samples that do not match the chain
 """
 
 
@@ -43,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="daemon config (TOML)")
     chk = sub.add_parser("check-config", help="validate a config; exit 0, or 2 listing problems")
     chk.add_argument("file")
+    mig = sub.add_parser(
+        "migrate",
+        help="upgrade the database and convert its samples to the compact form (chunked, "
+        "resumable; the daemon stopped)",
+    )
+    mig.add_argument("--config", required=True, help="daemon config (TOML): the database")
+    mig.add_argument("--quiet", action="store_true", help="no progress lines")
     demo = sub.add_parser("demo", help="run a procedure on the built-in simulator")
     demo.add_argument("--speed", type=float, default=5.0, help="simulated time speed-up")
     demo.add_argument(
@@ -87,6 +96,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _database_checked(
             lambda: asyncio.run(Daemon(loaded).run()), loaded.cfg.daemon.database
         )
+    if args.cmd == "migrate":
+        from .config import ConfigError, load_config
+
+        try:
+            loaded = load_config(args.config)
+        except ConfigError as exc:
+            for line in exc.problems:
+                print(line, file=sys.stderr)
+            return EXIT_CONFIG
+        db, node = loaded.cfg.daemon.database, loaded.cfg.node.id
+        return _database_checked(lambda: _migrate(db, node, quiet=args.quiet), db)
     if args.cmd == "demo":
         from .demo import run_demo
 
@@ -109,6 +129,36 @@ def _database_checked(run: Callable[[], int], database: str | os.PathLike[str] |
     except DATABASE_ERRORS as exc:
         print(f"cryod: {unreadable(database or 'database', exc).message}", file=sys.stderr)
     return EXIT_DATABASE
+
+
+def _migrate(db: Any, node: str, *, quiet: bool) -> int:
+    """``cryod migrate``: the schema upgrade (with its backup), then the samples'
+    conversion with a progress line per chunk on stderr and a summary on stdout."""
+    from .store import convert, migrate
+
+    report = migrate.upgrade_on_start(db, node=node)
+    if report.from_revision != report.to_revision:
+        print(
+            f"{db}: schema {report.from_revision or 'new'} -> {report.to_revision}"
+            + (f" (backup {report.backup_path})" if report.backup_path else ""),
+        )
+
+    def show(p: convert.ConvertProgress) -> None:
+        if not quiet:
+            pct = 100.0 * p.rows_done / p.rows_total if p.rows_total else 100.0
+            print(
+                f"{db}: {p.rows_done}/{p.rows_total} samples converted ({pct:.1f} %), "
+                f"{p.polls} polls, chunk {p.chunks}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    done = convert.convert(db, progress=show)
+    if done.rows_total:
+        print(f"{db}: {done.rows_done} samples converted into {done.polls} polls")
+    else:
+        print(f"{db}: samples already in the compact form")
+    return EXIT_OK
 
 
 def _anchor_warnings(loaded: Any) -> list[str]:

@@ -17,7 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from cryod.drivers.profile import Profile, ProfileError, format_validation_error, load_profile
+from cryod.common.validation import problem_lines
+from cryod.drivers.profile import Profile, ProfileError, load_profile
 from cryod.drivers.tomlfile import read_toml
 
 from .limits import ConsoleEnvelope, SafetyLimits
@@ -29,6 +30,7 @@ __all__ = [
     "DaemonConfig",
     "DaemonSection",
     "NodeSection",
+    "RecordSection",
     "default_node_id",
     "load_config",
 ]
@@ -57,8 +59,13 @@ class DaemonSection(_Strict):
     site: str = Field(default="site", min_length=1, max_length=64)
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
     require_study_id: bool = True  # NICE IPG747/HTG652: research use only
-    sample_batch_max: int = Field(default=500, ge=1, le=10_000)
-    sample_batch_interval_s: float = Field(default=0.2, gt=0, le=10)
+    # a batch is one transaction and one chain entry; every batch starts with the full
+    # state of each console (docs/data-model.md "Samples"): a second of 20 Hz polls of
+    # 8 probes is 1,320 values
+    sample_batch_max: int = Field(default=2000, ge=1, le=10_000)
+    sample_batch_interval_s: float = Field(default=1.0, gt=0, le=10)
+    # samples outside a procedure are removed after this long (never a procedure's)
+    sample_retention_h: float = Field(default=24.0, gt=0, le=24 * 366)
 
     @model_validator(mode="after")
     def _site(self) -> DaemonSection:
@@ -102,6 +109,37 @@ class AnchorsSection(_Strict):
     interval_s: float = Field(default=1.0, ge=1.0, le=3600)
     #: a route that could not anchor a head for this long raises anchor_failed (medium)
     alarm_after_s: float = Field(default=30.0, gt=0, le=3600)
+
+
+class RecordSection(_Strict):
+    """The record channel (docs/record-channel.md): the chain, entry by entry, to the
+    study collector over the [mqtt] broker, with its own credentials if given."""
+
+    enabled: bool = False
+    #: backlog drain bound: messages carrying a sample batch per second (a busy room
+    #: makes 5); a message with no batch costs a tenth of one (record_channel.cursor)
+    rate_per_s: float = Field(default=20.0, gt=0, le=5000)
+    burst: int = Field(default=20, ge=1, le=10_000)
+    #: messages handed to the broker and not yet acknowledged, at most (aiomqtt warns
+    #: beyond 10 pending publishes)
+    window: int = Field(default=8, ge=1, le=10)
+    publish_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    #: the delivered-up-to cursor; default: beside the database (DATABASE.record-cursor)
+    cursor_file: Path | None = None
+    client_id: str | None = None
+    #: the node's own broker user (the ACL lets it write its record tree only);
+    #: default: [mqtt] username / password_file / tls
+    username: str | None = None
+    password_file: Path | None = None
+    tls: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _ids(self) -> RecordSection:
+        if self.client_id is not None and not _ID.match(self.client_id):
+            raise ValueError("client_id: letters, digits, '_', '.', '-' only")
+        if self.password_file is not None and self.username is None:
+            raise ValueError("password_file needs username")
+        return self
 
 
 class ConsoleConfig(_Strict):
@@ -157,6 +195,7 @@ class DaemonConfig(_Strict):
     daemon: DaemonSection = DaemonSection()
     node: NodeSection = NodeSection()
     anchors: AnchorsSection = AnchorsSection()
+    record: RecordSection = RecordSection()
     consoles: list[ConsoleConfig] = Field(min_length=1, max_length=16)
     mqtt: dict[str, Any] | None = None  # validated by cryod.daemon.telemetry.config
 
@@ -178,6 +217,8 @@ class LoadedConfig:
         self.profiles: dict[str, Profile] = {}
         self.envelopes: dict[str, ConsoleEnvelope] = {}
         self.mqtt: Any = None
+        self.record_mqtt: Any = None  # the record channel's MqttConfig, when enabled
+        self.record_cursor: Path | None = None
 
 
 def _resolve(base: Path, value: str) -> str:
@@ -205,7 +246,7 @@ def load_config_data(
     try:
         cfg = DaemonConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(source, exc).splitlines()) from exc
+        raise ConfigError(problem_lines(exc, source)) from exc
     # relative paths are relative to the config file
     d = cfg.daemon
     db = d.database if d.database.is_absolute() else (base.parent / d.database).resolve()
@@ -242,9 +283,45 @@ def load_config_data(
             loaded.mqtt = load_mqtt_config(cfg.mqtt, source=source)
         except ValueError as exc:
             problems.extend(str(exc).splitlines())
+    if cfg.record.enabled:
+        problems.extend(_record(loaded, source, base))
     if problems:
         raise ConfigError(problems)
     return loaded
+
+
+def _record(loaded: LoadedConfig, source: str, base: Path) -> list[str]:
+    """The record channel's broker settings: [mqtt] with [record]'s own credentials."""
+    from .telemetry.config import load_mqtt_config
+
+    cfg = loaded.cfg
+    rec = cfg.record
+    if cfg.mqtt is None:
+        return [f"{source}: record.enabled: the record channel needs [mqtt] (its broker)"]
+    data = {k: v for k, v in cfg.mqtt.items() if k not in ("console", "client_id")}
+    data["enabled"] = True
+    for key in ("username", "password_file", "tls"):
+        value = getattr(rec, key)
+        if value is not None:
+            data[key] = str(value) if isinstance(value, Path) else value
+    if rec.username is not None and rec.password_file is None:
+        data.pop("password_file", None)
+    try:
+        mqtt = load_mqtt_config(data, source=source)
+    except ValueError as exc:
+        return [line.replace(": mqtt.", ": record/mqtt.", 1) for line in str(exc).splitlines()]
+    node = cfg.node.id
+    loaded.record_mqtt = mqtt.model_copy(
+        update={"client_id": rec.client_id or f"cryod-record-{node}"}
+    )
+    db = cfg.daemon.database
+    cursor = rec.cursor_file
+    if cursor is None:
+        cursor = db.with_name(db.name + ".record-cursor")
+    elif not cursor.is_absolute():
+        cursor = (base.parent / cursor).resolve()
+    loaded.record_cursor = cursor
+    return []
 
 
 def driver_options(console: ConsoleConfig, base: Path) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from .alarms import Alarm
 from .clock import Clock
 from .config import ConsoleConfig
 from .console_status import EngineStatus, LinkHealth, console_status, engine_status
+from .control import ControlError
 from .coordinator import (
     AlarmCleared,
     AlarmRaised,
@@ -63,12 +64,19 @@ from .logging import get_logger
 from .protocols import Protocol as RunProtocolFile
 from .recorder import Recorder
 from .store.models import Outcome, Phase
-from .store.records import CycleClose, CycleOpen, ProcedureClose, ProcedureLog, ProcedureOpen
+from .store.records import (
+    CycleClose,
+    CycleOpen,
+    ProcedureClose,
+    ProcedureLog,
+    ProcedureOpen,
+    StudyOpen,
+)
 from .store.samples import snapshot_rows
 from .store.writer import Writer, WriterStatus
 from .supervisor import Supervisor
 
-__all__ = ["SHUTDOWN_BUDGET_S", "ConsoleService", "OperatorError", "TelemetrySink"]
+__all__ = ["SHUTDOWN_BUDGET_S", "ConsoleService", "TelemetrySink"]
 
 log = get_logger("cryod.console")
 
@@ -78,15 +86,6 @@ log = get_logger("cryod.console")
 SHUTDOWN_BUDGET_S = 10.0
 #: reconnect back-off of the console link (drivers/backoff.py: the one rule)
 CONNECT_BACKOFF = BackoffPolicy(first_s=0.2, max_s=5.0)
-
-
-class OperatorError(Exception):
-    """An operator command was refused; ``code`` is stable, the message says why."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 class TelemetrySink(Protocol):
@@ -265,7 +264,8 @@ class ConsoleService:
             except (DriverError, TimeoutError) as exc:
                 log.error("shutdown_incomplete", console=self.id, error=str(exc) or "timeout")
         with contextlib.suppress(DriverError, TimeoutError):
-            await asyncio.wait_for(self.driver.close(), 1.0)
+            async with asyncio.timeout(1.0):  # keeps a cancel (3.11 wait_for may drop it)
+                await self.driver.close()
 
     async def _shutdown_safe_state(self) -> bool:
         """Execute the safe state, then poll (no lease renewal) until a fresh snapshot
@@ -536,8 +536,11 @@ class ConsoleService:
         try:
             self._inbox.put_nowait(_Request(event, fn, fut))
         except asyncio.QueueFull as exc:
-            raise OperatorError("busy", "too many commands queued") from exc
-        return await asyncio.wait_for(fut, timeout_s)
+            raise ControlError("busy", "too many commands queued") from exc
+        # asyncio.timeout, not wait_for: on 3.11 wait_for returns the result when the
+        # caller is cancelled in the pass the answer arrives, and the cancel is lost
+        async with asyncio.timeout(timeout_s):
+            return await fut
 
     async def _serve(self, req: _Request) -> None:
         try:
@@ -548,7 +551,7 @@ class ConsoleService:
             rejects = await self._feed(req.event)
             if rejects:
                 r = rejects[0]
-                req.future.set_exception(OperatorError(r.code, r.detail or r.code))
+                req.future.set_exception(ControlError(r.code, r.detail or r.code))
             else:
                 req.future.set_result({"state": str(self.state.phase)})
         except Exception as exc:  # noqa: BLE001 - the operator gets the reason
@@ -573,10 +576,12 @@ class ConsoleService:
             {"console": self.id, "procedure_id": procedure_id, "cumulative_freeze_s": cumulative_s},
         )
 
-    async def open_procedure(self, meta: dict[str, Any]) -> int:
+    async def open_procedure(self, meta: dict[str, Any], study: StudyOpen | None = None) -> int:
+        """Open a procedure (under a study profile when ``study`` is given)."""
+
         async def go() -> int:
             if self.procedure_id is not None:
-                raise OperatorError("procedure_open", f"procedure {self.procedure_id} is open")
+                raise ControlError("procedure_open", f"procedure {self.procedure_id} is open")
             ident = self.identity
             data = dict(meta)
             data.setdefault("console", self.id)
@@ -586,7 +591,7 @@ class ConsoleService:
                 data.setdefault("console_firmware", ident.firmware)
             data.setdefault("software_version", __version__)
             data["host_only_limits"] = self.engine.cfg.host_only
-            pid = await self.plog.open_procedure(ProcedureOpen.model_validate(data))
+            pid = await self.plog.open_procedure(ProcedureOpen.model_validate(data), study=study)
             self.procedure_id = pid
             self.coord.procedure_opened(self.clock.now())
             await self._run_effects()
@@ -597,9 +602,9 @@ class ConsoleService:
     async def close_procedure(self, data: dict[str, Any]) -> int:
         async def go() -> int:
             if self.procedure_id is None:
-                raise OperatorError("no_procedure", "no procedure is open")
+                raise ControlError("no_procedure", "no procedure is open")
             if self.state.phase in E.ACTIVE:
-                raise OperatorError("busy", f"engine is {self.state.phase}: stop or abort first")
+                raise ControlError("busy", f"engine is {self.state.phase}: stop or abort first")
             await self.recorder.barrier()  # queued cycle closes land first
             pid = self.procedure_id
             close = ProcedureClose.model_validate({**data, "procedure_id": pid})
@@ -640,9 +645,9 @@ class ConsoleService:
                 self._renewed_mono = None  # re-armed: this poll renews it
             await self._run_effects()
             if not result.ok:
-                raise OperatorError("cause_present", result.reason)
+                raise ControlError("cause_present", result.reason)
             if rejects:
-                raise OperatorError(rejects[0].code, rejects[0].detail)
+                raise ControlError(rejects[0].code, rejects[0].detail)
             return {"state": str(self.state.phase)}
 
         return await self.submit(fn=go)

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryod.common.jsonlines import encode_line, exchange
+
 __all__ = [
     "MAX_REQUEST_BYTES",
     "ControlError",
@@ -191,7 +193,7 @@ def _error(rid: Any, code: str, message: str) -> dict[str, Any]:
 
 
 async def _send(writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:
-    writer.write(json.dumps(obj, default=str).encode() + b"\n")
+    writer.write(encode_line(obj, default=str))
     await writer.drain()
 
 
@@ -205,16 +207,8 @@ async def call(
     """One request to a running daemon; raises ControlError on a refusal."""
 
     async def _go() -> Any:
-        reader, writer = await asyncio.open_unix_connection(str(path), limit=16 * 1024 * 1024)
-        try:
-            writer.write(json.dumps({"id": 1, "cmd": cmd, "args": dict(args or {})}).encode())
-            writer.write(b"\n")
-            await writer.drain()
-            line = await reader.readline()
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.wait_closed()
+        request = {"id": 1, "cmd": cmd, "args": dict(args or {})}
+        line = await exchange(path, request, limit=16 * 1024 * 1024)
         if not line:
             raise ControlError("no_answer", "the daemon closed the connection")
         resp = json.loads(line)
@@ -223,4 +217,5 @@ async def call(
             raise ControlError(err.get("code", "error"), err.get("message", ""))
         return resp.get("result")
 
-    return await asyncio.wait_for(_go(), timeout_s)
+    async with asyncio.timeout(timeout_s):  # not wait_for: on 3.11 it can drop a cancel
+        return await _go()

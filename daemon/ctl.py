@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from cryod import __version__
 
 from .control import ControlError, call
+from .procedure_fields import ADVERSE_EVENT_CODES, OPEN_FIELDS
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -29,8 +30,6 @@ __all__ = ["main"]
 T = TypeVar("T")
 
 DEFAULT_SOCKET = os.environ.get("CRYOD_SOCKET", "/run/cryod/control.sock")
-
-INDICATIONS = ["mortons_neuroma", "stump_neuroma", "other_traumatic_neuroma", "other"]
 
 # exit statuses (docs/cli.md, docs/integrity.md); one meaning each across commands.
 # verify's own are record_check.VerifyExit (tests/security/test_bad_database.py
@@ -85,20 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     proc = sub.add_parser("procedure", help="open or close a procedure")
     psub = proc.add_subparsers(dest="pcmd", required=True)
-    po = psub.add_parser("open")
-    po.add_argument("--patient-ref", required=True, help="pseudonymous reference, never a name")
-    po.add_argument("--indication", required=True, choices=INDICATIONS)
-    po.add_argument("--indication-other", default=None)
-    po.add_argument("--site", required=True, help="anatomical site")
-    po.add_argument(
-        "--side", required=True, choices=["left", "right", "bilateral", "midline", "na"]
-    )
-    po.add_argument("--imaging", required=True, choices=["ultrasound", "ct", "mri"])
-    po.add_argument("--anaesthesia", required=True, choices=["local", "regional", "general"])
-    po.add_argument("--operator", default=None)
-    po.add_argument("--study-id", default=None)
-    po.add_argument("--probe-model", default=None)
-    po.add_argument("--probe-lot", default=None)
+    _open_parser(psub)
     pc = psub.add_parser("close")
     pc.add_argument("--notes", default=None)
     pc.add_argument(
@@ -106,9 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="CODE[:TEXT]",
-        help="pain, worsening_of_symptoms, infection, damage_to_adjacent_structures, "
-        "further_intervention_needed, other:TEXT (repeatable; none given = no adverse events)",
+        help=f"the quick old way, a yes/no code each ({', '.join(ADVERSE_EVENT_CODES)}; "
+        "other needs :TEXT), recorded as an adverse event 'unspecified (migrated)'; "
+        "record adverse events with 'cryoctl ae add' instead",
     )
+    bp = sub.add_parser(
+        "baseline-pain",
+        help="record the baseline pain score (before the first freeze, where the study asks)",
+    )
+    bp.add_argument("score", type=float, help="on the study's scale (NRS 0-10 or VAS 0-100 mm)")
+    bp.add_argument("--assessed-at", default=None, help="ISO 8601 with offset (default: now)")
+    _ae_parser(sub)
 
     run = sub.add_parser("run", help="run a protocol")
     run.add_argument("protocol", help="built-in name or path to a protocol TOML")
@@ -141,8 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("id", type=int)
         if name == "export":
             sp.add_argument("id", type=int, nargs="?", default=None)
-            sp.add_argument("--format", choices=["json", "csv"], default="json")
-            sp.add_argument("--out", default=None)
+            sp.add_argument(
+                "--format",
+                choices=["json", "csv", "fhir", "redcap"],
+                default="json",
+                help="json (cryod.export/2), csv (docs/data-dictionary.md), fhir (an R4B "
+                "Bundle), redcap (a project: --out DIR gets its CSV files)",
+            )
+            sp.add_argument("--out", default=None, help="a file (a directory for redcap)")
         if name == "report":
             sp.add_argument("--out", required=True)
     _verify_parser(sub)
@@ -161,7 +161,257 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--reason", required=True, help="why (e.g. consent withdrawn, ref. ...)")
     w = sub.add_parser("watch", help="live view")
     w.add_argument("--hz", type=float, default=4.0)
+    _record_parser(sub)
     return p
+
+
+#: the study sections' flags: flag -> (section, field, kind); kinds: str, int, float,
+#: list (comma-separated), bool (yes/no)
+STUDY_FLAGS: dict[str, tuple[str, str, str]] = {
+    "--selection-indication": ("selection", "indication", "str"),
+    "--symptom-duration-months": ("selection", "symptom_duration_months", "int"),
+    "--prior-treatments": ("selection", "prior_treatments", "list"),
+    "--aetiology": ("selection", "aetiology", "str"),
+    "--nerve": ("selection", "nerve", "str"),
+    "--web-space": ("selection", "web_space", "str"),
+    "--neuroma-size-mm": ("selection", "neuroma_size_mm", "float"),
+    "--imaging-modalities": ("details", "imaging", "list"),
+    "--technical-success": ("details", "technical_success", "bool"),
+    "--study-anaesthesia": ("details", "anaesthesia", "str"),
+    "--anaesthetic-agent": ("details", "anaesthetic_agent", "str"),
+    "--setting": ("details", "setting", "str"),
+    "--probe-gauge": ("details", "probe_gauge", "int"),
+    "--probe-count": ("details", "probe_count", "int"),
+    "--probe-udi": ("details", "probe_udi", "str"),
+    "--gas": ("details", "gas", "str"),
+    "--treatment-number": ("details", "treatment_number", "int"),
+    "--repeat-of": ("details", "repeat_of", "str"),
+}
+
+#: ``ae add``/``ae update`` flags -> adverse-event field and kind
+AE_FLAGS: dict[str, tuple[str, str]] = {
+    "--category": ("category", "str"),
+    "--subcategory": ("subcategory", "str"),
+    "--term": ("verbatim_term", "str"),
+    "--onset": ("onset", "str"),
+    "--resolution": ("resolution", "str"),
+    "--grade": ("ctcae_grade", "int"),
+    "--serious": ("serious", "bool"),
+    "--criteria": ("seriousness_criteria", "list"),
+    "--related-device": ("relatedness_device", "str"),
+    "--related-procedure": ("relatedness_procedure", "str"),
+    "--outcome": ("outcome", "str"),
+    "--action": ("action_taken", "str"),
+    "--further-intervention": ("further_intervention", "str"),
+    "--further-intervention-date": ("further_intervention_date", "str"),
+    "--yellow-card": ("yellow_card_ref", "str"),
+}
+
+
+def _dest(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")
+
+
+def _open_parser(psub: Any) -> None:
+    po = psub.add_parser(
+        "open",
+        help="open a procedure (under a study profile with --study)",
+        description="Open a procedure. Under a study profile (--study), the profile's "
+        "required selection and procedure fields must be given (flags or --from FILE.toml) "
+        "and consent confirmed where the study demands it; each missing or out-of-list "
+        "value is named (docs/study-profile.md).",
+    )
+    for f in OPEN_FIELDS:
+        po.add_argument(f.flag, default=None, choices=f.codes, help=f.help)
+    po.add_argument(
+        "--study",
+        default=None,
+        help="study profile: a name shipped with cryod, or a file (.toml) cryoctl reads and sends",
+    )
+    po.add_argument(
+        "--from",
+        dest="from_file",
+        default=None,
+        metavar="FILE.toml",
+        help="fields from a file (top level: the procedure's; [consent], [selection], "
+        "[procedure]); flags given win",
+    )
+    po.add_argument("--consent", action="store_true", default=None, help="consent confirmed")
+    po.add_argument("--consent-form", default=None, help="consent form version")
+    po.add_argument(
+        "--eligible",
+        action="append",
+        default=[],
+        metavar="ITEM",
+        help="an eligibility checklist item confirmed (repeatable; 'all': every item)",
+    )
+    po.add_argument(
+        "--not-eligible", action="append", default=[], metavar="ITEM", help="an item not met"
+    )
+    for flag, (section, name, kind) in STUDY_FLAGS.items():
+        po.add_argument(flag, default=None, help=f"{section}.{name} ({kind})")
+
+
+def _ae_parser(sub: Any) -> None:
+    ae = sub.add_parser(
+        "ae",
+        help="adverse events of the open procedure (add, update, list)",
+        description="Adverse events noticed while the procedure is open, up to its close; "
+        "after close they are the study collector's to record. Codes: "
+        "docs/data-dictionary.md.",
+    )
+    asub = ae.add_subparsers(dest="acmd", required=True)
+    add = asub.add_parser("add", help="record an adverse event")
+    upd = asub.add_parser("update", help="change fields of an adverse event")
+    upd.add_argument("ae_id", type=int)
+    for p in (add, upd):
+        for flag, (name, kind) in AE_FLAGS.items():
+            p.add_argument(flag, default=None, help=f"{name} ({kind})")
+        p.add_argument("--from", dest="from_file", default=None, metavar="FILE.toml")
+    ls = asub.add_parser("list", help="the adverse events of a procedure")
+    ls.add_argument("--procedure", type=int, default=None, help="default: the open one")
+    ls.add_argument("--db", default=None, help="work offline on a database file")
+
+
+def _value(flag: str, kind: str, text: str) -> Any:
+    if kind == "int":
+        try:
+            return int(text)
+        except ValueError:
+            raise BadInput(f"{flag} {text!r}: not a whole number") from None
+    if kind == "float":
+        try:
+            value = float(text)
+        except ValueError:
+            raise BadInput(f"{flag} {text!r}: not a number") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise BadInput(f"{flag} {text!r}: not a finite number")
+        return value
+    if kind == "list":
+        return [] if text.strip() in ("", "none") else [x.strip() for x in text.split(",")]
+    if kind == "bool":
+        if text.lower() in ("yes", "true", "1"):
+            return True
+        if text.lower() in ("no", "false", "0"):
+            return False
+        raise BadInput(f"{flag} {text!r}: yes or no")
+    return text
+
+
+def _toml_file(flag: str, path: str) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise UnusableFile(f"{flag} {path}: no such file") from None
+    except OSError as exc:
+        raise UnusableFile(f"{flag} {path}: cannot be read ({exc.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UnusableFile(f"{flag} {path}: not TOML ({exc})") from None
+
+
+def _text_file(flag: str, path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UnusableFile(f"{flag} {path}: no such file") from None
+    except OSError as exc:
+        raise UnusableFile(f"{flag} {path}: cannot be read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise UnusableFile(f"{flag} {path}: not UTF-8 text") from None
+
+
+def _open_request(args: argparse.Namespace) -> dict[str, Any]:
+    """The open request: the file's fields (``--from``), then the flags over them."""
+    a: dict[str, Any] = {}
+    if args.from_file:
+        data = _toml_file("--from", args.from_file)
+        if "procedure" in data:
+            data["details"] = data.pop("procedure")
+        a.update(data)
+    for f in OPEN_FIELDS:
+        v = getattr(args, f.name)
+        if v is not None:
+            a[f.name] = v
+    if args.study is not None:
+        a["study"] = args.study
+    if isinstance(a.get("study"), str) and ("/" in a["study"] or a["study"].endswith(".toml")):
+        a["study_toml"] = _text_file("--study", a["study"])  # the daemon reads no user file
+    if args.consent or args.consent_form:
+        consent = dict(a.get("consent") or {})
+        if args.consent:
+            consent["confirmed"] = True
+        if args.consent_form:
+            consent["form_version"] = args.consent_form
+        consent.setdefault("confirmed", False)
+        a["consent"] = consent
+    for flag, (section, name, kind) in STUDY_FLAGS.items():
+        text = getattr(args, _dest(flag))
+        if text is not None:
+            a.setdefault(section, {})[name] = _value(flag, kind, text)
+    if args.eligible or args.not_eligible:
+        sel = a.setdefault("selection", {})
+        elig = dict(sel.get("eligibility") or {})
+        items = dict(elig.get("items") or {})
+        if "all" in args.eligible:
+            items["*"] = True
+        items.update({i: True for i in args.eligible if i != "all"})
+        items.update(dict.fromkeys(args.not_eligible, False))
+        elig["items"] = items
+        sel["eligibility"] = elig
+    if "study" not in a:
+        missing = [f.flag for f in OPEN_FIELDS if f.required and f.name not in a]
+        missing = [m for m in missing if m != "--operator"]
+        if missing:
+            raise BadInput(f"procedure open needs {', '.join(missing)} (or --study/--from)")
+    return a
+
+
+def _ae_request(args: argparse.Namespace) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    if args.from_file:
+        data.update(_toml_file("--from", args.from_file))
+    for flag, (name, kind) in AE_FLAGS.items():
+        text = getattr(args, _dest(flag))
+        if text is not None:
+            data[name] = _value(flag, kind, text)
+    return data
+
+
+# ---- cryoctl record resend (the record channel, docs/record-channel.md) ----------------------
+def _seq(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a chain sequence number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("a chain sequence number is 1 or more")
+    return value
+
+
+def _record_parser(sub: Any) -> None:
+    rp = sub.add_parser("record", help="the record channel to the study collector")
+    rsub = rp.add_subparsers(dest="rcmd", required=True)
+    rr = rsub.add_parser(
+        "resend",
+        help="publish chain entries again (a gap the collector reported)",
+        description="Publish the chain entries FROM..TO (TO: the chain's end) again on the "
+        "record channel, from the store, at the channel's rate. Recorded in the chain "
+        "with who asked. The collector ignores what it already holds.",
+    )
+    rr.add_argument("--from", dest="first", type=_seq, required=True, metavar="SEQ")
+    rr.add_argument("--to", dest="last", type=_seq, default=None, metavar="SEQ")
+
+
+def _record_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    if args.last is not None and args.last < args.first:
+        raise BadInput(f"--to {args.last} is before --from {args.first}")
+    return "record_resend", {"first": args.first, "last": args.last}
+
+
+# ---- end of cryoctl record -------------------------------------------------------------------
 
 
 VERIFY_EPILOG = """\
@@ -355,26 +605,27 @@ def _live_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     c = args.cmd
     if c == "procedure":
         if args.pcmd == "open":
-            for k in (
-                "patient_ref",
-                "indication",
-                "indication_other",
-                "site",
-                "side",
-                "imaging",
-                "anaesthesia",
-                "operator",
-                "study_id",
-                "probe_model",
-                "probe_lot",
-            ):
-                v = getattr(args, k)
-                if v is not None:
-                    a[k] = v
-            return "procedure_open", a
-        a["notes"] = args.notes
+            return "procedure_open", {**a, **_open_request(args)}
+        if args.notes is not None:
+            a["notes"] = args.notes
         a["adverse_events"] = _adverse(args.adverse_event)
         return "procedure_close", a
+    if c == "baseline-pain":
+        a["score"] = _value("score", "float", str(args.score))
+        if args.assessed_at is not None:
+            a["assessed_at"] = args.assessed_at
+        return "baseline_pain", a
+    if c == "ae":
+        if args.acmd == "add":
+            return "ae_add", {**a, "event": _ae_request(args)}
+        if args.acmd == "update":
+            changes = _ae_request(args)
+            if not changes:
+                raise BadInput("ae update: give at least one field to change")
+            return "ae_update", {**a, "ae_id": args.ae_id, "changes": changes}
+        if args.procedure is not None:
+            a["procedure_id"] = args.procedure
+        return "ae_list", a
     if c == "run":
         a["protocol"] = args.protocol
         a["probes"] = [int(x) for x in args.probes.split(",") if x.strip()]
@@ -388,6 +639,8 @@ def _live_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     if c == "extend":
         a["seconds"] = args.seconds
         return "extend", a
+    if c == "record":
+        return _record_request(args)
     return c, a
 
 
@@ -476,12 +729,23 @@ def _offline(args: argparse.Namespace) -> int:
                 return EXIT_REFUSED
             return EXIT_OK
         if args.cmd == "export":
+            if args.format in ("fhir", "redcap"):
+                from .store import study_export
+
+                if args.format == "fhir":
+                    return _write_export(args, study_export.fhir_export(db, args.id))
+                return _write_export(args, study_export.redcap_export(db, args.id))
             return _write_export(
                 args,
                 export.export_csv(db, args.id)
                 if args.format == "csv"
                 else export.export_json(db, args.id),
             )
+        if args.cmd == "ae":
+            if args.procedure is None:
+                raise BadInput("ae list --db needs --procedure ID")
+            _print_json(queries.list_adverse_events(db, args.procedure))
+            return EXIT_OK
         if args.cmd == "report":
             from .report import write_report
 
@@ -492,6 +756,8 @@ def _offline(args: argparse.Namespace) -> int:
 
 
 def _write_export(args: argparse.Namespace, data: Any) -> int:
+    if getattr(args, "format", None) == "redcap":
+        return _write_redcap(args.out, data)
     text = data if isinstance(data, str) else json.dumps(data, indent=2, default=str)
     if args.out:
         try:
@@ -502,6 +768,23 @@ def _write_export(args: argparse.Namespace, data: Any) -> int:
         print(args.out)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return EXIT_OK
+
+
+def _write_redcap(out: str | None, files: dict[str, str]) -> int:
+    """The REDCap project's CSV files into the directory ``out`` (created if missing)."""
+    if not out:
+        raise BadInput("export --format redcap needs --out DIR (the project's CSV files)")
+    folder = Path(out)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (folder / name).write_text(text, encoding="utf-8", newline="")
+    except OSError as exc:
+        print(f"cryoctl: {out}: cannot write the REDCap files ({exc.strerror})", file=sys.stderr)
+        return EXIT_BAD_FILE
+    for name in files:
+        print(folder / name)
     return EXIT_OK
 
 
@@ -522,7 +805,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 #: the commands that also work on a database file (--db), with no daemon
-OFFLINE_CAPABLE = ("procedures", "show", "export", "report")
+OFFLINE_CAPABLE = ("procedures", "show", "export", "report", "ae")
 
 
 def _on_files(args: argparse.Namespace) -> int:
@@ -570,11 +853,16 @@ def _main(args: argparse.Namespace) -> int:
     if cmd == "show":
         req["id"] = args.id
     if cmd == "export":
+        if args.format == "redcap" and not args.out:
+            raise BadInput("export --format redcap needs --out DIR (the project's CSV files)")
         req.update(id=args.id, format=args.format)
     try:
         result = asyncio.run(call(args.socket, cmd, req, timeout_s=args.timeout))
     except ControlError as exc:
-        print(f"cryoctl: refused: {exc.code}: {exc.message}", file=sys.stderr)
+        lines = exc.message.splitlines() or [""]
+        print(f"cryoctl: refused: {exc.code}: {lines[0]}", file=sys.stderr)
+        for line in lines[1:]:
+            print(f"  {line}", file=sys.stderr)
         return EXIT_REFUSED
     except (OSError, TimeoutError) as exc:
         print(f"cryoctl: cannot reach cryod at {args.socket}: {exc}", file=sys.stderr)

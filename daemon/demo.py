@@ -1,9 +1,12 @@
 """``cryod demo``: a whole procedure on the simulator, over a real loopback transport.
 
 Starts ``cryosim`` in a subprocess, the daemon in this process, opens a
-procedure with demo metadata through the control socket exactly as
-``cryoctl`` would, runs the protocol, closes the procedure and writes the
-report. Needs no file from the checkout and no broker.
+procedure through the control socket exactly as ``cryoctl`` would, under the
+example Morton's neuroma study profile (selection and procedure details with
+demo values, consent), records the baseline pain score the study requires
+before the first freeze, runs the protocol, records a demo adverse event,
+closes the procedure and writes the report. Needs no file from the checkout
+and no broker.
 """
 
 from __future__ import annotations
@@ -26,6 +29,62 @@ from .control import ControlError, call
 __all__ = ["run_demo"]
 
 DONE = {"complete", "stopped", "aborted", "fault"}
+
+#: the example Morton's neuroma study profile the demo's procedure is opened under
+DEMO_STUDY = "mortons-neuroma-example"
+
+#: the demo's procedure: its own fields and the study's (demo values, not a patient)
+DEMO_OPEN: dict[str, Any] = {
+    "patient_ref": "DEMO-0001",
+    "indication": "mortons_neuroma",
+    "site": "third intermetatarsal space",
+    "side": "left",
+    "imaging": "ultrasound",
+    "anaesthesia": "local",
+    "operator": "demo",
+    "probe_model": "SIM-PROBE-17G",
+    "probe_lot": "DEMO-LOT",
+    "study": DEMO_STUDY,
+    "consent": {"confirmed": True, "form_version": "1.0"},
+    "selection": {
+        "eligibility": {"items": {"*": True}},  # every item of the study's checklist
+        "symptom_duration_months": 14,
+        "prior_treatments": ["insoles_footwear", "steroid_injection"],
+        "aetiology": "idiopathic_mortons",
+        "nerve": "common_plantar_digital",
+        "web_space": "third",
+        "neuroma_size_mm": 6.5,
+    },
+    "details": {
+        "technical_success": True,
+        "anaesthetic_agent": "lidocaine 1%",
+        "setting": "day_case",
+        "probe_gauge": 17,
+        "probe_count": 1,
+    },
+}
+
+#: the baseline pain score the example study requires before the first freeze
+DEMO_BASELINE_PAIN: dict[str, Any] = {"score": 7}
+
+
+def demo_adverse_event() -> dict[str, Any]:
+    """The demo's adverse event, noticed before close (onset: now, in UTC)."""
+    import datetime as dt
+
+    onset = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "category": "damage_to_adjacent_structures",
+        "subcategory": "cold_injury",
+        "verbatim_term": "demo: blanching of the skin over the probe entry site",
+        "onset": onset,
+        "ctcae_grade": 1,
+        "serious": False,
+        "relatedness_device": "possibly",
+        "relatedness_procedure": "probably",
+        "outcome": "recovering_resolving",
+        "action_taken": "treatment_given",
+    }
 
 
 def _free_port() -> int:
@@ -141,40 +200,20 @@ async def _drive(loaded: Any, args: argparse.Namespace, probes: list[int], sock:
     task = asyncio.create_task(daemon.run(), name="daemon")
     try:
         await _wait_ready(sock, task)
-        pid = int(
-            (
-                await call(
-                    sock,
-                    "procedure_open",
-                    {
-                        "patient_ref": "DEMO-0001",
-                        "indication": "mortons_neuroma",
-                        "site": "third intermetatarsal space",
-                        "side": "left",
-                        "imaging": "ultrasound",
-                        "anaesthesia": "local",
-                        "operator": "demo",
-                        "study_id": "DEMO-STUDY",
-                        "probe_model": "SIM-PROBE-17G",
-                        "probe_lot": "DEMO-LOT",
-                    },
-                )
-            )["procedure_id"]
-        )
+        pid = int((await call(sock, "procedure_open", DEMO_OPEN))["procedure_id"])
+        await call(sock, "baseline_pain", DEMO_BASELINE_PAIN)
         await call(sock, "run", {"protocol": args.protocol, "probes": probes})
         final = await _progress(sock, quiet=args.quiet)
-        await call(
-            sock,
-            "procedure_close",
-            {"notes": f"demo run, final state {final}", "adverse_events": []},
-        )
+        await call(sock, "ae_add", {"event": demo_adverse_event()})
+        await call(sock, "procedure_close", {"notes": f"demo run, final state {final}"})
         if final != "complete":
             print(f"protocol ended in state {final}", file=sys.stderr)
         return pid
     finally:
         daemon.request_stop()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 15)
+            async with asyncio.timeout(15):
+                await task
 
 
 async def _wait_ready(sock: Path, task: asyncio.Task[Any]) -> None:

@@ -497,6 +497,10 @@ class Engine:
             return self._open_if_ready(st, run, out)
         step = run.step
         if st.phase is Phase.THAWING and isinstance(step, ThawStep) and step.mode == "active":
+            if run.freezes_done == 0 and "active_thaw_helium" in self.cfg.envelope.capabilities:
+                # helium reaches the probe through the master valve, which only a
+                # freeze of this run has opened; a thaw that starts the run opens it
+                out.add(SetMaster(on=True))
             out.add(SetThaw(probe=cyc.probe, on=True))
             return replace(
                 st, run=self._with_cycle(run, replace(cyc, committed=True, thaw_on=True))

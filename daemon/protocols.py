@@ -24,6 +24,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cryod.common.validation import field_problems
+
 from .limits import SafetyLimits
 
 __all__ = [
@@ -218,18 +220,9 @@ def validate_protocol(
 
 
 def _pydantic_problems(source: str, exc: ValidationError) -> list[Problem]:
-    out = []
-    for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
-        # drop the union tag pydantic inserts ("steps.0.freeze.duration_s")
-        if len(loc) >= 3 and loc[0] == "steps" and loc[2] in ("freeze", "thaw", "hold"):
-            del loc[2]
-        key = ".".join(loc) or "<top>"
-        reason = err["msg"]
-        if err["type"] == "extra_forbidden":
-            reason = "unknown key"
-        out.append(Problem(source, key, reason))
-    return out
+    # the step kind is the union tag pydantic inserts ("steps.0.freeze.duration_s")
+    found = field_problems(exc, union_tags=("freeze", "thaw", "hold"))
+    return [Problem(source, p.key, p.reason) for p in found]
 
 
 def parse_protocol(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
+import functools
 import pwd
 import signal
 import time
@@ -22,22 +22,32 @@ from pydantic import ValidationError
 
 from cryod import __version__
 from cryod.drivers.registry import load_driver
+from cryod.research.problems import ResearchDataError
+from cryod.research.profile import (
+    StudyProfileError,
+    builtin_study_names,
+    load_study_profile,
+    parse_study_profile,
+)
 
 from . import commands as C
+from . import control_commands as cc
 from .anchoring import AnchorFile, Anchoring, StartCheck, start_check
 from .config import LoadedConfig, driver_options
-from .console_service import ConsoleService, OperatorError
+from .console_service import ConsoleService
 from .control import ControlError, ControlServer, Peer
 from .logging import get_logger
+from .procedure_fields import OPEN_FIELDS
 from .protocol_files import load_protocol
 from .protocols import ProtocolError
 from .sdnotify import Heartbeats, Notifier, Watchdog
-from .store import audit, chain, export, queries
+from .store import audit, chain, export, queries, retention
+from .store.convert import refuse_unconverted
 from .store.db import make_engine
 from .store.errors import StoreError
 from .store.migrate_proc import migrate_in_child
 from .store.outbox import Outbox
-from .store.records import ProcedureLog, RecordError
+from .store.records import ProcedureLog, RecordError, prepare_study, study_defaults
 from .store.recovery import recover
 from .store.schema_version import HEAD_REVISION, at_head
 from .store.writer import Writer
@@ -46,6 +56,8 @@ from .telemetry.console_feed import ConsoleTelemetry
 __all__ = ["Daemon"]
 
 log = get_logger("cryod")
+
+OPEN_FIELD_NAMES = tuple(f.name for f in OPEN_FIELDS)
 
 
 class Daemon:
@@ -65,6 +77,7 @@ class Daemon:
         self.storage_error: str | None = None
         self.anchoring: Anchoring | None = None
         self.anchor_condition: str | None = None  # anchor_failed while present
+        self.record: Any = None  # the record channel (record_channel.channel), when enabled
         self._stop = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
 
@@ -97,6 +110,8 @@ class Daemon:
                 revision=report.to_revision,
                 backup=None if report.backup_path is None else str(report.backup_path),
             )
+        # samples of the old form left (an upgrade, or a cryod migrate that stopped)
+        await asyncio.to_thread(refuse_unconverted, db)
         engine = make_engine(db)
         chain_node = await asyncio.to_thread(_chain_node, engine)
         if chain_node is not None and chain_node != node:
@@ -128,12 +143,13 @@ class Daemon:
                 cycles=[c.cycle_id for c in rec.interrupted],
             )
         open_procs = await asyncio.to_thread(queries.open_procedures, engine)
+        self.record = self._record_channel(engine)
         self.writer = Writer(
             engine,
             batch_max=d.sample_batch_max,
             batch_interval_s=d.sample_batch_interval_s,
             on_error=self._on_storage_error,
-            on_head=self.anchoring.offer,
+            on_head=self._on_head,
             on_foreign_head=self._foreign_head,
         )
         await self.writer.start()
@@ -186,6 +202,7 @@ class Daemon:
                 )
                 await self.control.start()
                 tg.create_task(self._health(), name="health")
+                tg.create_task(self._retention(), name="retention")
                 wd = Watchdog(self.notifier, self.heartbeats.healthy)
                 if wd.enabled:
                     tg.create_task(wd.run(), name="watchdog")
@@ -214,6 +231,9 @@ class Daemon:
         # the safe state in its own finally block. Now the log, then MQTT.
         if self.control is not None:
             await self.control.close()
+        if self.record is not None:
+            with contextlib.suppress(Exception):
+                await self.record.close()  # the cursor as far as the broker acknowledged
         if self.plog is not None:
             with contextlib.suppress(StoreError):
                 await self.plog.record_event("daemon_stopped", {"session": self.session})
@@ -241,6 +261,62 @@ class Daemon:
         pub.start()
         self.publishers.append(pub)
         return ConsoleTelemetry(pub, cfg.telemetry_hz)
+
+    # ---- the record channel (docs/record-channel.md) ----
+    def _record_channel(self, engine: Any) -> Any:
+        if self.loaded.record_mqtt is None:
+            return None
+        from .record_channel.channel import RecordChannel
+        from .record_channel.cursor import Limits
+        from .store.records import REDACTED, check_patient_ref
+
+        rec = self.cfg.record
+        mqtt = self.loaded.record_mqtt
+        assert self.loaded.record_cursor is not None  # set with record_mqtt
+        channel = RecordChannel(
+            mqtt,
+            client_id=mqtt.client_id,
+            site=mqtt.site,
+            node=self.cfg.node.id,
+            engine=engine,
+            cursor_path=self.loaded.record_cursor,
+            limits=Limits(rate_per_s=rec.rate_per_s, burst=rec.burst, window=rec.window),
+            check_pseudonym=check_patient_ref,
+            placeholder=REDACTED,
+            publish_timeout_s=rec.publish_timeout_s,
+        )
+        channel.start()
+        return channel
+
+    def _on_head(self, head: audit.AuditHead, label: str) -> None:
+        """A new chain head after a COMMIT: to the anchors and the record channel."""
+        if self.anchoring is not None:
+            self.anchoring.offer(head, label)
+        if self.record is not None:
+            self.record.offer_head(head)
+
+    async def _record_resend(self, args: dict[str, Any], peer: Peer) -> Any:
+        """``cryoctl record resend``: recorded in the chain (who, the range, and whether
+        it was refused) before the channel acts on it."""
+        who = _who(peer)
+        try:
+            first = int(args["first"])
+            last = None if args.get("last") is None else int(args["last"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ControlError("bad_request", f"first/last: {exc}") from exc
+        refused = "the record channel is not enabled ([record] enabled)"
+        if self.record is not None:
+            refused = self.record.check_resend(first, last)
+        if self.plog is None:
+            raise ControlError("unavailable", "the log is not open")
+        await self.plog.record_event(
+            "record_resend",
+            {"by": who, "first": first, "last": last, "accepted": refused is None,
+             "reason": refused},
+        )  # fmt: skip
+        if refused is not None:
+            raise ControlError("rejected", refused)
+        return await self.record.resend(first, last)
 
     def _anchor_condition(self, present: bool, detail: str) -> None:
         """An anchor route failing (or well again): the medium anchor_failed alarm."""
@@ -280,6 +356,28 @@ class Daemon:
         self.storage_error = str(err)
         log.error("storage_error", error=str(err))
 
+    async def _retention(self) -> None:
+        """Samples outside procedures older than ``sample_retention_h`` go, a few
+        batches every few seconds, through the writer (store/retention.py)."""
+        assert self.writer is not None
+        keep_h = self.cfg.daemon.sample_retention_h
+        try:
+            cursor = await self.writer.commit_now(retention.saved_cursor, label="retention")
+        except StoreError:
+            cursor = 0  # the writer reports the failure; start from the beginning
+        while True:
+            await asyncio.sleep(retention.INTERVAL_S)
+            step_op = functools.partial(
+                retention.retention_step, now_utc=time.time(), keep_h=keep_h, cursor=cursor
+            )
+            try:
+                step = await self.writer.commit_now(step_op, label="retention")
+            except StoreError:
+                continue  # the writer turned unhealthy and says why
+            cursor = step.cursor
+            if step.polls:
+                log.info("samples_retention", polls=step.polls, ranges=list(step.ranges))
+
     async def _health(self) -> None:
         """Feed the heartbeats that the watchdog checks; update telemetry state; tell
         systemd what each console is doing (STATUS=, shown by systemctl status)."""
@@ -309,52 +407,47 @@ class Daemon:
             await asyncio.sleep(0.25)
 
     # ------------------------------------------------------------ control API
-    def _console(self, args: dict[str, Any]) -> ConsoleService:
-        cid = args.get("console")
+    def _console(self, args: cc.Command) -> ConsoleService:
+        cid = args.console
         if cid is None:
             if len(self.consoles) != 1:
                 raise ControlError("bad_request", f"name a console: {sorted(self.consoles)}")
             return next(iter(self.consoles.values()))
-        if cid not in self.consoles:
+        if not isinstance(cid, str) or cid not in self.consoles:
             raise ControlError("unknown_console", f"{cid!r}; known: {sorted(self.consoles)}")
         return self.consoles[cid]
 
     def _handlers(self) -> dict[str, Any]:
-        async def status(args: dict[str, Any], peer: Peer) -> Any:
-            return self.status()
+        """Each command: its arguments validated by its model (``control_commands``),
+        then its handler; every operator command is recorded, accepted or refused."""
+        db = self.cfg.daemon.database
+
+        def parsed(name: str, args: dict[str, Any]) -> Any:
+            try:
+                return cc.COMMANDS[name].model_validate(args)
+            except ValidationError as exc:
+                raise ControlError("bad_request", cc.refusal_message(exc)) from exc
 
         def op(name: str, fn: Any) -> Any:
             async def handler(args: dict[str, Any], peer: Peer) -> Any:
-                svc = self._console(args)
                 who = _who(peer)
-                if _non_finite(args):
-                    # refused before anything acts, and recorded with the numbers spelled out
-                    safe = _finite_copy(args)
-                    why = "bad_request: NaN or Infinity in the request"
-                    await self._action(svc, who, name, safe, False, why)
-                    raise ControlError("bad_request", "NaN or Infinity in the request")
-                allowed = ALLOWED_ARGS.get(name)
-                unknown = sorted(set(args) - allowed - {"console"}) if allowed is not None else []
-                if unknown:
-                    why = f"unknown arguments {unknown}; allowed: {sorted(allowed or ())}"
-                    await self._action(svc, who, name, args, False, f"bad_request: {why}")
-                    raise ControlError("bad_request", why)
+                svc = self._console(cc.Command.model_construct(console=args.get("console")))
                 try:
-                    result = await fn(svc, args, who)
-                except OperatorError as exc:
+                    result = await fn(svc, parsed(name, args), who)
+                except ControlError as exc:
                     await self._action(svc, who, name, args, False, f"{exc.code}: {exc.message}")
-                    raise ControlError(exc.code, exc.message) from exc
-                except ValidationError as exc:
-                    why = _validation_message(exc)  # never echoes the input (patient refs)
-                    await self._action(svc, who, name, args, False, why)
+                    raise
+                except (ValidationError, ResearchDataError, StudyProfileError) as exc:
+                    why = (
+                        _validation_message(exc)  # never echoes the input (patient refs)
+                        if isinstance(exc, ValidationError)
+                        else str(exc)
+                    )
+                    await self._action(svc, who, name, args, False, f"rejected: {why}")
                     raise ControlError("rejected", why) from exc
                 except (ProtocolError, RecordError, ValueError) as exc:
-                    await self._action(svc, who, name, args, False, str(exc))
+                    await self._action(svc, who, name, args, False, f"rejected: {exc}")
                     raise ControlError("rejected", str(exc)) from exc
-                except (KeyError, TypeError) as exc:
-                    why = f"missing or mistyped argument: {exc}"
-                    await self._action(svc, who, name, args, False, f"bad_request: {why}")
-                    raise ControlError("bad_request", why) from exc
                 except TimeoutError as exc:
                     await self._action(svc, who, name, args, False, "timeout")
                     raise ControlError("timeout", "the console did not answer in time") from exc
@@ -363,96 +456,171 @@ class Daemon:
 
             return handler
 
-        async def h_open(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
-            meta = {k: v for k, v in a.items() if k != "console"}
-            meta.setdefault("operator", who)
-            return {"procedure_id": await svc.open_procedure(meta)}
+        def reader(name: str, fn: Any) -> Any:
+            async def handler(args: dict[str, Any], peer: Peer) -> Any:
+                return await fn(parsed(name, args))
 
-        async def h_close(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
-            data = {k: v for k, v in a.items() if k != "console"}
+            return handler
+
+        async def h_open(svc: ConsoleService, a: cc.ProcedureOpen, who: str) -> Any:
+            meta = a.model_dump(include=set(OPEN_FIELD_NAMES), exclude_none=True)
+            meta.setdefault("operator", who)
+            study = None
+            if a.study_toml is not None:
+                profile = parse_study_profile(a.study_toml, a.study or "study profile")
+            elif a.study is not None:
+                if a.study not in builtin_study_names():
+                    raise ControlError(
+                        "rejected",
+                        f"study {a.study!r} is not a study profile shipped with cryod "
+                        f"({', '.join(builtin_study_names())}); give a file with "
+                        "cryoctl procedure open --study FILE.toml",
+                    )
+                profile = await asyncio.to_thread(load_study_profile, a.study)
+            else:
+                profile = None
+            if profile is not None:
+                gas = None if svc.identity is None else svc.identity.gas
+                selection, details = study_defaults(
+                    meta, a.selection or {}, a.details or {}, profile, gas=gas
+                )
+                study = prepare_study(
+                    profile, consent=a.consent, selection=selection, details=details
+                )
+            elif a.consent or a.selection or a.details:
+                raise ControlError(
+                    "bad_request", "consent, selection and details need a study profile (study)"
+                )
+            return {"procedure_id": await svc.open_procedure(meta, study=study)}
+
+        async def h_close(svc: ConsoleService, a: cc.ProcedureClose, who: str) -> Any:
+            data = a.model_dump(exclude={"console"}, exclude_none=True)
             data.setdefault("closed_by", who)
-            data.setdefault("adverse_events", [])
             return {"procedure_id": await svc.close_procedure(data)}
 
-        async def h_run(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
-            name = a.get("protocol")
-            if not isinstance(name, str):
-                raise ValueError("run needs 'protocol'")
-            probes = tuple(int(p) for p in a.get("probes", [1]))
-            env = svc.envelope
-            # off the event loop: a large or slow file must not delay the poll loop
-            proto = await asyncio.to_thread(
-                load_protocol, name, svc.cfg.limits, env.min_tip_c, env.capabilities
-            )
-            return await svc.run_protocol(proto, probes)
-
-        async def h_freeze(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
-            return await svc.submit(C.AdHocFreeze(int(a["probe"]), float(a["seconds"])))
-
-        async def h_thaw(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
-            secs = a.get("seconds")
-            return await svc.submit(
-                C.AdHocThaw(
-                    int(a["probe"]),
-                    None if secs is None else float(secs),
-                    str(a.get("mode", "passive")),
+        def open_procedure_of(svc: ConsoleService, doing: str) -> int:
+            if svc.procedure_id is None:
+                raise ControlError(
+                    "no_procedure",
+                    f"no procedure is open on console {svc.id}: {doing} after close is the "
+                    "study collector's to record",
                 )
-            )
+            return svc.procedure_id
 
-        async def h_extend(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
-            return await svc.submit(C.Extend(float(a["seconds"])))
+        async def baseline_first(svc: ConsoleService) -> None:
+            """run and freeze wait for the baseline pain score where the study requires it."""
+            if svc.procedure_id is None:
+                return  # the engine refuses: no procedure
+            problems = await asyncio.to_thread(queries.baseline_gate, db, svc.procedure_id)
+            if problems:
+                raise ControlError("baseline_pain_required", "; ".join(p.message for p in problems))
 
-        async def h_ack(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
-            return await svc.acknowledge(who)
+        async def h_pain(svc: ConsoleService, a: cc.BaselinePain, who: str) -> Any:
+            pid = open_procedure_of(svc, "a pain score")
+            data = a.model_dump(mode="json", exclude={"console"}, exclude_none=True)
+            assert self.plog is not None
+            return {"assessment_id": await self.plog.record_baseline_pain(pid, data, by=who)}
 
-        async def h_reset(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
-            return await svc.reset()
+        async def h_ae_add(svc: ConsoleService, a: cc.AeAdd, who: str) -> Any:
+            pid = open_procedure_of(svc, "an adverse event")
+            assert self.plog is not None
+            return {"ae_id": await self.plog.add_adverse_event(pid, a.event, by=who)}
 
-        async def stop(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
-            return await svc.submit(C.Stop())
+        async def h_ae_update(svc: ConsoleService, a: cc.AeUpdate, who: str) -> Any:
+            assert self.plog is not None
+            await self.plog.update_adverse_event(a.ae_id, a.changes, by=who)
+            return {"ae_id": a.ae_id}
 
-        async def cont(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
-            return await svc.submit(C.Continue())
-
-        async def abort(svc: ConsoleService, a: dict[str, Any], who: str) -> Any:
-            return await svc.submit(C.Abort())
-
-        async def procedures(args: dict[str, Any], peer: Peer) -> Any:
-            return [
-                p.as_dict()
-                for p in await asyncio.to_thread(queries.list_procedures, self.cfg.daemon.database)
-            ]
-
-        async def show(args: dict[str, Any], peer: Peer) -> Any:
+        async def ae_list(a: cc.AeList) -> Any:
+            pid = a.procedure_id
+            if pid is None:
+                pid = open_procedure_of(self._console(a), "listing adverse events")
             try:
-                return (
-                    await asyncio.to_thread(
-                        queries.show_procedure, self.cfg.daemon.database, int(args["id"])
-                    )
-                ).as_dict()
+                return await asyncio.to_thread(queries.list_adverse_events, db, pid)
             except queries.NotFound as exc:
                 raise ControlError("not_found", str(exc)) from exc
 
-        async def do_export(args: dict[str, Any], peer: Peer) -> Any:
-            pid = args.get("id")
-            fmt = args.get("format", "json")
-            db = self.cfg.daemon.database
-            if fmt == "csv":
-                return await asyncio.to_thread(export.export_csv, db, pid)
-            if self.writer is None:
-                raise ControlError("unavailable", "the log is not open")
-            # sealed: one export entry commits to the rows, anchored at once
-            return await self.writer.commit_now(
-                lambda s: export.export_sealed(s, pid), label="export"
+        async def h_run(svc: ConsoleService, a: cc.Run, who: str) -> Any:
+            await baseline_first(svc)
+            env = svc.envelope
+            # off the event loop: a large or slow file must not delay the poll loop
+            proto = await asyncio.to_thread(
+                load_protocol, a.protocol, svc.cfg.limits, env.min_tip_c, env.capabilities
             )
+            return await svc.run_protocol(proto, tuple(a.probes))
 
-        async def verify(args: dict[str, Any], peer: Peer) -> Any:
-            return await self._verify(args.get("anchors") or [])
+        async def h_freeze(svc: ConsoleService, a: cc.Freeze, who: str) -> Any:
+            await baseline_first(svc)
+            return await svc.submit(C.AdHocFreeze(a.probe, a.seconds))
+
+        async def h_thaw(svc: ConsoleService, a: cc.Thaw, who: str) -> Any:
+            return await svc.submit(C.AdHocThaw(a.probe, a.seconds, a.mode))
+
+        async def h_extend(svc: ConsoleService, a: cc.Extend, who: str) -> Any:
+            return await svc.submit(C.Extend(a.seconds))
+
+        async def h_ack(svc: ConsoleService, a: cc.Ack, who: str) -> Any:
+            return await svc.acknowledge(who)
+
+        async def h_reset(svc: ConsoleService, a: cc.NoArgs, who: str) -> Any:
+            return await svc.reset()
+
+        async def stop(svc: ConsoleService, a: cc.NoArgs, who: str) -> Any:
+            return await svc.submit(C.Stop())
+
+        async def cont(svc: ConsoleService, a: cc.NoArgs, who: str) -> Any:
+            return await svc.submit(C.Continue())
+
+        async def abort(svc: ConsoleService, a: cc.NoArgs, who: str) -> Any:
+            return await svc.submit(C.Abort())
+
+        async def status(a: cc.NoArgs) -> Any:
+            return self.status()
+
+        async def procedures(a: cc.NoArgs) -> Any:
+            return [p.as_dict() for p in await asyncio.to_thread(queries.list_procedures, db)]
+
+        async def show(a: cc.Show) -> Any:
+            try:
+                return (await asyncio.to_thread(queries.show_procedure, db, a.id)).as_dict()
+            except queries.NotFound as exc:
+                raise ControlError("not_found", str(exc)) from exc
+
+        async def do_export(a: cc.Export) -> Any:
+            try:
+                if a.format == "csv":
+                    return await asyncio.to_thread(export.export_csv, db, a.id)
+                if a.format in ("fhir", "redcap"):
+                    from .store import study_export
+
+                    fn = (
+                        study_export.fhir_export
+                        if a.format == "fhir"
+                        else study_export.redcap_export
+                    )
+                    return await asyncio.to_thread(fn, db, a.id)
+                if self.writer is None:
+                    raise ControlError("unavailable", "the log is not open")
+                # sealed: one export entry commits to the rows, anchored at once
+                return await self.writer.commit_now(
+                    lambda s: export.export_sealed(s, a.id), label="export"
+                )
+            except queries.NotFound as exc:
+                raise ControlError("not_found", str(exc)) from exc
+            except ValueError as exc:  # a study export that cannot be made, said why
+                raise ControlError("rejected", str(exc)) from exc
+
+        async def verify(a: cc.Verify) -> Any:
+            return await self._verify(a.anchors)
 
         return {
-            "status": status,
+            "status": reader("status", status),
             "procedure_open": op("procedure_open", h_open),
             "procedure_close": op("procedure_close", h_close),
+            "baseline_pain": op("baseline_pain", h_pain),
+            "ae_add": op("ae_add", h_ae_add),
+            "ae_update": op("ae_update", h_ae_update),
+            "ae_list": reader("ae_list", ae_list),
             "run": op("run", h_run),
             "freeze": op("freeze", h_freeze),
             "thaw": op("thaw", h_thaw),
@@ -462,10 +630,11 @@ class Daemon:
             "abort": op("abort", abort),
             "ack": op("ack", h_ack),
             "reset": op("reset", h_reset),
-            "procedures": procedures,
-            "show": show,
-            "export": do_export,
-            "verify": verify,
+            "procedures": reader("procedures", procedures),
+            "show": reader("show", show),
+            "export": reader("export", do_export),
+            "verify": reader("verify", verify),
+            "record_resend": self._record_resend,
         }
 
     async def _action(
@@ -483,7 +652,7 @@ class Daemon:
             await self.plog.record_action(
                 who=who,
                 action=action,
-                args=args,
+                args=cc.recorded_args(args),  # NaN spelled out; a profile's text as its digest
                 accepted=accepted,
                 reason=reason,
                 console=svc.id,
@@ -562,43 +731,10 @@ class Daemon:
                 "last_error": self.storage_error,
             },
             "mqtt": [p.status().as_dict() for p in self.publishers] or None,
+            "record": None if self.record is None else self.record.status(),
             "audit_head": _head(self.writer),
             "anchors": None if self.anchoring is None else self.anchoring.status(),
         }
-
-
-#: arguments each operator command accepts (besides "console"); others are refused
-ALLOWED_ARGS: dict[str, set[str]] = {
-    "run": {"protocol", "probes"},
-    "freeze": {"probe", "seconds"},
-    "thaw": {"probe", "seconds", "mode"},
-    "extend": {"seconds"},
-    "stop": set(),
-    "continue": set(),
-    "abort": set(),
-    "ack": {"alarm"},
-    "reset": set(),
-}
-
-
-def _non_finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(_non_finite(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_non_finite(v) for v in value)
-    return False
-
-
-def _finite_copy(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    if isinstance(value, dict):
-        return {k: _finite_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite_copy(v) for v in value]
-    return value
 
 
 def _validation_message(exc: ValidationError) -> str:

@@ -169,7 +169,10 @@ class WatchState:
 
     async def poll(self, source: StatusSource, timeout_s: float) -> bool:
         try:
-            result = await asyncio.wait_for(source(), timeout_s)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for returns the result when the
+            # source finishes in the same loop pass as a cancel, and Ctrl-C is lost
+            async with asyncio.timeout(timeout_s):
+                result = await source()
             if not isinstance(result, Mapping):
                 raise TypeError(f"status is a {type(result).__name__}, not an object")
         except asyncio.CancelledError:

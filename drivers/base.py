@@ -123,7 +123,7 @@ class LimitTrip:
     console_time_s: float  # console clock when it tripped
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ProbeState:
     probe: int  # 1-based, as printed on the console
     tip_c: Reading

@@ -15,6 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cryod.common.validation import problem_lines
+
 from .tomlfile import read_toml
 
 __all__ = [
@@ -28,7 +30,6 @@ __all__ = [
     "builtin_profile_path",
     "decode_words",
     "encode_value",
-    "format_validation_error",
     "load_profile",
 ]
 
@@ -316,15 +317,6 @@ def encode_value(spec: RegisterSpec, raw: int | str, word_order: str = "big") ->
     return [hi_w, lo_w] if word_order == "big" else [lo_w, hi_w]
 
 
-def format_validation_error(source: str, exc: ValidationError) -> str:
-    """One line per problem: file, key and reason."""
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "<top>"
-        lines.append(f"{source}: {key}: {err['msg']}")
-    return "\n".join(lines)
-
-
 def builtin_profile_path(name: str = "cryosim-8") -> Path:
     """Path of a profile shipped as package data (works from a wheel install)."""
     ref = resources.files("cryod").joinpath("defaults", "consoles", f"{name}.toml")
@@ -346,4 +338,4 @@ def load_profile(path: str | Path | None = None) -> Profile:
     try:
         return Profile.model_validate(data)
     except ValidationError as exc:
-        raise ProfileError(format_validation_error(str(p), exc)) from exc
+        raise ProfileError("\n".join(problem_lines(exc, str(p)))) from exc

@@ -32,6 +32,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cryod.common.validation import problem_lines
+
 from . import linkmath
 from .backoff import Backoff, BackoffPolicy
 from .base import (
@@ -181,11 +183,7 @@ class SerialLineDriver(Driver):
         try:
             opts = SerialLineOptions.model_validate(dict(options))
         except ValidationError as exc:
-            lines = []
-            for err in exc.errors():
-                key = ".".join(str(p) for p in err["loc"]) or "<options>"
-                lines.append(f"{source}.{key}: {err['msg']}")
-            raise ValueError("\n".join(lines)) from None
+            raise ValueError("\n".join(problem_lines(exc, None, prefix=source))) from None
         driver = cls(opts)
         try:
             driver.check_poll_rate(opts.telemetry_hz)

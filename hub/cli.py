@@ -127,6 +127,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ver.add_argument("--json", action="store_true")
 
+    # ---- ingest (issue 21: cryohub run, gaps, heads export) ----
+    run = sub.add_parser("run", parents=[common], help="the ingest service (systemd ExecStart)")
+    run.add_argument(
+        "--stats-file",
+        type=Path,
+        help="write counters and latencies here as JSON every 2 s and at exit",
+    )
+    gaps = sub.add_parser(
+        "gaps", parents=[common], help="open gaps and held messages per room, with the repair"
+    )
+    gaps.add_argument("node", nargs="?", help="one room (default: every room)")
+    gaps.add_argument("--json", action="store_true")
+    heads = sub.add_parser("heads", help="the rooms' chain heads the collector saw")
+    heads_sub = heads.add_subparsers(dest="heads_cmd", required=True)
+    hexp = heads_sub.add_parser(
+        "export",
+        parents=[common],
+        help="write a room's heads as anchor lines for `cryoctl verify --anchors` at the room",
+    )
+    hexp.add_argument("node")
+    hexp.add_argument("--out", type=Path, help="file to write (default: standard output)")
+
+    from .followup_cli import add_parsers as followup_parsers  # followup, withdraw, export, summary
+
+    followup_parsers(sub, common, acting)
+
     # ---- web (issue 23): the study's web app, docs/web.md ----
     web = sub.add_parser("web", parents=[common], help="serve the study web app (read-only board)")
     web.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
@@ -469,7 +495,35 @@ def _verify_self(ctx: _Open, logs: list[Path]) -> list[Any] | None:
         except OSError as exc:
             _err(f"{log}: cannot read: {exc.strerror}")
             return None
-    return [check_self(node, entries, users, rooms, sources)]
+    from .followup import check_followup
+    from .followup_store import stored_followup
+
+    with Session(ctx.engine) as s:
+        followup = check_followup(stored_followup(s), entries)
+    return [_WithFollowUp(check_self(node, entries, users, rooms, sources), followup)]
+
+
+class _WithFollowUp:
+    """``verify --self``: the chain, users and rooms, then the follow-up tables (issue 22:
+    each row re-hashed against its entry, redactions listed apart; a mismatch is exit 4)."""
+
+    def __init__(self, report: Any, followup: Any) -> None:
+        self.report = report
+        self.followup = followup
+
+    @property
+    def exit_code(self) -> int:
+        codes = [c for c in (self.report.exit_code, 0 if self.followup.ok else 4) if c]
+        return min(codes) if codes else 0
+
+    def lines(self) -> list[str]:
+        return [*self.report.lines(), *self.followup.lines()]
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dict(self.report.as_dict())
+        out["followup"] = self.followup.as_dict()
+        out["exit_code"] = self.exit_code
+        return dict(out)
 
 
 def _verify_rooms(ctx: _Open, args: argparse.Namespace) -> list[Any] | None:
@@ -494,6 +548,103 @@ def _verify_rooms(ctx: _Open, args: argparse.Namespace) -> list[Any] | None:
                 return None
             out.append(check_room_copy(copy.registration, copy.entries, copy.rows, copy.blocks))
     return out
+
+
+# ---- ingest (issue 21: cryohub run, gaps, heads export) -------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from .service import IngestService, broker_settings
+
+    with _Open(args.config) as ctx:
+        broker_settings(ctx.loaded)  # a config without [broker] is exit 2 before anything
+        logging.basicConfig(
+            level=ctx.loaded.cfg.collector.log_level.upper(),
+            format="%(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        logging.getLogger("mqtt").setLevel(logging.WARNING)
+        service = IngestService(ctx.loaded, ctx.engine, stats_file=args.stats_file)
+        return asyncio.run(service.run())
+
+
+def cmd_gaps(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from .ingest import repair_command
+    from .store.models import Held, Room
+    from .store.received import open_gaps
+
+    with _Open(args.config) as ctx, Session(ctx.engine) as s:
+        nodes = list(s.execute(select(Room.node).order_by(Room.node)).scalars())
+        if args.node is not None:
+            if args.node not in nodes:
+                _err(f"no room {args.node!r} is registered")
+                return EXIT_BAD_INPUT
+            nodes = [args.node]
+        report: list[dict[str, Any]] = []
+        for node in nodes:
+            gaps = [
+                {"from": g.first_seq, "to": g.last_seq, "detected_at": g.detected_at.isoformat(),
+                 "repair": repair_command(g.first_seq, g.last_seq)}
+                for g in open_gaps(s, node)
+            ]  # fmt: skip
+            held = [
+                {"seq": h.seq, "reason": h.reason, "detail": h.detail}
+                for h in s.execute(
+                    select(Held).where(Held.node == node).order_by(Held.seq)
+                ).scalars()
+            ]
+            report.append({"node": node, "gaps": gaps, "held": held})
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for r in report:
+        if not r["gaps"] and not r["held"]:
+            print(f"{r['node']}: no gaps, nothing held")
+            continue
+        print(f"{r['node']}: {len(r['gaps'])} gap(s), {len(r['held'])} held")
+        for g in r["gaps"]:
+            print(f"  missing {g['from']}..{g['to']}: at the room, {g['repair']}")
+        for h in r["held"]:
+            if h["reason"] == "profile":
+                print(f"  held {h['seq']}: {h['detail']}")
+    return 0
+
+
+def cmd_heads(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from cryod.integrity import Head
+
+    from .anchors import anchor_line
+    from .store.models import ReceivedEntry, Room
+
+    with _Open(args.config) as ctx, Session(ctx.engine) as s:
+        if s.get(Room, args.node) is None:
+            _err(f"no room {args.node!r} is registered")
+            return EXIT_BAD_INPUT
+        lines = [
+            anchor_line(args.node, Head(r.seq, r.hash), r.received_at) + "\n"
+            for r in s.execute(
+                select(ReceivedEntry.seq, ReceivedEntry.hash, ReceivedEntry.received_at)
+                .where(ReceivedEntry.node == args.node)
+                .order_by(ReceivedEntry.seq)
+            )
+        ]
+    if args.out is None:
+        sys.stdout.writelines(lines)
+    else:
+        try:
+            args.out.write_text("".join(lines), encoding="utf-8")
+        except OSError as exc:
+            _err(f"{args.out}: cannot write: {exc.strerror}")
+            return EXIT_BAD_INPUT
+        print(f"{len(lines)} head(s) of {args.node} written to {args.out}", file=sys.stderr)
+    return 0
 
 
 def cmd_web(args: argparse.Namespace) -> int:
@@ -533,8 +684,20 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "user": cmd_user,
     "room": cmd_room,
     "verify": cmd_verify,
+    "run": cmd_run,
+    "gaps": cmd_gaps,
+    "heads": cmd_heads,
     "web": cmd_web,
 }
+
+
+def _followup_commands() -> None:
+    from .followup_cli import COMMANDS as FOLLOWUP
+
+    COMMANDS.update(FOLLOWUP)
+
+
+_followup_commands()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

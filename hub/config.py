@@ -49,6 +49,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from cryod.common.validation import problem_lines
 from cryod.research.profile import StudyProfile, StudyProfileError, load_study_profile
 
 __all__ = [
@@ -152,6 +153,9 @@ class BrokerSection(_Strict):
     client_id: NodeId = "cryohub"
     #: how long the broker keeps the session while the collector is away
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=3600, le=90 * 24 * 3600)
+    #: QoS 1 messages the broker may send before the collector acknowledges them
+    #: (MQTT v5 flow control; also the most messages committed in one transaction)
+    receive_maximum: int = Field(default=1000, ge=1, le=65535)
     tls: TlsSection | None = None
 
     @model_validator(mode="after")
@@ -244,15 +248,6 @@ def _read(path: Path) -> dict[str, Any]:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
 
 
-def _pydantic_problems(source: str, exc: ValidationError) -> list[str]:
-    out = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "<top>"
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        out.append(f"{source}: {key}: {msg}")
-    return out
-
-
 def database_url(source: str, base: Path, section: DatabaseSection) -> tuple[URL | None, list[str]]:
     key = f"{source}: database.url"
     try:
@@ -290,7 +285,7 @@ def load_config(path: str | Path) -> LoadedConfig:
     try:
         cfg = HubConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_pydantic_problems(source, exc)) from None
+        raise ConfigError(problem_lines(exc, source)) from None
     url, problems = database_url(source, p, cfg.database)
     profiles: list[StudyProfile] = []
     folder = cfg.studies.profiles_dir

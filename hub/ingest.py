@@ -298,12 +298,31 @@ def content_problem(msg: RecordMessage) -> str | None:
     except EncodingError as exc:
         return f"entry {e.seq}: cannot be hashed: {exc}"
     p = e.payload if isinstance(e.payload, dict) else {}
+    if msg.withheld is not None:
+        return _withheld_problem(msg)
     if e.kind == "row":
         return _row_problem(e.seq, p, msg.rows, msg.block)
     if e.kind == "samples":
         return _block_problem(e.seq, p, msg.rows, msg.block)
     if msg.rows or msg.block is not None:
         return f"entry {e.seq}: a {e.kind!r} entry carries no rows or sample block"
+    return None
+
+
+#: what a room may withhold, per entry kind (messages.Withheld)
+_WITHHOLDABLE: Final = {"row": ("superseded", "redacted"), "samples": ("not_procedure", "redacted")}
+
+
+def _withheld_problem(msg: RecordMessage) -> str | None:
+    """An entry travelling without its content says why, and carries none of it."""
+    e, w = msg.entry, msg.withheld
+    assert w is not None
+    if w.reason not in _WITHHOLDABLE.get(e.kind, ()):
+        return f"entry {e.seq}: a {e.kind!r} entry cannot be withheld as {w.reason!r}"
+    if msg.rows or msg.block is not None:
+        return f"entry {e.seq}: a withheld entry carries no rows or sample block"
+    if w.by_seq is not None and w.by_seq <= e.seq:
+        return f"entry {e.seq}: withheld by entry {w.by_seq}, which is not a later one"
     return None
 
 

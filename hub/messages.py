@@ -1,4 +1,4 @@
-"""The record channel's message, as the collector reads it (PROVISIONAL).
+"""The record channel's message, as the collector reads it.
 
 Topic ``cryod-record/v1/{site}/{node}/chain``, QoS 1, never retained; one
 message per chain entry, in chain order, JSON UTF-8::
@@ -8,10 +8,21 @@ message per chain entry, in chain order, JSON UTF-8::
      "rows": [{"table", "key", "canonical_b64", "salt_hex"}],   # row entries
      "block": {"encoding", "data_b64"} | null,                  # sample entries
      "profile": {"id", "version", "hash"} | null,
+     "withheld": {"reason", "by_seq"} | null,                   # what is not carried, why
      "sent_at": "...Z"}
 
-The format is the room side's (the record-channel issue); until that lands
-this module is the one place to change. ``parse_message`` is strict and pure:
+``withheld`` says why an entry that covers content travels without it: a row
+entry whose row has changed since (``superseded``, ``by_seq`` the entry now
+covering it) or was erased (``redacted``, ``by_seq`` the redaction), a sample
+entry whose batch holds no procedure sample (``not_procedure``: samples
+outside procedures stay in the room) or was erased (``redacted``). The entry
+itself always travels, so the chain has no gap and its hash is checked.
+
+The format is the room side's: ``cryod.daemon.record_channel.message`` writes
+it, docs/record-channel.md and docs/asyncapi.yaml (``RecordEntry``) describe
+it, and the room's tests run real messages through this parser and the ingest
+core. A change of the format changes both sides and the AsyncAPI schema
+together. ``parse_message`` is strict and pure:
 it turns bytes into a ``RecordMessage`` or raises ``MessageError`` naming the
 field and the reason, never anything else. Whether the message *extends* a
 room's chain is ``ingest``'s question.
@@ -32,6 +43,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
+from cryod.common.validation import TOP, field_problems
 from cryod.integrity import SALT_BYTES, Entry
 
 __all__ = [
@@ -44,6 +56,7 @@ __all__ = [
     "RecordMessage",
     "RowCopy",
     "Topic",
+    "Withheld",
     "parse_message",
     "parse_time",
     "parse_topic",
@@ -108,6 +121,14 @@ class _Profile(_Strict):
     hash: StrictStr = Field(pattern=r"^sha256:[0-9a-f]{64}$")
 
 
+WITHHELD_REASONS: Final = ("superseded", "redacted", "not_procedure")
+
+
+class _Withheld(_Strict):
+    reason: Literal["superseded", "redacted", "not_procedure"]
+    by_seq: StrictInt | None = Field(default=None, ge=1)
+
+
 class _Message(_Strict):
     schema_: StrictStr = Field(alias="schema")
     site: NodeId
@@ -116,6 +137,7 @@ class _Message(_Strict):
     rows: list[_Row] = Field(default_factory=list, max_length=1000)
     block: _Block | None = None
     profile: _Profile | None = None
+    withheld: _Withheld | None = None
     sent_at: UtcText
 
 
@@ -147,6 +169,14 @@ class ProfileRef:
 
 
 @dataclass(frozen=True, slots=True)
+class Withheld:
+    """Why an entry travels without the row or sample block it covers."""
+
+    reason: str  # one of WITHHELD_REASONS
+    by_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RecordMessage:
     schema: str
     site: str
@@ -158,6 +188,7 @@ class RecordMessage:
     sent_at: dt.datetime
     at: dt.datetime  # the entry's time, parsed
     raw: bytes  # what arrived, for quarantine and holding
+    withheld: Withheld | None = None
 
     @property
     def seq(self) -> int:
@@ -200,9 +231,8 @@ def _no_constant(name: str) -> Any:
 
 
 def _first_error(exc: ValidationError) -> MessageError:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "-"
-    return MessageError(where, err["msg"])
+    first = field_problems(exc)[0]
+    return MessageError("-" if first.key == TOP else first.key, first.reason)
 
 
 def parse_message(raw: bytes) -> RecordMessage:
@@ -274,4 +304,5 @@ def parse_message(raw: bytes) -> RecordMessage:
         sent_at=sent_at,
         at=at,
         raw=raw,
+        withheld=None if m.withheld is None else Withheld(m.withheld.reason, m.withheld.by_seq),
     )

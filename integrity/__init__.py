@@ -8,7 +8,7 @@ specification, with test vectors (``vectors.json``), is docs/integrity.md.
 - ``canonical``: ``cryod.canon/1`` tokens, ``encode_row`` (``cryod.row/1``),
   ``decode``/``decode_row`` for receivers;
 - ``samples``: sample-batch encodings, one function per version
-  (``cryod.samples/1``);
+  (``cryod.samples/1``, ``cryod.samples/2``);
 - ``digests``: salted row digests, batch digests, an export's rows digest;
 - ``chain``: chain entries (v1 legacy, v2 ``cryod.entry/1``), their hashes,
   ``check_chain``;
@@ -59,6 +59,7 @@ from .check import (
     check_anchors,
     check_rows,
     check_samples,
+    id_ranges,
     parse_heads,
     restores,
     row_claims,
@@ -73,16 +74,26 @@ from .digests import (
     rows_digest,
     salt_from_hex,
 )
-from .samples import SAMPLE_COLUMNS_V1, SAMPLES_V1, encode_sample_batch, encode_sample_batch_v1
+from .samples import (
+    POLL_COLUMNS_V2,
+    SAMPLE_COLUMNS_V1,
+    SAMPLES_V1,
+    SAMPLES_V2,
+    encode_sample_batch,
+    encode_sample_batch_v1,
+    encode_sample_batch_v2,
+)
 from .tables import TableSpec
 
 __all__ = [
     "CANON",
     "ENTRY_ENCODING",
     "GENESIS_HASH",
+    "POLL_COLUMNS_V2",
     "ROW_ENCODING",
     "SALT_BYTES",
     "SAMPLES_V1",
+    "SAMPLES_V2",
     "SAMPLE_COLUMNS_V1",
     "UNPARSABLE",
     "AnchorHead",
@@ -116,10 +127,12 @@ __all__ = [
     "encode_row",
     "encode_sample_batch",
     "encode_sample_batch_v1",
+    "encode_sample_batch_v2",
     "entry_bytes",
     "entry_hash",
     "format_time",
     "hash_of",
+    "id_ranges",
     "legacy_entry_hash",
     "new_salt",
     "parse_heads",

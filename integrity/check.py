@@ -28,7 +28,7 @@ from typing import Any
 from .canonical import EncodingError
 from .chain import Entry, Head
 from .digests import batch_digest, column_hints, row_digest
-from .samples import SAMPLES_V1, encode_sample_batch
+from .samples import POLL_COLUMNS_V2, SAMPLES_V1, encode_sample_batch
 from .tables import TableSpec
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "check_anchors",
     "check_rows",
     "check_samples",
+    "id_ranges",
     "parse_heads",
     "restores",
     "row_claims",
@@ -142,6 +143,7 @@ class BatchClaim:
     digest: str
     encoding: str
     op: str
+    table: str = "samples"  # "samples" (cryod.samples/1) or "sample_polls" (/2)
 
 
 def batch_claims(entries: Iterable[Entry]) -> list[BatchClaim]:
@@ -165,6 +167,7 @@ def batch_claims(entries: Iterable[Entry]) -> list[BatchClaim]:
                 digest=str(p.get("digest")),
                 encoding=str(p.get("encoding", SAMPLES_V1)),
                 op=str(p.get("op", "insert")),
+                table=str(p.get("table", "samples")),
             )
         )
     return out
@@ -357,18 +360,44 @@ class SamplesReport:
     baselined_rows: int = 0
     baselined_at: str | None = None
     batches_redacted: int = 0  # overlap a redaction: their digest can no longer match
+    batches_converted: int = 0  # cryod.samples/1 batches converted to /2 (samples_converted)
+    batches_retained: int = 0  # removed whole by the retention rule (samples_retention)
+
+    def merge(self, other: SamplesReport) -> SamplesReport:
+        """Both reports as one (the old table's and the compact tables')."""
+        at = [a for a in (self.baselined_at, other.baselined_at) if a is not None]
+        return SamplesReport(
+            findings=self.findings + other.findings,
+            batches=self.batches + other.batches,
+            batches_ok=self.batches_ok + other.batches_ok,
+            rows_ok=self.rows_ok + other.rows_ok,
+            baselined_rows=self.baselined_rows + other.baselined_rows,
+            baselined_at=min(at) if at else None,
+            batches_redacted=self.batches_redacted + other.batches_redacted,
+            batches_converted=self.batches_converted + other.batches_converted,
+            batches_retained=self.batches_retained + other.batches_retained,
+        )
 
     @property
     def ok(self) -> bool:
         return not self.findings
 
 
+def _probes_of(row: Sequence[Any]) -> list[Any]:
+    """A v1 row's probe, or a v2 poll's probes (console level 0 included)."""
+    if len(row) == len(POLL_COLUMNS_V2):
+        nested = row[14] if isinstance(row[14], (list, tuple)) else ()
+        return [0, *(p[0] for p in nested if isinstance(p, (list, tuple)) and p)]
+    return [row[5]]
+
+
 def _describe(rows: Sequence[Sequence[Any]]) -> str:
-    """Console(s), probes and time range of sample rows (SAMPLE_COLUMNS_V1 order)."""
+    """Console(s), probes and time range of sample rows (SAMPLE_COLUMNS_V1 order) or
+    polls (POLL_COLUMNS_V2 order)."""
     if not rows:
         return "no rows left"
     consoles = sorted({str(r[2]) for r in rows})
-    probes = sorted({r[5] for r in rows if isinstance(r[5], int)})
+    probes = sorted({p for r in rows for p in _probes_of(r) if isinstance(p, int)})
     times = [r[3] for r in rows if isinstance(r[3], (int, float))]
     span = f", t_utc {min(times):.3f}..{max(times):.3f}" if times else ""
     return f"console {','.join(consoles)}, probes {probes}{span}"
@@ -385,9 +414,11 @@ class SampleRedaction:
     rows: int
     by: str | None
     reason: str | None
+    table: str = "samples"  # whose ids ``ranges`` are: "samples" or "sample_polls"
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "table": self.table,
             "seq": self.seq,
             "at": self.at,
             "procedure_id": self.procedure_id,
@@ -420,8 +451,28 @@ def sample_redactions(entries: Iterable[Entry]) -> list[SampleRedaction]:
                 rows=rows if isinstance(rows, int) else 0,
                 by=by if isinstance(by, str) else None,
                 reason=why if isinstance(why, str) else None,
+                table=str(p.get("table", "samples")),
             )
         )
+    return out
+
+
+def id_ranges(entries: Iterable[Entry], kind: str, table: str) -> list[tuple[int, int]]:
+    """The id ranges entries of ``kind`` (``samples_converted``: the old rows,
+    ``samples_retention``: the polls) say they removed from ``table``."""
+    out: list[tuple[int, int]] = []
+    for e in entries:
+        if e.kind != kind or not isinstance(e.payload, dict):
+            continue
+        if e.payload.get("table", "samples") != table:
+            continue
+        for r in e.payload.get("ranges") or ():
+            if (
+                isinstance(r, list)
+                and len(r) == 2
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in r)
+            ):
+                out.append((r[0], r[1]))
     return out
 
 
@@ -429,11 +480,18 @@ def check_samples(
     claims: Sequence[BatchClaim],
     rows: Iterable[Sequence[Any]],
     redacted: Sequence[SampleRedaction] = (),
+    *,
+    converted: Sequence[tuple[int, int]] = (),
+    retained: Sequence[tuple[int, int]] = (),
 ) -> SamplesReport:
     """Re-hash every batch from the rows as they stand (ascending id, in the
     columns of the batch's encoding); rows no batch covers are reported too.
     A batch that held samples of a redacted procedure cannot match its digest
-    any more: it is counted apart, not reported."""
+    any more: it is counted apart, not reported. So is a batch removed whole by
+    a conversion (``converted``: ranges of old ids a ``samples_converted``
+    entry names) or by the retention rule (``retained``); one of those with rows
+    left is checked as any other. ``claims``, ``rows`` and the ranges are of one
+    table."""
     report = SamplesReport(batches=len(claims))
     erased = [r for red in redacted for r in red.ranges]
     ordered = sorted(claims, key=lambda c: (c.first, c.seq))
@@ -469,6 +527,12 @@ def check_samples(
     def close(claim: BatchClaim) -> None:
         if any(a <= claim.last and claim.first <= b for a, b in erased):
             report.batches_redacted += 1
+            return
+        if not buf and any(a <= claim.first and claim.last <= b for a, b in converted):
+            report.batches_converted += 1
+            return
+        if not buf and any(a <= claim.first and claim.last <= b for a, b in retained):
+            report.batches_retained += 1
             return
         where = f"entry {claim.seq}, {claim.at}"
         key = f"id {claim.first}..{claim.last}"

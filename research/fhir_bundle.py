@@ -5,7 +5,10 @@ Patient (the pseudonymous identifier only) and a ResearchSubject, per
 procedure a Procedure, a Device for the console and one per probe, an
 Observation for patient selection, one for the baseline pain score (LOINC
 72514-3 for NRS) and one per cycle (figures as components with UCUM units
-under cryod's code system), and an AdverseEvent per adverse event.
+under cryod's code system), and an AdverseEvent per adverse event. From the
+study collector's follow-up: a pain Observation per time point done, a
+QuestionnaireResponse per quality-of-life (and function) total, and an
+AdverseEvent per event found after close.
 
 Ids are UUID v5 of stable keys (study id, pseudonym, procedure uuid), so the
 same record always gives the same bundle; every reference is the
@@ -42,10 +45,11 @@ from .fhir_terms import (
     ext,
     sid,
 )
+from .followup import FollowUpAssessment
 from .partial_dates import parse_partial
 from .profile import StudyProfile
 from .record import AdverseEventRecord, PainAssessment, ProcedureDayRecord, Selection
-from .vocab import AeOutcome, CyclePhase, PainScale, Relatedness
+from .vocab import AeOutcome, CyclePhase, PainScale, Relatedness, VisitStatus
 
 __all__ = ["StudyProcedure", "build_bundle", "pain_code"]
 
@@ -72,10 +76,17 @@ _SUCCESS = {
 
 @dataclass(frozen=True, slots=True)
 class StudyProcedure:
-    """One procedure of a study: what was recorded for the study, and the console's side."""
+    """One procedure of a study: what was recorded for the study, and the console's side.
+
+    The study collector adds what it learns after close: ``follow_up`` (the
+    assessments at the profile's time points) and ``later_events`` (adverse
+    events and further interventions found after close, ``ae_id`` set).
+    """
 
     record: ProcedureDayRecord
     facts: ProcedureFacts
+    follow_up: tuple[FollowUpAssessment, ...] = ()
+    later_events: tuple[AdverseEventRecord, ...] = ()
 
 
 def _uuid(key: str) -> str:
@@ -198,6 +209,80 @@ class _Builder:
         for i, ae in enumerate(record.adverse_events):
             ae_key = f"{key}/ae/{ae.ae_id if ae.ae_id is not None else f'#{i}'}"
             self._add(ae_key, self._adverse_event(ae, patient, proc_url, suspects))
+        for a in sp.follow_up:
+            self._follow_up(a, key, patient, proc_url)
+        for i, ae in enumerate(sp.later_events):
+            ae_key = f"{key}/later-ae/{ae.ae_id if ae.ae_id is not None else f'#{i}'}"
+            self._add(ae_key, self._adverse_event(ae, patient, proc_url, suspects))
+
+    # ---- follow-up (the study collector) -------------------------------------------
+    def _follow_up(self, a: FollowUpAssessment, key: str, patient: str, proc_url: str) -> None:
+        """A done visit: its pain score (Observation) and questionnaire totals
+        (QuestionnaireResponse), dated with the visit's date, tagged with its time point."""
+        if a.status is not VisitStatus.DONE:
+            return
+        pain = self.profile.instruments.pain
+        tp = {"url": ext("time-point"), "valueString": a.time_point}
+        day = a.assessed_on.isoformat()
+        if a.pain_score is not None:
+            score: float = int(a.pain_score) if pain.scale is PainScale.NRS_0_10 else a.pain_score
+            unit = "{score}" if pain.scale is PainScale.NRS_0_10 else "mm"
+            self._add(
+                f"{key}/pain/{a.time_point}",
+                {
+                    "resourceType": "Observation",
+                    "extension": [
+                        {
+                            "url": ext("recall-period"),
+                            "valueCoding": coding(cs("recall-period"), pain.recall_period),
+                        },
+                        tp,
+                    ],
+                    "status": "final",
+                    "category": [
+                        {
+                            "coding": [
+                                {
+                                    "system": OBSERVATION_CATEGORY,
+                                    "code": "survey",
+                                    "display": "Survey",
+                                }
+                            ]
+                        }
+                    ],
+                    "code": pain_code(pain.scale),
+                    "subject": _ref(patient),
+                    "partOf": [_ref(proc_url)],
+                    "effectiveDateTime": day,
+                    "valueQuantity": _quantity(score, unit),
+                },
+            )
+        instruments = [("qol", self.profile.instruments.qol, a.qol_total)]
+        fn = self.profile.instruments.function
+        if fn is not None:
+            instruments.append(("function", fn, a.function_score))
+        for name, q, total in instruments:
+            if total is None:
+                continue
+            self._add(
+                f"{key}/{name}/{a.time_point}",
+                {
+                    "resourceType": "QuestionnaireResponse",
+                    "extension": [tp],
+                    "questionnaire": f"{q.url}|{q.version}",
+                    "status": "completed",
+                    "subject": _ref(patient),
+                    "partOf": [_ref(proc_url)],
+                    "authored": day,
+                    "item": [
+                        {
+                            "linkId": "total",
+                            "text": f"{q.name} total score",
+                            "answer": [{"valueDecimal": total}],
+                        }
+                    ],
+                },
+            )
 
     def _procedure(self, sp: StudyProcedure, patient: str, devices: list[str]) -> JSON:
         record, facts, p = sp.record, sp.facts, self.profile

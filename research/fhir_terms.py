@@ -184,6 +184,9 @@ REQUIRED_CODES: dict[tuple[str, str], frozenset[str]] = {
     ),
     ("Device", "udiCarrier.entryType"): _codes("barcode rfid manual card self-reported unknown"),
     ("AdverseEvent", "actuality"): frozenset({"actual", "potential"}),
+    ("QuestionnaireResponse", "status"): _codes(
+        "in-progress completed amended entered-in-error stopped"
+    ),
     ("Patient", "gender"): frozenset({"male", "female", "other", "unknown"}),
 }
 #: identifier use and quantity comparator, wherever they appear
@@ -224,6 +227,8 @@ REFERENCE_TARGETS: dict[tuple[str, str], frozenset[str]] = {
     ("Observation", "partOf"): frozenset({"Procedure"}),
     ("Observation", "device"): frozenset({"Device"}),
     ("AdverseEvent", "subject"): frozenset({"Patient"}),
+    ("QuestionnaireResponse", "subject"): frozenset({"Patient"}),
+    ("QuestionnaireResponse", "partOf"): frozenset({"Procedure", "Observation"}),
     ("AdverseEvent", "study"): frozenset({"ResearchStudy"}),
     ("AdverseEvent", "suspectEntity.instance"): frozenset({"Procedure", "Device"}),
 }

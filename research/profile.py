@@ -41,7 +41,7 @@ from pydantic_core import PydanticCustomError
 
 from .problems import Problem, problems_from_validation
 from .record import ProcedureDetails, ProfileStamp, Selection, field_element_type
-from .tomlfile import read_toml
+from .tomlfile import MAX_TOML_BYTES, read_toml
 from .vocab import Coded, PainScale, RecallPeriod
 
 __all__ = [
@@ -59,6 +59,7 @@ __all__ = [
     "builtin_study_path",
     "canonical_json",
     "load_study_profile",
+    "parse_study_profile",
     "profile_problems",
 ]
 
@@ -447,6 +448,24 @@ def load_study_profile(path: str | Path) -> StudyProfile:
     except ValidationError as exc:
         problems = problems_from_validation(exc)
         raise StudyProfileError("\n".join(f"{p}: {pr}" for pr in problems)) from None
+
+
+def parse_study_profile(text: str, source: str) -> StudyProfile:
+    """A profile from its TOML text (sent by a client that read the file), every
+    problem named ``<source>: <key>: <reason>`` as ``load_study_profile`` does."""
+    import tomllib
+
+    if len(text.encode("utf-8")) > MAX_TOML_BYTES:
+        raise StudyProfileError(f"{source}: larger than {MAX_TOML_BYTES} bytes")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise StudyProfileError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        return StudyProfile.model_validate(data)
+    except ValidationError as exc:
+        problems = problems_from_validation(exc)
+        raise StudyProfileError("\n".join(f"{source}: {pr}" for pr in problems)) from None
 
 
 def profile_problems(data: dict[str, Any]) -> Sequence[Problem]:

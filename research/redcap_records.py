@@ -1,5 +1,11 @@
 """REDCap records: the procedure-day record as rows of the longitudinal design.
 
+``follow_up_rows`` adds what the study collector learns after close to the
+same design (no change to its data dictionary): per time point the visit
+form (status, reason, date, mode), the pain score, the quality-of-life and
+function totals; adverse events found after close on the follow-up event
+whose window their onset falls in.
+
 A row is one (record, event, repeating instrument, instance); the
 non-repeating forms of an event share one row. Times are written in the
 site's local time (REDCap datetimes carry no zone), booleans as 1/0,
@@ -17,13 +23,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from .facts import ProcedureFacts
+from .followup import FollowUpAssessment, local_date
+from .partial_dates import parse_partial
 from .profile import StudyProfile
-from .record import ProcedureDayRecord
+from .record import AdverseEventRecord, ProcedureDayRecord
 from .redcap_design import PROCEDURE_EVENT, Design, to_csv
 
 __all__ = [
     "RECORD_COLUMNS",
     "RecordRow",
+    "follow_up_rows",
     "local_time",
     "procedure_day_rows",
     "records_csv",
@@ -239,6 +248,137 @@ def procedure_day_rows(
         ae_values.update(_checkbox(design, "ae_serious_crit", ae.seriousness_criteria))
         instance = ae.ae_id if ae.ae_id is not None else i + 1
         rows.append(_row(design, rid, PROCEDURE_EVENT, "adverse_event", instance, ae_values))
+    return rows
+
+
+def _ae_values(design: Design, uid: str, ae: AdverseEventRecord) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "ae_procedure_uuid": uid,
+        "ae_category": ae.category,
+        "ae_subcategory": ae.subcategory,
+        "ae_verbatim": ae.verbatim_term,
+        "ae_onset": ae.onset,
+        "ae_resolution": ae.resolution,
+        "ae_grade": ae.ctcae_grade,
+        "ae_serious": ae.serious,
+        "ae_rel_device": ae.relatedness_device,
+        "ae_rel_procedure": ae.relatedness_procedure,
+        "ae_outcome": ae.outcome,
+        "ae_action": ae.action_taken,
+        "ae_fi_type": ae.further_intervention,
+        "ae_fi_date": ae.further_intervention_date,
+        "ae_yellow_card": ae.yellow_card_ref,
+        "ae_migration_reason": ae.migration_reason,
+    }
+    values.update(_checkbox(design, "ae_serious_crit", ae.seriousness_criteria))
+    return values
+
+
+def _event_of(profile: StudyProfile, facts: ProcedureFacts, ae: AdverseEventRecord) -> str:
+    """The follow-up event an adverse event found after close belongs to: the last time
+    point whose window opens on or before its onset (the first one without an onset)."""
+    points = profile.follow_up_points
+    if ae.onset is None:
+        return points[0].id
+    onset = parse_partial(ae.onset).earliest(profile.zone).astimezone(profile.zone).date()
+    days = (onset - local_date(facts.opened_at, profile.zone)).days
+    chosen = points[0].id
+    for tp in points:
+        if tp.earliest_day <= days:
+            chosen = tp.id
+    return chosen
+
+
+def follow_up_rows(
+    profile: StudyProfile,
+    design: Design,
+    facts: ProcedureFacts,
+    assessments: Iterable[FollowUpAssessment],
+    later_events: Iterable[AdverseEventRecord],
+) -> list[RecordRow]:
+    """The rows the collector's follow-up adds for one procedure.
+
+    Instances: with ``restart_after_repeat`` the assessments repeat, one
+    instance per procedure followed (its store number, as for the baseline);
+    an adverse event's instance is its collector id. Scores are written only
+    for visits that were done.
+    """
+    rid = facts.patient_ref
+    uid = str(facts.procedure_uuid)
+    fn = profile.instruments.function
+    rows: list[RecordRow] = []
+    for a in assessments:
+        event, inst = a.time_point, facts.procedure_id
+        if a.time_point != profile.follow_up.baseline:
+            rows.append(
+                _row(
+                    design,
+                    rid,
+                    event,
+                    "visit",
+                    inst,
+                    {
+                        "visit_procedure_uuid": uid,
+                        "visit_status": a.status,
+                        "visit_reason": a.reason,
+                        "visit_date": a.assessed_on.isoformat(),
+                        "visit_mode": a.mode,
+                    },
+                )
+            )
+        if a.pain_score is not None:
+            score = int(a.pain_score) if a.pain_score == int(a.pain_score) else a.pain_score
+            rows.append(
+                _row(
+                    design,
+                    rid,
+                    event,
+                    "pain",
+                    inst,
+                    {"pain_procedure_uuid": uid, "pain_score": score},
+                )
+            )
+        if a.qol_total is not None:
+            qol = profile.instruments.qol
+            rows.append(
+                _row(
+                    design,
+                    rid,
+                    event,
+                    "quality_of_life",
+                    inst,
+                    {
+                        "qol_procedure_uuid": uid,
+                        "qol_instrument": qol.name,
+                        "qol_version": qol.version,
+                        "qol_score": a.qol_total,
+                        "qol_date": a.assessed_on.isoformat(),
+                    },
+                )
+            )
+        if a.function_score is not None and fn is not None:
+            rows.append(
+                _row(
+                    design,
+                    rid,
+                    event,
+                    "function_score",
+                    inst,
+                    {
+                        "fn_procedure_uuid": uid,
+                        "fn_instrument": fn.name,
+                        "fn_version": fn.version,
+                        "fn_score": a.function_score,
+                        "fn_date": a.assessed_on.isoformat(),
+                    },
+                )
+            )
+    for i, ae in enumerate(later_events):
+        instance = ae.ae_id if ae.ae_id is not None else i + 1
+        event = _event_of(profile, facts, ae)
+        rows.append(
+            _row(design, rid, event, "adverse_event", instance, _ae_values(design, uid, ae))
+        )
     return rows
 
 

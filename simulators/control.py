@@ -23,10 +23,11 @@ import contextlib
 import json
 import math
 import os
-import socket
 import stat
 from pathlib import Path
 from typing import Any
+
+from cryod.common.jsonlines import encode_line, exchange, exchange_blocking
 
 from .console import SimConsole
 
@@ -119,7 +120,7 @@ async def serve_control(
                     resp = handle_request(console, json.loads(line))
                 except json.JSONDecodeError as exc:
                     resp = {"ok": False, "error": f"not JSON: {exc.msg}"}
-                writer.write(json.dumps(resp, separators=(",", ":")).encode() + b"\n")
+                writer.write(encode_line(resp, separators=(",", ":")))
                 await writer.drain()
         except (ConnectionError, OSError):
             pass
@@ -140,7 +141,8 @@ async def serve_control(
         for w in list(writers):
             w.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), 2.0)
+            async with asyncio.timeout(2.0):
+                await server.wait_closed()
         _remove(sock_path)
 
 
@@ -163,16 +165,7 @@ def request(
 ) -> dict[str, Any]:
     """Blocking client (the CLI): send one request, return the response or raise."""
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(str(path))
-            s.sendall(json.dumps(req).encode() + b"\n")
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
+        buf = exchange_blocking(path, req, timeout_s=timeout)
     except (OSError, TimeoutError) as exc:
         raise ControlError(f"control socket {path}: {exc}") from exc
     return _decode(buf)
@@ -184,15 +177,7 @@ async def arequest(
     """Async client (tests and scenarios inside an event loop)."""
     try:
         async with asyncio.timeout(limit_s):
-            reader, writer = await asyncio.open_unix_connection(str(path), limit=16 * MAX_LINE)
-            try:
-                writer.write(json.dumps(req).encode() + b"\n")
-                await writer.drain()
-                raw = await reader.readline()
-            finally:
-                writer.close()
-                with contextlib.suppress(ConnectionError, OSError):
-                    await writer.wait_closed()
+            raw = await exchange(path, req, limit=16 * MAX_LINE)
     except (OSError, TimeoutError) as exc:
         raise ControlError(f"control socket {path}: {exc}") from exc
     return _decode(raw)

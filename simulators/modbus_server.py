@@ -450,12 +450,14 @@ async def _tcp_session(
     while True:
         header = await reader.readexactly(1)  # idle wait: no timeout between requests
         try:
-            header += await asyncio.wait_for(reader.readexactly(5), TCP_FRAME_TIMEOUT_S)
+            async with asyncio.timeout(TCP_FRAME_TIMEOUT_S):
+                header += await reader.readexactly(5)
             tid, pid, length = struct.unpack(">HHH", header)
             if not MBAP_MIN_LENGTH <= length <= MBAP_MAX_LENGTH:
                 handler.bad(f"MBAP length {length} out of range")
                 return  # the stream cannot be resynchronised: close it
-            body = await asyncio.wait_for(reader.readexactly(length), TCP_FRAME_TIMEOUT_S)
+            async with asyncio.timeout(TCP_FRAME_TIMEOUT_S):
+                body = await reader.readexactly(length)
         except TimeoutError:
             handler.bad("truncated frame")
             return
@@ -523,7 +525,8 @@ async def _rtu_loop(
     garbage = 0
     while True:
         try:
-            data = await asyncio.wait_for(chunks.get(), RTU_SILENCE_S if buf else None)
+            async with asyncio.timeout(RTU_SILENCE_S if buf else None):
+                data = await chunks.get()
         except TimeoutError:
             garbage += len(buf)  # a frame that never completed: truncated
             buf = b""

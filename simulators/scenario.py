@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from cryod.drivers.profile import format_validation_error
+from cryod.common.validation import problem_lines
 from cryod.drivers.tomlfile import read_toml
 
 from .console import FAULT_KINDS
@@ -104,7 +104,7 @@ def load_scenario(path: str | Path) -> Scenario:
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        raise ScenarioError(format_validation_error(str(p), exc)) from exc
+        raise ScenarioError("\n".join(problem_lines(exc, str(p)))) from exc
 
 
 def run_scenario(

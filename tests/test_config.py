@@ -53,7 +53,7 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("patch", "key", "reason"),
     [
-        ("[daemon]\nbogus = 1\n", "daemon.bogus", "Extra inputs"),
+        ("[daemon]\nbogus = 1\n", "daemon.bogus", "unknown key"),
         ("time_scale = 10.0\n", "consoles.0", "simulated console"),
         ("lease_timeout_ms = 5000\n", "consoles.0", "max_lease_timeout_ms"),
         ("poll_hz = -1\n", "consoles.0.poll_hz", "greater than 0"),
@@ -138,7 +138,7 @@ def test_a_non_finite_number_is_refused_as_such(
     f.write_text(GOOD.replace(*edit, 1))
     with pytest.raises(ConfigError) as exc:
         load_config(f)
-    assert exc.value.problems == [f"{f}: {key}: Input should be a finite number"]
+    assert exc.value.problems == [f"{f}: {key}: input should be a finite number"]
 
 
 def test_check_config_says_a_nan_is_not_a_finite_number(tmp_path: Path) -> None:
@@ -147,5 +147,5 @@ def test_check_config_says_a_nan_is_not_a_finite_number(tmp_path: Path) -> None:
     r = _cryod("check-config", str(f))
     assert (r.returncode, r.stderr) == (
         2,
-        f"{f}: consoles.0.poll_hz: Input should be a finite number\n",
+        f"{f}: consoles.0.poll_hz: input should be a finite number\n",
     )

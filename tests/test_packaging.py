@@ -162,7 +162,7 @@ def test_demo_from_the_wheel(wheel_venv: Path, tmp_path: Path) -> None:
     assert n_proc == 1
     outcomes = [row[0] for row in con.execute("SELECT outcome FROM cycles ORDER BY id")]
     assert outcomes[0] == "completed"
-    (samples,) = con.execute("SELECT count(*) FROM samples").fetchone()
+    (samples,) = con.execute("SELECT count(*) FROM sample_probes").fetchone()  # tip readings
     assert samples > 100
     html = report.read_text()
     assert "IPG747" in html

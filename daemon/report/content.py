@@ -14,6 +14,7 @@ from .data import ReportData
 
 __all__ = [
     "ACTION_COLUMNS",
+    "AE_COLUMNS",
     "ALARM_COLUMNS",
     "CYCLE_COLUMNS",
     "DATA_QUALITY_COLUMNS",
@@ -23,6 +24,7 @@ __all__ = [
     "RESEARCH_USE",
     "STILL_OPEN_TEXT",
     "action_rows",
+    "adverse_event_rows",
     "alarm_rows",
     "axis_label",
     "clock_note",
@@ -32,6 +34,7 @@ __all__ = [
     "metadata_rows",
     "simulated_warning",
     "speed",
+    "study_rows",
     "text",
     "unplotted_note",
     "utc_short",
@@ -324,4 +327,165 @@ def data_quality_rows(data: ReportData) -> list[list[str]]:
         bad = sum(n for v, n in counts.items() if v != "valid")
         detail = ", ".join(f"{k} {n}" for k, n in sorted(counts.items()) if k != "valid")
         rows.append([name, str(len(s.t_s)), str(bad), detail or MISSING])
+    return rows
+
+
+# ---- the study record (issue 19) ------------------------------------------------------------
+def _vocabulary_labels() -> dict[str, str]:
+    """Every code of the study record's code lists with its display label."""
+    from cryod.research import vocab
+
+    out: dict[str, str] = {}
+    for name in vocab.__all__:
+        cls = getattr(vocab, name)
+        if isinstance(cls, type) and issubclass(cls, vocab.Coded) and cls is not vocab.Coded:
+            for member in cls:
+                out.setdefault(member.value, member.label)
+    return out
+
+
+_VOCABULARY = _vocabulary_labels()
+
+
+def code_label(code: str | None) -> str:
+    """A study code with its label from the code lists (``unspecified_migrated`` ->
+    unspecified (migrated))."""
+    if code is None:
+        return MISSING
+    return _VOCABULARY.get(code) or label(code)
+
+
+def _coded(value: Any) -> str:
+    if value is None:
+        return MISSING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(code_label(str(v)) for v in value) if value else "none"
+    if isinstance(value, float):
+        return num(value)
+    return code_label(value) if isinstance(value, str) else str(value)
+
+
+#: (field, label) of the selection and the procedure details, in the order shown
+SELECTION_LABELS = (
+    ("indication", "Indication (study code)"),
+    ("symptom_duration_months", "Symptom duration (months)"),
+    ("prior_treatments", "Prior treatments"),
+    ("aetiology", "Aetiology"),
+    ("nerve", "Nerve"),
+    ("web_space", "Web space"),
+    ("neuroma_size_mm", "Neuroma size (mm)"),
+)
+DETAIL_LABELS = (
+    ("imaging", "Imaging modalities"),
+    ("technical_success", "Technical success"),
+    ("anaesthesia", "Anaesthesia"),
+    ("anaesthetic_agent", "Anaesthetic agent"),
+    ("setting", "Setting"),
+    ("probe_model", "Probe model"),
+    ("probe_gauge", "Probe gauge"),
+    ("probe_count", "Probe count"),
+    ("probe_lot", "Probe lot"),
+    ("probe_udi", "Probe UDI"),
+    ("gas", "Gas"),
+    ("treatment_number", "Treatment number"),
+    ("repeat_of", "Repeat of"),
+)
+
+
+def study_rows(data: ReportData) -> list[tuple[str, str]]:
+    """The study record: the profile, consent, patient selection, procedure details and
+    baseline pain (empty without a study profile)."""
+    st = data.study
+    if st is None:
+        return []
+    prof = st["profile"]
+    consent = st.get("consent") or {}
+    sel, det = st.get("selection") or {}, st.get("details") or {}
+    rows = [
+        (
+            "Study profile",
+            f"{prof['profile_id']} v{prof['version']} ({prof['content_hash'][:19]}…)",
+        ),
+        (
+            "Consent",
+            MISSING
+            if consent.get("confirmed") is None
+            else ("confirmed" if consent["confirmed"] else "NOT confirmed")
+            + (f", form {consent['form_version']}" if consent.get("form_version") else ""),
+        ),
+    ]
+    elig = sel.get("eligibility")
+    if elig:
+        items = elig.get("items") or {}
+        met = sum(1 for v in items.values() if v)
+        rows.append(
+            (
+                "Eligibility",
+                f"{elig.get('checklist_id')} v{elig.get('checklist_version')}: "
+                f"{met} of {len(items)} items confirmed",
+            )
+        )
+    rows += [(f"Selection: {lbl}", _coded(sel.get(name))) for name, lbl in SELECTION_LABELS]
+    rows += [(f"Procedure: {lbl}", _coded(det.get(name))) for name, lbl in DETAIL_LABELS]
+    pain = st.get("baseline_pain")
+    rows.append(
+        (
+            "Baseline pain",
+            "not recorded"
+            if pain is None
+            else f"{num(pain['score'], 0 if pain['scale'] == 'nrs_0_10' else 1)} on "
+            f"{code_label(pain['scale'])}, {code_label(pain['recall_period']).lower()}, "
+            f"taken {utc_short(_iso(pain['assessed_at']))}",
+        )
+    )
+    return rows
+
+
+def _iso(value: str) -> str:
+    """An assessment time (ISO 8601 with offset) as the report's UTC text."""
+    import datetime as dt
+
+    when = dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(dt.UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+AE_COLUMNS = (
+    "#",
+    "Category / subcategory",
+    "Verbatim term",
+    "Onset",
+    "Resolution",
+    "Grade",
+    "Serious",
+    "Related (device / procedure)",
+    "Outcome",
+    "Action",
+)
+
+
+def adverse_event_rows(data: ReportData) -> list[list[str]]:
+    rows = []
+    for e in data.adverse_events:
+        serious = _coded(e.get("serious"))
+        if e.get("seriousness_criteria"):
+            serious += f" ({_coded(e['seriousness_criteria'])})"
+        term = text(e.get("verbatim_term"))
+        if e.get("migration_reason"):
+            term += f" [{e['migration_reason']}]"
+        rows.append(
+            [
+                str(e["ae_id"]),
+                f"{code_label(e.get('category'))} / {code_label(e.get('subcategory'))}",
+                term,
+                text(e.get("onset")),
+                text(e.get("resolution")),
+                text(e.get("ctcae_grade")),
+                serious,
+                f"{_coded(e.get('relatedness_device'))} / {_coded(e.get('relatedness_procedure'))}",
+                _coded(e.get("outcome")),
+                _coded(e.get("action_taken")),
+            ]
+        )
     return rows

@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..store import audit
 from ..store.db import open_readonly
-from ..store.models import Sample, parse_utc, utcnow
+from ..store.models import parse_utc, utcnow
 from ..store.queries import NotFound, load_procedure
+from ..store.samples import procedure_readings
 from .errors import ReportError
 
 __all__ = ["ReportData", "Series", "TimeScale", "load_report_data", "time_scale_from_clocks"]
@@ -122,6 +122,9 @@ class ReportData:
     source: str  # database file name (not its full path)
     time_scale: TimeScale
     unplotted_probes: tuple[int, ...]  # probes with samples but no cycle: not plotted
+    #: the study record (profile, consent, selection, details, baseline pain); None: no study
+    study: dict[str, Any] | None = None
+    adverse_events: list[dict[str, Any]] = field(default_factory=list)  # the rows (issue 19)
 
     @property
     def probes(self) -> list[int]:
@@ -144,21 +147,7 @@ class _Samples:
 
 
 def _load_samples(session: Session, procedure_id: int, t0: float, probes: set[int]) -> _Samples:
-    rows = session.execute(
-        select(
-            Sample.probe,
-            Sample.channel,
-            Sample.t_utc,
-            Sample.t_mono,
-            Sample.value,
-            Sample.validity,
-        )
-        .where(
-            Sample.procedure_id == procedure_id,
-            Sample.channel.in_((TIP_CHANNEL, SUPPLY_CHANNEL, CYLINDER_CHANNEL)),
-        )
-        .order_by(Sample.probe, Sample.channel, Sample.t_utc, Sample.id)
-    ).all()
+    rows = procedure_readings(session.connection(), procedure_id)
     tip: dict[int, Series] = {p: Series() for p in sorted(probes)}
     unplotted: set[int] = set()
     supply, cylinder = Series(), Series()
@@ -246,4 +235,6 @@ def load_report_data(db_path: str | os.PathLike[str], procedure_id: int) -> Repo
         source=path.name,
         time_scale=_time_scale(detail.metadata, samples.supply_clocks),
         unplotted_probes=samples.unplotted_probes,
+        study=detail.study,
+        adverse_events=detail.adverse_events,
     )

@@ -15,6 +15,7 @@ from cryod import __version__
 
 from .content import (
     ACTION_COLUMNS,
+    AE_COLUMNS,
     ALARM_COLUMNS,
     CYCLE_COLUMNS,
     DATA_QUALITY_COLUMNS,
@@ -23,12 +24,14 @@ from .content import (
     RESEARCH_USE,
     STILL_OPEN_TEXT,
     action_rows,
+    adverse_event_rows,
     alarm_rows,
     clock_note,
     cycle_rows,
     data_quality_rows,
     metadata_rows,
     simulated_warning,
+    study_rows,
     text,
     unplotted_note,
 )
@@ -93,6 +96,15 @@ def _alt_text(data: ReportData) -> str:
     )
 
 
+def _study_section(data: ReportData) -> str:
+    """Selection, procedure details and baseline pain of the study record."""
+    rows = study_rows(data)
+    if not rows:
+        return ""
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+    return f'<h2>Study record</h2><table class="meta study-record"><tbody>{body}</tbody></table>'
+
+
 def render_html(data: ReportData) -> str:
     """The report as one self-contained HTML document (all DB text escaped)."""
     m = data.metadata
@@ -120,6 +132,11 @@ def render_html(data: ReportData) -> str:
         simulated,
         "<h2>Procedure</h2>",
         f'<table class="meta"><tbody>{meta}</tbody></table>',
+        _study_section(data),
+        "<h2>Adverse events</h2>",
+        _table(AE_COLUMNS, adverse_event_rows(data), css_class="adverse-events")
+        if data.adverse_events
+        else "<p>None recorded as rows.</p>",
         "<h2>Tip temperature and supply pressure</h2>",
         f'<img alt="{_e(_alt_text(data))}" src="data:image/png;base64,{png}">',
         "" if unplotted is None else f'<p class="unplotted">{_e(unplotted)}</p>',

@@ -13,6 +13,7 @@ from cryod import __version__
 
 from .content import (
     ACTION_COLUMNS,
+    AE_COLUMNS,
     ALARM_COLUMNS,
     DATA_QUALITY_COLUMNS,
     HOST_ONLY_TEXT,
@@ -20,12 +21,14 @@ from .content import (
     RESEARCH_USE,
     STILL_OPEN_TEXT,
     action_rows,
+    adverse_event_rows,
     alarm_rows,
     clock_note,
     cycle_rows,
     data_quality_rows,
     metadata_rows,
     simulated_warning,
+    study_rows,
     text,
     unplotted_note,
 )
@@ -160,6 +163,18 @@ def render_pdf(data: ReportData) -> bytes:
         doc.paragraph(sim, colour="#b30000", weight="bold")
     doc.heading("Procedure")
     doc.table(("Field", "Value"), metadata_rows(data), (2.6, 4.7))
+    if data.study is not None:
+        doc.heading("Study record")
+        doc.table(("Field", "Value"), study_rows(data), (2.6, 4.7))
+    doc.heading("Adverse events")
+    if data.adverse_events:
+        doc.table(
+            AE_COLUMNS,
+            adverse_event_rows(data),
+            (0.25, 1.2, 1.3, 0.6, 0.6, 0.35, 0.5, 0.9, 0.8, 0.8),
+        )
+    else:
+        doc.paragraph("None recorded as rows.")
     doc.heading("Cycles")
     doc.paragraph(clock_note(data))
     doc.table(

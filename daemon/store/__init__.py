@@ -4,7 +4,9 @@ Modules: ``models`` (tables), ``db`` (engines and PRAGMAs), ``migrate``
 (Alembic on start, with a backup), ``writer`` (the one writer task),
 ``records`` (what gets recorded, with its audit entry), ``audit`` (hash
 chain), ``recovery`` (interrupted cycles), ``outbox`` (MQTT events),
-``queries`` and ``export`` (offline, read-only), ``samples`` (snapshot rows).
+``queries`` and ``export`` (offline, read-only), ``samples`` (snapshot rows and
+their compact stored form), ``retention`` (samples outside procedures),
+``convert`` (``cryod migrate``: samples of the old form to the compact one).
 """
 
 from .audit import AuditHead, VerifyResult, verify

@@ -256,11 +256,13 @@ def cover_batch(
     info: dict[str, Any] | None = None,
     node: str | None = None,
     encoding: str = SAMPLES_V1,
+    table: str = "samples",
 ) -> Head:
     """One ``samples`` entry for the rows with ids ``first..last`` (``n`` of them),
-    given in ascending id in the encoding's column order."""
+    given in ascending id in the encoding's column order: rows of ``samples``
+    (``cryod.samples/1``) or polls of ``sample_polls`` (``cryod.samples/2``)."""
     payload = {
-        "table": "samples",
+        "table": table,
         "op": op,
         "first": first,
         "last": last,

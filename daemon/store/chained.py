@@ -24,7 +24,16 @@ from sqlalchemy.orm import DeclarativeBase
 
 from cryod.integrity import Kind, TableSpec
 
-from .models import Alarm, Cycle, OperatorAction, Procedure, UtcDateTime
+from .models import (
+    AdverseEventRow,
+    Alarm,
+    Cycle,
+    OperatorAction,
+    PainAssessmentRow,
+    Procedure,
+    ProcedureStudy,
+    UtcDateTime,
+)
 
 __all__ = ["NOT_ROW_COVERED", "RESEARCH", "Registry", "guard_statements", "spec_from_model"]
 
@@ -71,11 +80,21 @@ class Registry:
 
 
 #: every table of study data whose rows the chain covers one by one
-RESEARCH = Registry(Procedure, Cycle, Alarm, OperatorAction)
+RESEARCH = Registry(
+    Procedure,
+    Cycle,
+    Alarm,
+    OperatorAction,
+    ProcedureStudy,  # revision 0007 (issue 19)
+    PainAssessmentRow,
+    AdverseEventRow,
+)
 
 #: tables with a procedure_id that are not covered row by row, and why
 NOT_ROW_COVERED: Mapping[str, str] = {
-    "samples": "covered batch by batch (one chain entry per committed batch)",
+    "samples": "covered batch by batch (cryod.samples/1); the form before revision 0006",
+    "sample_polls": "covered batch by batch with their probe and state rows "
+    "(cryod.samples/2, one chain entry per committed batch)",
     "outbox": "a delivery queue for MQTT, rebuilt from the record; not the record",
 }
 

@@ -44,6 +44,7 @@ from cryod.integrity import (
     rows_digest,
     salt_from_hex,
 )
+from cryod.research.record import ProcedureDetails, Selection
 
 from . import chain
 from .audit import current_head
@@ -67,8 +68,23 @@ PLACES: dict[str, dict[str, tuple[str, ...] | None]] = {
         "time_below_m40_s": ("time_below_c", "-40"),
     },
     "alarms": {"id": ("alarm_id",), "procedure_id": None},
+    "procedure_study": {"procedure_id": None},
+    "pain_assessments": {"id": ("assessment_id",), "procedure_id": None},
+    "adverse_events": {"id": ("ae_id",), "procedure_id": None},
 }
-CHILDREN = (("cycles", "cycles", "started_at"), ("alarms", "alarms", "raised_at"))
+#: (table, name in the procedure, order) of each list of rows nested in a procedure
+CHILDREN = (
+    ("cycles", "cycles", "started_at"),
+    ("alarms", "alarms", "raised_at"),
+    ("pain_assessments", "pain_assessments", "assessed_at"),
+    ("adverse_events", "adverse_event_rows", "id"),
+)
+#: (table, name) of the row nested as one object (null: none), keyed by procedure_id
+SINGLE_CHILDREN = (("procedure_study", "study"),)
+
+#: the study sections' fields as CSV columns (``sel_``, ``proc_``), from the models
+SELECTION_FIELDS = tuple(Selection.model_fields)
+DETAIL_FIELDS = tuple(ProcedureDetails.model_fields)
 
 PROCEDURE_COLUMNS = (
     "procedure_id",
@@ -99,6 +115,20 @@ PROCEDURE_COLUMNS = (
     "ae_text",
     "alarms_high",
     "alarms_total",
+    "study_profile_id",
+    "study_profile_version",
+    "study_profile_hash",
+    "consent_confirmed",
+    "consent_form_version",
+    *(f"sel_{name}" for name in SELECTION_FIELDS),
+    *(f"proc_{name}" for name in DETAIL_FIELDS),
+    "baseline_pain_score",
+    "baseline_pain_scale",
+    "baseline_pain_recall_period",
+    "baseline_pain_assessed_at",
+    "ae_rows",
+    "ae_rows_summary",
+    "gas",
 )
 CYCLE_COLUMNS = (
     "cycle_id",
@@ -123,6 +153,8 @@ CYCLE_COLUMNS = (
     "gas_used_est_l",
     "cycle_host_only_limits",
     "figures_note",
+    "probe_freeze_s",
+    "probe_gas_used_est_l",
 )
 CSV_COLUMNS: tuple[str, ...] = PROCEDURE_COLUMNS + CYCLE_COLUMNS
 
@@ -224,9 +256,52 @@ def _procedures(conn: Connection, procedure_id: int | None) -> list[dict[str, An
             child = RESEARCH.by_name[table]
             rows = _rows(conn, child, "procedure_id = ?", (values["id"],), f"{order}, id")
             entry[name] = [_entity(child, r, proofs) for r in rows]
+        for table, name in SINGLE_CHILDREN:
+            child = RESEARCH.by_name[table]
+            rows = _rows(conn, child, "procedure_id = ?", (values["id"],), "procedure_id")
+            entry[name] = _entity(child, rows[0], proofs) if rows else None
+        entry["gas"] = _gas(entry)
+        entry["probe_totals"] = probe_totals(entry["cycles"])
         out.append(entry)
     if procedure_id is not None and not out:
         raise NotFound(f"procedure {procedure_id} does not exist")
+    return out
+
+
+def _gas(procedure: Mapping[str, Any]) -> dict[str, Any]:
+    """The cryogen: from the procedure details of its study (filled from the console's
+    profile at open); null with the reason when it was not recorded."""
+    study = procedure.get("study")
+    gas = None if study is None else (study.get("details") or {}).get("gas")
+    if gas is not None:
+        return {"value": gas, "note": None}
+    why = "opened without a study profile" if study is None else "not in the procedure details"
+    return {"value": None, "note": f"not recorded ({why})"}
+
+
+def probe_totals(cycles: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per probe: the total freeze time and the estimated gas of its freeze cycles. A
+    total is null, with the reason, when a cycle's figure is missing (never a sum that
+    silently leaves one out)."""
+    out = []
+    for probe in sorted({c["probe"] for c in cycles}):
+        freezes = [c for c in cycles if c["probe"] == probe and c["phase"] == "freeze"]
+        notes = []
+        no_time = [c["cycle_id"] for c in freezes if c.get("duration_s") is None]
+        no_gas = [c["cycle_id"] for c in freezes if c.get("gas_used_est_l") is None]
+        if no_time:
+            notes.append(f"freeze_s: no duration for cycle {', '.join(map(str, no_time))}")
+        if no_gas:
+            notes.append(f"gas_used_est_l: not estimated for cycle {', '.join(map(str, no_gas))}")
+        out.append(
+            {
+                "probe": probe,
+                "freeze_cycles": len(freezes),
+                "freeze_s": None if no_time else sum(c["duration_s"] for c in freezes),
+                "gas_used_est_l": None if no_gas else sum(c["gas_used_est_l"] for c in freezes),
+                "note": "; ".join(notes) or None,
+            }
+        )
     return out
 
 
@@ -234,15 +309,21 @@ def _row_refs(procedures: Sequence[Mapping[str, Any]]) -> list[tuple[str, dict[s
     """(table, key, digest) of every exported row (what the rows digest covers)."""
     refs = []
     for p in procedures:
-        for table, obj in [("procedures", p)] + [
-            (t, c) for t, name, _ in CHILDREN for c in p.get(name, [])
-        ]:
+        for table, obj in _rows_of(p):
             spec = RESEARCH.by_name[table]
             values = _values(spec, obj, p)
             key = {k: values[k] for k in spec.key}
             digest = obj.get("proof", {}).get("digest")
             refs.append((table, key, str(digest)))
     return refs
+
+
+def _rows_of(p: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """(table, exported row) of a procedure and every row nested in it."""
+    rows: list[tuple[str, Mapping[str, Any]]] = [("procedures", p)]
+    rows += [(t, c) for t, name, _ in CHILDREN for c in p.get(name) or []]
+    rows += [(t, p[name]) for t, name in SINGLE_CHILDREN if p.get(name) is not None]
+    return rows
 
 
 def _export(conn: Connection, procedure_id: int | None) -> dict[str, Any]:
@@ -330,6 +411,7 @@ def csv_rows(export: dict[str, Any]) -> list[dict[str, str]]:
             "alarms_high": sum(1 for a in p["alarms"] if a["priority"] == "high"),
             "alarms_total": len(p["alarms"]),
         }
+        base.update(_study_columns(p))
         for name in PROCEDURE_COLUMNS:
             if name in base:
                 continue
@@ -337,6 +419,7 @@ def csv_rows(export: dict[str, Any]) -> list[dict[str, str]]:
                 base[name] = None if events is None else (name[3:] in codes)
             else:
                 base[name] = p[name]
+        totals = {t["probe"]: t for t in p.get("probe_totals") or []}
         cycles = p["cycles"] or [None]
         for c in cycles:
             row = dict(base)
@@ -349,10 +432,63 @@ def csv_rows(export: dict[str, Any]) -> list[dict[str, str]]:
                     row[name] = c["time_below_c"]["-20"]
                 elif name == "time_below_m40_s":
                     row[name] = c["time_below_c"]["-40"]
+                elif name == "probe_freeze_s":
+                    row[name] = totals.get(c["probe"], {}).get("freeze_s")
+                elif name == "probe_gas_used_est_l":
+                    row[name] = totals.get(c["probe"], {}).get("gas_used_est_l")
                 else:
                     row[name] = c[name]
             rows.append({k: _cell(row[k]) for k in CSV_COLUMNS})
     return rows
+
+
+def _listed(value: Any) -> Any:
+    if isinstance(value, list):
+        return ";".join(str(v) for v in value)
+    if isinstance(value, dict):  # the eligibility checklist: all confirmed?
+        items = value.get("items") or {}
+        return bool(items) and all(items.values())
+    return value
+
+
+def _study_columns(p: Mapping[str, Any]) -> dict[str, Any]:
+    """The study's columns of a procedure's CSV rows (empty without a study)."""
+    study = p.get("study")
+    out: dict[str, Any] = {"gas": (p.get("gas") or {}).get("value")}
+    rows = p.get("adverse_event_rows") or []
+    out["ae_rows"] = len(rows)
+    out["ae_rows_summary"] = "; ".join(
+        f"{r['ae_id']}: {r['category']}/{r['subcategory']}"
+        + ("" if r["ctcae_grade"] is None else f" grade {r['ctcae_grade']}")
+        for r in rows
+    )
+    pains = [a for a in p.get("pain_assessments") or [] if a["time_point"] == _baseline(study)]
+    pain = pains[0] if pains else None
+    out["baseline_pain_score"] = None if pain is None else pain["score"]
+    out["baseline_pain_scale"] = None if pain is None else pain["scale"]
+    out["baseline_pain_recall_period"] = None if pain is None else pain["recall_period"]
+    out["baseline_pain_assessed_at"] = None if pain is None else pain["assessed_at"]
+    s = study or {}
+    out["study_profile_id"] = s.get("profile_id")
+    out["study_profile_version"] = s.get("profile_version")
+    out["study_profile_hash"] = s.get("profile_hash")
+    out["consent_confirmed"] = s.get("consent_confirmed")
+    out["consent_form_version"] = s.get("consent_form_version")
+    selection, details = s.get("selection") or {}, s.get("details") or {}
+    for name in SELECTION_FIELDS:
+        out[f"sel_{name}"] = _listed(selection.get(name))
+    for name in DETAIL_FIELDS:
+        out[f"proc_{name}"] = _listed(details.get(name))
+    return out
+
+
+def _baseline(study: Mapping[str, Any] | None) -> str | None:
+    if study is None:
+        return None
+    try:
+        return str(json.loads(study["profile"])["follow_up"]["baseline"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def export_csv(db: Db, procedure_id: int | None = None) -> str:
@@ -561,12 +697,12 @@ def verify_export(
         report.head = Head(int(head["seq"]), str(head.get("hash")))
     refs = []
     for p in doc.get("procedures") or []:
-        ref = _check_row(report, RESEARCH.by_name["procedures"], p, p)
-        refs += [ref] if ref else []
-        for table, name, _ in CHILDREN:
-            for child in p.get(name) or []:
-                ref = _check_row(report, RESEARCH.by_name[table], child, p)
-                refs += [ref] if ref else []
+        if not isinstance(p, Mapping):
+            report.problems.append("a procedure is not an object")
+            continue
+        for table, obj in _rows_of(p):
+            ref = _check_row(report, RESEARCH.by_name[table], obj, p)
+            refs += [ref] if ref else []
     now = rows_digest(refs)
     if now != ch.get("rows_digest"):
         report.problems.append(

@@ -7,14 +7,15 @@ Alembic's batch mode on SQLite can find constraints by name.
 
 Record times (``*_at``) are UTC and stored as fixed-width ISO 8601 text
 (``2026-01-02T03:04:05.678901Z``) so a copy opened in any SQLite tool is
-readable and sorts correctly; samples carry ``t_utc`` as REAL epoch seconds
-(volume matters there) plus ``t_mono``, the host's monotonic clock.
+readable and sorts correctly; sample polls carry ``t_utc`` as REAL epoch
+seconds (volume matters there) plus ``t_mono``, the host's monotonic clock.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import (
@@ -33,6 +34,42 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from cryod.research.vocab import AeCategory, AeSubcategory, PainScale
+
+from ..procedure_fields import AdverseEvent, Anaesthesia, Imaging, Indication, Side
+
+__all__ = [
+    "AdverseEvent",
+    "AdverseEventRow",
+    "Alarm",
+    "AlarmPriority",
+    "Anaesthesia",
+    "AuditEntry",
+    "Base",
+    "Cycle",
+    "Imaging",
+    "Indication",
+    "OperatorAction",
+    "OutboxItemRow",
+    "OutboxKind",
+    "Outcome",
+    "PainAssessmentRow",
+    "Phase",
+    "Procedure",
+    "ProcedureStudy",
+    "RowSalt",
+    "SamplePoll",
+    "SampleProbe",
+    "SampleState",
+    "Side",
+    "UtcDateTime",
+    "format_utc",
+    "metadata",
+    "parse_utc",
+    "utc_from_epoch",
+    "utcnow",
+]
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -40,44 +77,6 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-
-class Indication(enum.StrEnum):
-    MORTONS_NEUROMA = "mortons_neuroma"
-    STUMP_NEUROMA = "stump_neuroma"
-    OTHER_TRAUMATIC_NEUROMA = "other_traumatic_neuroma"
-    OTHER = "other"
-
-
-class Side(enum.StrEnum):
-    LEFT = "left"
-    RIGHT = "right"
-    BILATERAL = "bilateral"
-    MIDLINE = "midline"
-    NA = "na"
-
-
-class Imaging(enum.StrEnum):
-    ULTRASOUND = "ultrasound"
-    CT = "ct"
-    MRI = "mri"
-
-
-class Anaesthesia(enum.StrEnum):
-    LOCAL = "local"
-    REGIONAL = "regional"
-    GENERAL = "general"
-
-
-class AdverseEvent(enum.StrEnum):
-    """NICE IPG747 key safety outcomes."""
-
-    PAIN = "pain"
-    WORSENING_OF_SYMPTOMS = "worsening_of_symptoms"
-    INFECTION = "infection"
-    DAMAGE_TO_ADJACENT_STRUCTURES = "damage_to_adjacent_structures"
-    FURTHER_INTERVENTION_NEEDED = "further_intervention_needed"
-    OTHER = "other"
 
 
 class Phase(enum.StrEnum):
@@ -107,7 +106,7 @@ class OutboxKind(enum.StrEnum):
     CYCLE = "cycle"
 
 
-def _in(column: str, values: type[enum.StrEnum], *, nullable: bool = False) -> str:
+def _in(column: str, values: Iterable[enum.StrEnum], *, nullable: bool = False) -> str:
     listed = ", ".join(f"'{v.value}'" for v in values)
     expr = f"{column} IN ({listed})"
     return f"{column} IS NULL OR {expr}" if nullable else expr
@@ -232,13 +231,17 @@ class Cycle(Base):
     figures_note: Mapped[str | None] = mapped_column(Text)
 
 
-class Sample(Base):
-    """Every polled value, with its validity; probe 0 is a console-level channel."""
+class LegacySample(Base):
+    """Samples as cryod wrote them before revision 0006: one row per polled value.
+
+    Kept for databases written by an older cryod until ``cryod migrate`` has
+    converted them into the compact tables below (the daemon refuses to start
+    while any row is left); nothing writes here any more.
+    """
 
     __tablename__ = "samples"
     __table_args__ = (
         Index(None, "console", "t_utc"),
-        # time order: inserts append (migration 0003 says why not per probe/channel)
         Index(None, "procedure_id", "t_utc"),
     )
 
@@ -251,6 +254,79 @@ class Sample(Base):
     channel: Mapped[str] = mapped_column(String(32))
     value: Mapped[float | None] = mapped_column(Float)
     validity: Mapped[str] = mapped_column(String(16))
+
+
+_VALIDITY_CODE = "{0} IS NULL OR {0} IN (0, 1, 2, 3)"
+
+
+class SamplePoll(Base):
+    """One poll of one console (revision 0006): its clocks, procedure and the console's
+    analog channels; ``*_v`` is the value's validity code (0 valid, 1 questionable,
+    2 invalid, 3 stale; NULL: not polled). See store/samples.py and docs/data-model.md."""
+
+    __tablename__ = "sample_polls"
+    __table_args__ = (
+        # the report, recovery and retention: a console's or a procedure's polls in time
+        Index(None, "console", "t_utc"),
+        Index(None, "procedure_id", "t_utc"),
+        CheckConstraint(_VALIDITY_CODE.format("supply_v"), name="supply_v"),
+        CheckConstraint(_VALIDITY_CODE.format("cylinder_v"), name="cylinder_v"),
+        CheckConstraint(_VALIDITY_CODE.format("skin_v"), name="skin_v"),
+        CheckConstraint(_VALIDITY_CODE.format("console_time_v"), name="console_time_v"),
+        CheckConstraint("full_state IN (0, 1)", name="full_state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    procedure_id: Mapped[int | None] = mapped_column(ForeignKey("procedures.id"))
+    console: Mapped[str] = mapped_column(String(64))
+    t_utc: Mapped[float] = mapped_column(Float)
+    t_mono: Mapped[float] = mapped_column(Float)
+    full_state: Mapped[int] = mapped_column(Integer)
+    supply_kpa: Mapped[float | None] = mapped_column(Float)
+    supply_v: Mapped[int | None] = mapped_column(Integer)
+    cylinder_kpa: Mapped[float | None] = mapped_column(Float)
+    cylinder_v: Mapped[int | None] = mapped_column(Integer)
+    skin_c: Mapped[float | None] = mapped_column(Float)
+    skin_v: Mapped[int | None] = mapped_column(Integer)
+    console_time_s: Mapped[float | None] = mapped_column(Float)
+    console_time_v: Mapped[int | None] = mapped_column(Integer)
+
+
+class SampleProbe(Base):
+    """One probe's analog channels in one poll (revision 0006); WITHOUT ROWID, keyed by
+    (poll, probe), so the key is the only index."""
+
+    __tablename__ = "sample_probes"
+    __table_args__ = (
+        CheckConstraint("probe >= 1", name="probe_positive"),
+        CheckConstraint(_VALIDITY_CODE.format("tip_v"), name="tip_v"),
+        CheckConstraint(_VALIDITY_CODE.format("return_v"), name="return_v"),
+        {"sqlite_with_rowid": False},
+    )
+
+    poll_id: Mapped[int] = mapped_column(ForeignKey("sample_polls.id"), primary_key=True)
+    probe: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tip_c: Mapped[float | None] = mapped_column(Float)
+    tip_v: Mapped[int | None] = mapped_column(Integer)
+    return_kpa: Mapped[float | None] = mapped_column(Float)
+    return_v: Mapped[int | None] = mapped_column(Integer)
+
+
+class SampleState(Base):
+    """A state channel's value in a poll where it changed, or every state channel in a
+    poll with ``full_state`` (revision 0006); validity NULL: no longer polled."""
+
+    __tablename__ = "sample_states"
+    __table_args__ = (
+        CheckConstraint(_VALIDITY_CODE.format("validity"), name="validity"),
+        {"sqlite_with_rowid": False},
+    )
+
+    poll_id: Mapped[int] = mapped_column(ForeignKey("sample_polls.id"), primary_key=True)
+    probe: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[float | None] = mapped_column(Float)
+    validity: Mapped[int | None] = mapped_column(Integer)
 
 
 class Alarm(Base):
@@ -339,6 +415,90 @@ class OutboxItemRow(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[dt.datetime]
     delivered_at: Mapped[dt.datetime | None]
+
+
+class ProcedureStudy(Base):
+    """The study side of a procedure opened under a study profile (revision 0007): the
+    profile it was recorded under (id, version, content hash and the profile itself,
+    so exports need no file), consent, patient selection and procedure details.
+
+    Selection and details are the JSON of ``cryod.research.record.Selection`` and
+    ``ProcedureDetails``, checked against the profile before the row is written."""
+
+    __tablename__ = "procedure_study"
+
+    procedure_id: Mapped[int] = mapped_column(ForeignKey("procedures.id"), primary_key=True)
+    profile_id: Mapped[str] = mapped_column(String(64))
+    profile_version: Mapped[str] = mapped_column(String(32))
+    profile_hash: Mapped[str] = mapped_column(String(71))  # sha256:<64 hex>
+    profile: Mapped[str] = mapped_column(Text)  # the profile's canonical JSON (hashed)
+    consent_confirmed: Mapped[bool | None]
+    consent_form_version: Mapped[str | None] = mapped_column(String(32))
+    selection: Mapped[dict[str, Any]] = mapped_column(JSON)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    recorded_at: Mapped[dt.datetime]
+
+
+class PainAssessmentRow(Base):
+    """A pain score of the procedure's subject at a time point of the profile: the
+    baseline, taken before the first freeze (an assessment, never an adverse event)."""
+
+    __tablename__ = "pain_assessments"
+    __table_args__ = (
+        CheckConstraint(_in("scale", PainScale), name="scale"),
+        CheckConstraint("score >= 0 AND score <= 100", name="score_range"),
+        Index(None, "procedure_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    procedure_id: Mapped[int] = mapped_column(ForeignKey("procedures.id"))
+    time_point: Mapped[str] = mapped_column(String(32))
+    scale: Mapped[str] = mapped_column(String(16))
+    score: Mapped[float] = mapped_column(Float)
+    recall_period: Mapped[str] = mapped_column(String(16))
+    assessed_at: Mapped[dt.datetime]
+    recorded_at: Mapped[dt.datetime]
+    recorded_by: Mapped[str] = mapped_column(String(64))
+
+
+class AdverseEventRow(Base):
+    """One adverse event noticed from open to close (revision 0007); each column is a
+    field of ``cryod.research.record.AdverseEventRecord``. Dates are ISO 8601 text,
+    partial allowed (``2026``, ``2026-03``). A row migrated from the old yes/no codes
+    has subcategory ``unspecified_migrated`` and says why in ``migration_reason``."""
+
+    __tablename__ = "adverse_events"
+    __table_args__ = (
+        CheckConstraint(_in("category", AeCategory), name="category"),
+        CheckConstraint(_in("subcategory", AeSubcategory), name="subcategory"),
+        CheckConstraint(
+            "ctcae_grade IS NULL OR (ctcae_grade >= 1 AND ctcae_grade <= 5)", name="grade"
+        ),
+        Index(None, "procedure_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    procedure_id: Mapped[int] = mapped_column(ForeignKey("procedures.id"))
+    category: Mapped[str] = mapped_column(String(32))
+    subcategory: Mapped[str] = mapped_column(String(32))
+    verbatim_term: Mapped[str] = mapped_column(Text)
+    onset: Mapped[str | None] = mapped_column(String(40))
+    resolution: Mapped[str | None] = mapped_column(String(40))
+    ctcae_grade: Mapped[int | None]
+    serious: Mapped[bool | None]
+    seriousness_criteria: Mapped[list[str]] = mapped_column(JSON)
+    relatedness_device: Mapped[str | None] = mapped_column(String(16))
+    relatedness_procedure: Mapped[str | None] = mapped_column(String(16))
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    action_taken: Mapped[str | None] = mapped_column(String(32))
+    further_intervention: Mapped[str | None] = mapped_column(String(32))
+    further_intervention_date: Mapped[str | None] = mapped_column(String(40))
+    yellow_card_ref: Mapped[str | None] = mapped_column(String(40))
+    migration_reason: Mapped[str | None] = mapped_column(Text)
+    recorded_at: Mapped[dt.datetime]
+    recorded_by: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[dt.datetime | None]
+    updated_by: Mapped[str | None] = mapped_column(String(64))
 
 
 metadata = Base.metadata

@@ -7,16 +7,31 @@ the daemon runs (WAL lets readers and the writer work at the same time).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from cryod.research.problems import Problem
+from cryod.research.record import PainAssessment, ProcedureDayRecord
+from cryod.research.validation import baseline_pain_gate
+
 from .db import engine_for
-from .models import Alarm, AuditEntry, Cycle, OperatorAction, Procedure, format_utc
-from .records import cycle_summary, duration_between
+from .models import (
+    AdverseEventRow,
+    Alarm,
+    AuditEntry,
+    Cycle,
+    OperatorAction,
+    PainAssessmentRow,
+    Procedure,
+    ProcedureStudy,
+    format_utc,
+)
+from .records import ae_record, cycle_summary, duration_between, pain_record, profile_of
 
 Db = Engine | str | os.PathLike[str]
 
@@ -46,6 +61,9 @@ class ProcedureDetail:
     cycles: list[dict[str, Any]]
     alarms: list[dict[str, Any]]
     actions: list[dict[str, Any]]
+    #: the study record (profile, consent, selection, details, baseline pain); None: no study
+    study: dict[str, Any] | None = None
+    adverse_events: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,32 +78,92 @@ def _ts(value: Any) -> str | None:
 
 
 def procedure_metadata(p: Procedure) -> dict[str, Any]:
-    """Every metadata field, patient_ref included (exports and show only, never logs/MQTT)."""
+    """Every column of the procedure, patient_ref included (exports and show only, never
+    logs/MQTT), named as the export names them (``id`` as ``procedure_id``)."""
+    out: dict[str, Any] = {}
+    for column in Procedure.__table__.columns:
+        value = getattr(p, column.key)
+        name = "procedure_id" if column.key == "id" else column.key
+        out[name] = _ts(value) if isinstance(value, dt.datetime) else value
+    return out
+
+
+def study_record(session: Session, procedure_id: int) -> ProcedureDayRecord | None:
+    """The procedure-day record of a procedure opened under a study profile."""
+    row = session.get(ProcedureStudy, procedure_id)
+    if row is None:
+        return None
+    profile = profile_of(row)
+    consent = (
+        None
+        if row.consent_confirmed is None
+        else {"confirmed": row.consent_confirmed, "form_version": row.consent_form_version}
+    )
+    return ProcedureDayRecord.model_validate(
+        {
+            "profile": profile.stamp(),
+            "consent": consent,
+            "selection": row.selection,
+            "procedure": row.details,
+            "baseline_pain": baseline_pain(session, procedure_id, profile.follow_up.baseline),
+            "adverse_events": [ae_record(r) for r in _ae_rows(session, procedure_id)],
+        }
+    )
+
+
+def baseline_pain(session: Session, procedure_id: int, time_point: str) -> PainAssessment | None:
+    row = session.scalar(
+        select(PainAssessmentRow)
+        .where(
+            PainAssessmentRow.procedure_id == procedure_id,
+            PainAssessmentRow.time_point == time_point,
+        )
+        .order_by(PainAssessmentRow.id)
+        .limit(1)
+    )
+    return None if row is None else pain_record(row)
+
+
+def _ae_rows(session: Session, procedure_id: int) -> list[AdverseEventRow]:
+    return list(
+        session.scalars(
+            select(AdverseEventRow)
+            .where(AdverseEventRow.procedure_id == procedure_id)
+            .order_by(AdverseEventRow.id)
+        )
+    )
+
+
+def adverse_event_dict(r: AdverseEventRow) -> dict[str, Any]:
+    """An adverse-event row as show, ``ae list`` and the report give it."""
+    out: dict[str, Any] = {"ae_id": r.id}
+    for column in AdverseEventRow.__table__.columns:
+        if column.key in ("id", "procedure_id"):
+            continue
+        value = getattr(r, column.key)
+        out[column.key] = _ts(value) if isinstance(value, dt.datetime) else value
+    return out
+
+
+def study_dict(session: Session, procedure_id: int) -> dict[str, Any] | None:
+    """The study side for show and the report (profile stamp, consent, selection,
+    details, baseline pain)."""
+    row = session.get(ProcedureStudy, procedure_id)
+    if row is None:
+        return None
+    profile = profile_of(row)
+    pain = baseline_pain(session, procedure_id, profile.follow_up.baseline)
     return {
-        "procedure_id": p.id,
-        "uuid": p.uuid,
-        "console": p.console,
-        "opened_at": _ts(p.opened_at),
-        "closed_at": _ts(p.closed_at),
-        "patient_ref": p.patient_ref,
-        "study_id": p.study_id,
-        "indication": p.indication,
-        "indication_other": p.indication_other,
-        "site": p.site,
-        "side": p.side,
-        "imaging": p.imaging,
-        "anaesthesia": p.anaesthesia,
-        "operator": p.operator,
-        "probe_model": p.probe_model,
-        "probe_lot": p.probe_lot,
-        "console_model": p.console_model,
-        "console_serial": p.console_serial,
-        "console_firmware": p.console_firmware,
-        "software_version": p.software_version,
-        "host_only_limits": p.host_only_limits,
-        "closed_by": p.closed_by,
-        "notes": p.notes,
-        "adverse_events": p.adverse_events,
+        "profile": {
+            "profile_id": row.profile_id,
+            "version": row.profile_version,
+            "content_hash": row.profile_hash,
+            "title": profile.study.title,
+        },
+        "consent": {"confirmed": row.consent_confirmed, "form_version": row.consent_form_version},
+        "selection": row.selection,
+        "details": row.details,
+        "baseline_pain": None if pain is None else pain.model_dump(mode="json"),
     }
 
 
@@ -186,6 +264,8 @@ def load_procedure(session: Session, procedure_id: int, *, actions: bool = True)
         cycles=[cycle_summary(c) for c in cycles],
         alarms=[alarm_record(a) for a in alarms],
         actions=[action_record(a) for a in acts],
+        study=study_dict(session, p.id),
+        adverse_events=[adverse_event_dict(r) for r in _ae_rows(session, p.id)],
     )
 
 
@@ -201,6 +281,36 @@ def show_procedure(db: Db, procedure_id: int) -> ProcedureDetail:
 
 def procedure_ids(session: Session) -> list[int]:
     return list(session.scalars(select(Procedure.id).order_by(Procedure.id)).all())
+
+
+def list_adverse_events(db: Db, procedure_id: int) -> list[dict[str, Any]]:
+    """The adverse events of one procedure (``cryoctl ae list``)."""
+    session, engine, owned = _with_session(db)
+    try:
+        if session.get(Procedure, procedure_id) is None:
+            raise NotFound(f"procedure {procedure_id} does not exist")
+        return [adverse_event_dict(r) for r in _ae_rows(session, procedure_id)]
+    finally:
+        session.close()
+        if owned:
+            engine.dispose()
+
+
+def baseline_gate(db: Db, procedure_id: int) -> list[Problem]:
+    """Why ``run`` and ``freeze`` must wait (empty: they need not): the procedure's study
+    requires the baseline pain score before the first freeze and it is not recorded."""
+    session, engine, owned = _with_session(db)
+    try:
+        row = session.get(ProcedureStudy, procedure_id)
+        if row is None:
+            return []
+        profile = profile_of(row)
+        pain = baseline_pain(session, procedure_id, profile.follow_up.baseline)
+        return baseline_pain_gate(profile, pain)
+    finally:
+        session.close()
+        if owned:
+            engine.dispose()
 
 
 # ---- what the daemon reads when it starts ----------------------------------------------

@@ -43,6 +43,7 @@ from cryod.integrity import (
     check_chain,
     check_rows,
     check_samples,
+    id_ranges,
     parse_heads,
     restores,
     row_claims,
@@ -55,6 +56,9 @@ from cryod.integrity.samples import SAMPLE_COLUMNS_V1
 from .audit import read_entries
 from .chained import RESEARCH, Registry, key_text, stored_value
 from .db import DbSpec, engine_for
+from .samples import read_polls
+
+POLL_CHUNK = 5000  # polls read at a time by verify
 
 __all__ = [
     "AnchorSource",
@@ -210,6 +214,8 @@ class RecordReport:
                     "rows_verified": self.samples.rows_ok,
                     "rows_baselined": self.samples.baselined_rows,
                     "batches_redacted": self.samples.batches_redacted,
+                    "batches_converted": self.samples.batches_converted,
+                    "batches_retained": self.samples.batches_retained,
                 },
                 "findings": [f.as_dict() for f in self.rows.findings + self.samples.findings],
             },
@@ -271,6 +277,16 @@ class RecordReport:
                 f"by {sr.by}: {sr.reason}"
                 + (f" ({self.samples.batches_redacted} batches no longer verifiable)")
             )
+        if self.samples.batches_converted:
+            out.append(
+                f"  converted: {self.samples.batches_converted} sample batches of the old form "
+                "moved to the compact tables by cryod migrate (checked before; samples_converted)"
+            )
+        if self.samples.batches_retained:
+            out.append(
+                f"  retention: {self.samples.batches_retained} sample batches outside procedures "
+                "removed by the retention rule (samples_retention)"
+            )
         for rs in self.restores:
             out.append(
                 f"  restore: at entry {rs.seq} ({rs.at[:19]}Z) the database was rolled back to "
@@ -327,9 +343,31 @@ def rows_as_stored(
 
 
 def _samples(conn: Connection) -> Iterator[tuple[Any, ...]]:
+    """The old table's rows (before revision 0006, or not yet converted)."""
     cols = ", ".join(c for c, _ in SAMPLE_COLUMNS_V1)
     for row in conn.exec_driver_sql(f"SELECT {cols} FROM samples ORDER BY id"):  # noqa: S608
         yield tuple(row)
+
+
+def _polls(conn: Connection) -> Iterator[tuple[Any, ...]]:
+    """The compact tables' polls (revision 0006), ascending id, a chunk at a time."""
+    if not conn.exec_driver_sql(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sample_polls'"
+    ).first():
+        return
+    last = 0
+    while True:
+        chunk = read_polls(conn, "id > ? AND id <= ?", (last, last + POLL_CHUNK))
+        if not chunk:
+            more = conn.exec_driver_sql(
+                "SELECT min(id) FROM sample_polls WHERE id > ?", (last,)
+            ).scalar()
+            if more is None:
+                return
+            last = int(more) - 1
+            continue
+        yield from chunk
+        last = chunk[-1].id
 
 
 def _own_findings(entries: Sequence[Entry]) -> AnchorReport:
@@ -390,7 +428,20 @@ def _check(
     node = chain.node
     rows = check_rows(registry.specs, row_claims(entries), rows_as_stored(conn, registry.specs))
     redacted = sample_redactions(entries)
-    samples = check_samples(batch_claims(entries), _samples(conn), redacted)
+    claims = batch_claims(entries)
+    old = check_samples(
+        [c for c in claims if c.table == "samples"],
+        _samples(conn),
+        [r for r in redacted if r.table == "samples"],
+        converted=id_ranges(entries, "samples_converted", "samples"),
+    )
+    compact = check_samples(
+        [c for c in claims if c.table == "sample_polls"],
+        _polls(conn),
+        [r for r in redacted if r.table == "sample_polls"],
+        retained=id_ranges(entries, "samples_retention", "sample_polls"),
+    )
+    samples = old.merge(compact)
     restored = restores(entries)
     hashes = {e.seq: e.hash for e in entries}
     last = Head(entries[-1].seq, entries[-1].hash) if entries else None

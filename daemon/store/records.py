@@ -22,10 +22,30 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cryod import __version__
+from cryod.research.legacy import LEGACY_AE_CATEGORY
+from cryod.research.problems import Problem, ResearchDataError
+from cryod.research.profile import StudyProfile, canonical_json
+from cryod.research.record import (
+    AdverseEventRecord,
+    Consent,
+    PainAssessment,
+    ProcedureDetails,
+    Selection,
+)
+from cryod.research.validation import (
+    check_adverse_event,
+    check_baseline_pain,
+    check_consent,
+    check_procedure_details,
+    check_selection,
+    parse_model,
+)
+from cryod.research.vocab import AeCategory, AeSubcategory
 
 from . import audit, outbox
 from .models import (
     AdverseEvent,
+    AdverseEventRow,
     Alarm,
     AlarmPriority,
     Anaesthesia,
@@ -35,8 +55,10 @@ from .models import (
     OperatorAction,
     OutboxKind,
     Outcome,
+    PainAssessmentRow,
     Phase,
     Procedure,
+    ProcedureStudy,
     Side,
     format_utc,
     utcnow,
@@ -124,12 +146,121 @@ class AdverseEventEntry(_Strict):
 
 
 class ProcedureClose(_Strict):
-    """Data recorded at close; ``adverse_events=[]`` states that there were none."""
+    """Data recorded at close. The adverse events are the ``adverse_events`` rows
+    (``cryoctl ae add``); ``adverse_events`` here is the quick old way, a yes/no code
+    each, recorded as rows with subcategory ``unspecified_migrated`` and the reason.
+    At close ``procedures.adverse_events`` becomes the summary of the rows (one
+    ``{"code", "text"}`` each; ``[]``: none)."""
 
     procedure_id: int = Field(ge=1)
     closed_by: str = _Name
     notes: str | None = Field(default=None, max_length=10_000)
-    adverse_events: list[AdverseEventEntry]
+    adverse_events: list[AdverseEventEntry] = Field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class StudyOpen:
+    """The study side of an open request, checked against its profile (``prepare_study``)."""
+
+    profile: StudyProfile
+    consent: Consent | None
+    selection: Selection
+    details: ProcedureDetails
+
+
+def study_defaults(
+    meta: dict[str, Any],
+    selection: Mapping[str, Any],
+    details: Mapping[str, Any],
+    profile: StudyProfile,
+    *,
+    gas: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fill each side from the other, so an operator says a thing once: the selection's
+    indication and the details' imaging, anaesthesia, probe model and lot give the
+    procedure's own fields (and back), the gas comes from the console's profile.
+    ``meta`` is changed in place; the selection and details are returned."""
+    sel, det = dict(selection), dict(details)
+    if (
+        "indication" not in sel
+        and meta.get("indication")
+        and profile.indication(str(meta["indication"]))
+    ):
+        sel["indication"] = meta["indication"]
+    if "indication" not in meta and isinstance(sel.get("indication"), str):
+        key = sel["indication"]
+        if key in {i.value for i in Indication}:
+            meta["indication"] = key
+        elif (coding := profile.indication(key)) is not None:
+            meta["indication"] = Indication.OTHER.value
+            meta.setdefault("indication_other", coding.display)
+    if "imaging" not in det and meta.get("imaging"):
+        det["imaging"] = [meta["imaging"]]
+    if "imaging" not in meta and isinstance(det.get("imaging"), list) and det["imaging"]:
+        first = det["imaging"][0]
+        if first in {i.value for i in Imaging}:
+            meta["imaging"] = first
+    if "anaesthesia" not in det and meta.get("anaesthesia"):
+        det["anaesthesia"] = meta["anaesthesia"]
+    if "anaesthesia" not in meta and det.get("anaesthesia") in {a.value for a in Anaesthesia}:
+        meta["anaesthesia"] = det["anaesthesia"]
+    for name in ("probe_model", "probe_lot"):
+        if name not in det and meta.get(name):
+            det[name] = meta[name]
+        if name not in meta and isinstance(det.get(name), str):
+            meta[name] = det[name]
+    if gas is not None:
+        det.setdefault("gas", gas)
+    return sel, det
+
+
+def prepare_study(
+    profile: StudyProfile,
+    *,
+    consent: dict[str, Any] | None,
+    selection: dict[str, Any] | None,
+    details: dict[str, Any] | None,
+) -> StudyOpen:
+    """Parse and check the study's fields; ``ResearchDataError`` names every problem
+    (a missing required field, a value outside the profile's list, consent not
+    confirmed where the study demands it). The eligibility checklist's id and version
+    default to the profile's, so an operator gives only the answers."""
+    problems: list[Problem] = []
+    sel_data = dict(selection or {})
+    elig = sel_data.get("eligibility")
+    if isinstance(elig, dict) and profile.eligibility is not None:
+        elig = dict(elig)
+        elig.setdefault("checklist_id", profile.eligibility.checklist_id)
+        elig.setdefault("checklist_version", profile.eligibility.version)
+        items = elig.get("items")
+        if isinstance(items, dict) and items.get("*") is True:  # cryoctl --eligible all
+            items = {k: v for k, v in items.items() if k != "*"}
+            for item in profile.eligibility.items:
+                items.setdefault(item.id, True)
+            elig["items"] = items
+        sel_data["eligibility"] = elig
+    parsed: dict[str, Any] = {}
+    for name, model, data in (
+        ("consent", Consent, consent),
+        ("selection", Selection, sel_data),
+        ("procedure", ProcedureDetails, details or {}),
+    ):
+        if data is None:
+            parsed[name] = None
+            continue
+        try:
+            parsed[name] = parse_model(model, data, prefix=name)
+        except ResearchDataError as exc:
+            problems += exc.problems
+            parsed[name] = None
+    problems += check_consent(profile, parsed["consent"])
+    if parsed["selection"] is not None:
+        problems += check_selection(profile, parsed["selection"])
+    if parsed["procedure"] is not None:
+        problems += check_procedure_details(profile, parsed["procedure"])
+    if problems:
+        raise ResearchDataError(problems)
+    return StudyOpen(profile, parsed["consent"], parsed["selection"], parsed["procedure"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +306,15 @@ def open_procedure(
     *,
     study_id_required: bool = False,
     at: dt.datetime | None = None,
+    study: StudyOpen | None = None,
 ) -> int:
+    """The procedure row (and its study row when opened under a study profile)."""
+    if study is not None:
+        if meta.study_id is not None and meta.study_id != study.profile.study.id:
+            raise RecordError(
+                f"study_id {meta.study_id!r} is not the profile's study {study.profile.study.id!r}"
+            )
+        meta = meta.model_copy(update={"study_id": study.profile.study.id})
     if study_id_required and not meta.study_id:
         raise RecordError("study_id is required by this site's configuration (research use only)")
     when = at or utcnow()
@@ -188,8 +327,258 @@ def open_procedure(
     session.flush()
     payload = meta.model_dump(mode="json", exclude={"patient_ref"})
     payload.update(procedure_id=row.id, uuid=row.uuid)
+    if study is not None:
+        stamp = study.profile.stamp()
+        session.add(
+            ProcedureStudy(
+                procedure_id=row.id,
+                profile_id=stamp.profile_id,
+                profile_version=stamp.version,
+                profile_hash=stamp.content_hash,
+                profile=canonical_json(study.profile),
+                consent_confirmed=None if study.consent is None else study.consent.confirmed,
+                consent_form_version=None if study.consent is None else study.consent.form_version,
+                selection=study.selection.model_dump(mode="json", exclude_none=True),
+                details=study.details.model_dump(mode="json", exclude_none=True),
+                recorded_at=when,
+            )
+        )
+        session.flush()
+        payload["study_profile"] = stamp.model_dump(mode="json")
     audit.append(session, "procedure_opened", payload, at=when)
     return row.id
+
+
+def _open_procedure_row(session: Session, procedure_id: int, doing: str) -> Procedure:
+    proc = session.get(Procedure, procedure_id)
+    if proc is None:
+        raise RecordError(f"procedure {procedure_id} does not exist")
+    if proc.closed_at is not None:
+        raise RecordError(
+            f"procedure {procedure_id} is closed: {doing} after close is the study "
+            "collector's to record, not the daemon's"
+        )
+    return proc
+
+
+def study_profile(session: Session, procedure_id: int) -> StudyProfile | None:
+    """The profile a procedure was opened under (None: opened without one)."""
+    row = session.get(ProcedureStudy, procedure_id)
+    return None if row is None else profile_of(row)
+
+
+def profile_of(row: ProcedureStudy) -> StudyProfile:
+    import json
+
+    profile = StudyProfile.model_validate(json.loads(row.profile))
+    if profile.content_hash != row.profile_hash:
+        raise RecordError(
+            f"procedure {row.procedure_id}: its stored study profile does not hash to "
+            f"{row.profile_hash} (edited)"
+        )
+    return profile
+
+
+# ---- baseline pain ---------------------------------------------------------------------
+def record_baseline_pain(
+    session: Session,
+    procedure_id: int,
+    data: Mapping[str, Any],
+    *,
+    by: str,
+    at: dt.datetime | None = None,
+) -> int:
+    """The baseline pain score, before the first freeze. Time point, scale and recall
+    period default to the profile's; refused after a freeze has started, twice, or on
+    a procedure opened without a study profile."""
+    _open_procedure_row(session, procedure_id, "a baseline pain score")
+    profile = study_profile(session, procedure_id)
+    if profile is None:
+        raise RecordError(
+            f"procedure {procedure_id} was opened without a study profile: no baseline to record"
+        )
+    existing = session.scalar(
+        select(PainAssessmentRow.id).where(
+            PainAssessmentRow.procedure_id == procedure_id,
+            PainAssessmentRow.time_point == profile.follow_up.baseline,
+        )
+    )
+    if existing is not None:
+        raise RecordError(f"procedure {procedure_id} already has its baseline pain score")
+    when = at or utcnow()
+    want = profile.instruments.pain
+    full = {
+        "time_point": profile.follow_up.baseline,
+        "scale": want.scale.value,
+        "recall_period": want.recall_period.value,
+        "assessed_at": when.isoformat(),
+        **data,
+    }
+    pain = parse_model(PainAssessment, full, prefix="baseline_pain")
+    first = session.scalar(
+        select(Cycle.started_at)
+        .where(Cycle.procedure_id == procedure_id, Cycle.phase == Phase.FREEZE.value)
+        .order_by(Cycle.started_at)
+        .limit(1)
+    )
+    problems = check_baseline_pain(profile, pain, first_freeze_at=first)
+    if first is not None and not any(p.field == "baseline_pain.assessed_at" for p in problems):
+        problems.append(
+            Problem("baseline_pain", "a freeze has started: the baseline is taken before it")
+        )
+    if problems:
+        raise ResearchDataError(problems)
+    row = PainAssessmentRow(
+        procedure_id=procedure_id,
+        time_point=pain.time_point,
+        scale=pain.scale.value,
+        score=pain.score,
+        recall_period=pain.recall_period.value,
+        assessed_at=pain.assessed_at,
+        recorded_at=when,
+        recorded_by=by,
+    )
+    session.add(row)
+    session.flush()
+    audit.append(
+        session,
+        "baseline_pain_recorded",
+        {"procedure_id": procedure_id, "assessment_id": row.id, "time_point": row.time_point},
+        at=when,
+    )
+    return row.id
+
+
+def pain_record(row: PainAssessmentRow) -> PainAssessment:
+    return PainAssessment(
+        time_point=row.time_point,
+        scale=row.scale,
+        score=row.score,
+        recall_period=row.recall_period,
+        assessed_at=row.assessed_at,
+    )
+
+
+# ---- adverse events --------------------------------------------------------------------
+#: the fields of an adverse event that are columns of its row (all but its id)
+AE_FIELDS: tuple[str, ...] = tuple(n for n in AdverseEventRecord.model_fields if n != "ae_id")
+
+
+def ae_record(row: AdverseEventRow) -> AdverseEventRecord:
+    """The row as the research model (what exports, FHIR and REDCap are built from)."""
+    return AdverseEventRecord.model_validate(
+        {"ae_id": row.id, **{name: getattr(row, name) for name in AE_FIELDS}}
+    )
+
+
+def _ae_check(session: Session, proc: Procedure, ae: AdverseEventRecord) -> None:
+    profile = study_profile(session, proc.id)
+    tz = dt.UTC if profile is None else profile.zone
+    problems = check_adverse_event(ae, opened_at=proc.opened_at, tz=tz)
+    if problems:
+        raise ResearchDataError(problems)
+
+
+def add_adverse_event(
+    session: Session,
+    procedure_id: int,
+    data: Mapping[str, Any],
+    *,
+    by: str,
+    at: dt.datetime | None = None,
+) -> int:
+    """One adverse event noticed while the procedure is open (or at its close);
+    ``ResearchDataError`` names every problem (onset before the procedure opened,
+    resolution before onset, grade outside 1-5, unknown codes ...)."""
+    proc = _open_procedure_row(session, procedure_id, "an adverse event")
+    ae = parse_model(AdverseEventRecord, dict(data), prefix="adverse_event")
+    if ae.ae_id is not None:
+        raise ResearchDataError([Problem("adverse_event.ae_id", "assigned by the record")])
+    _ae_check(session, proc, ae)
+    when = at or utcnow()
+    row = AdverseEventRow(
+        procedure_id=procedure_id,
+        recorded_at=when,
+        recorded_by=by,
+        **ae.model_dump(mode="json", exclude={"ae_id"}),
+    )
+    session.add(row)
+    session.flush()
+    audit.append(
+        session,
+        "adverse_event_recorded",
+        {"procedure_id": procedure_id, "ae_id": row.id, "category": row.category},
+        at=when,
+    )
+    return row.id
+
+
+def update_adverse_event(
+    session: Session,
+    ae_id: int,
+    changes: Mapping[str, Any],
+    *,
+    by: str,
+    at: dt.datetime | None = None,
+) -> None:
+    """Change fields of an adverse event while its procedure is open; the whole event
+    is checked again. Refused after close (the collector's job) and on migrated rows."""
+    row = session.get(AdverseEventRow, ae_id)
+    if row is None:
+        raise RecordError(f"adverse event {ae_id} does not exist")
+    proc = _open_procedure_row(session, row.procedure_id, "a change to an adverse event")
+    if row.subcategory == AeSubcategory.UNSPECIFIED_MIGRATED.value:
+        raise RecordError(
+            f"adverse event {ae_id} was migrated from an old yes/no code: it keeps what the "
+            "old record said (add a new event instead)"
+        )
+    unknown = sorted(set(changes) - set(AE_FIELDS))
+    if unknown:
+        raise ResearchDataError([Problem(f"adverse_event.{k}", "unknown field") for k in unknown])
+    merged = {name: getattr(row, name) for name in AE_FIELDS} | dict(changes)
+    ae = parse_model(AdverseEventRecord, merged, prefix="adverse_event")
+    _ae_check(session, proc, ae)
+    when = at or utcnow()
+    for name, value in ae.model_dump(mode="json", exclude={"ae_id"}).items():
+        setattr(row, name, value)
+    row.updated_at = when
+    row.updated_by = by
+    session.flush()
+    audit.append(
+        session,
+        "adverse_event_updated",
+        {"procedure_id": proc.id, "ae_id": row.id, "fields": sorted(changes)},
+        at=when,
+    )
+
+
+def adverse_events_of(session: Session, procedure_id: int) -> list[AdverseEventRow]:
+    return list(
+        session.scalars(
+            select(AdverseEventRow)
+            .where(AdverseEventRow.procedure_id == procedure_id)
+            .order_by(AdverseEventRow.id)
+        )
+    )
+
+
+_CATEGORIES = {c.value: c for c in AeCategory}
+#: category -> the old yes/no code it summarises as (``procedures.adverse_events``)
+LEGACY_CODE = {category: code for code, category in LEGACY_AE_CATEGORY.items()}
+
+
+def _legacy_entry(row: AdverseEventRow) -> dict[str, Any]:
+    """An adverse-event row as an old yes/no entry (the text when it says more than the
+    category's own label, which a code given without text is recorded with)."""
+    category = _CATEGORIES[row.category]
+    text = None if row.verbatim_term == category.label else row.verbatim_term
+    return {"code": LEGACY_CODE[category], "text": text}
+
+
+CLOSE_CODE_REASON = (
+    "entered at close as the yes/no code {code!r} (cryoctl procedure close --adverse-event): "
+    "grade, relatedness, dates and outcome were not given"
+)
 
 
 def close_procedure(
@@ -206,10 +595,26 @@ def close_procedure(
     if open_cycles:
         raise RecordError(f"procedure {proc.id} has cycles still running: {list(open_cycles)}")
     when = at or utcnow()
+    for entry in close.adverse_events:
+        category = LEGACY_AE_CATEGORY[entry.code.value]
+        session.add(
+            AdverseEventRow(
+                procedure_id=proc.id,
+                category=category.value,
+                subcategory=AeSubcategory.UNSPECIFIED_MIGRATED.value,
+                verbatim_term=(entry.text or category.label)[:500],
+                seriousness_criteria=[],
+                migration_reason=CLOSE_CODE_REASON.format(code=entry.code.value),
+                recorded_at=when,
+                recorded_by=close.closed_by,
+            )
+        )
+    session.flush()
+    summary = [_legacy_entry(r) for r in adverse_events_of(session, proc.id)]
     proc.closed_at = when
     proc.closed_by = close.closed_by
     proc.notes = close.notes
-    proc.adverse_events = [e.model_dump(mode="json") for e in close.adverse_events]
+    proc.adverse_events = summary
     session.flush()
     audit.append(
         session,
@@ -606,11 +1011,34 @@ class ProcedureLog:
         self.writer = writer
         self.study_id_required = study_id_required
 
-    async def open_procedure(self, meta: ProcedureOpen, at: dt.datetime | None = None) -> int:
+    async def open_procedure(
+        self, meta: ProcedureOpen, at: dt.datetime | None = None, study: StudyOpen | None = None
+    ) -> int:
         req = self.study_id_required
         return await self.writer.commit_now(
-            lambda s: open_procedure(s, meta, study_id_required=req, at=at),
+            lambda s: open_procedure(s, meta, study_id_required=req, at=at, study=study),
             label="procedure_open",
+        )
+
+    async def record_baseline_pain(
+        self, procedure_id: int, data: Mapping[str, Any], *, by: str
+    ) -> int:
+        return await self.writer.commit_now(
+            lambda s: record_baseline_pain(s, procedure_id, data, by=by), label="baseline_pain"
+        )
+
+    async def add_adverse_event(
+        self, procedure_id: int, data: Mapping[str, Any], *, by: str
+    ) -> int:
+        return await self.writer.commit_now(
+            lambda s: add_adverse_event(s, procedure_id, data, by=by), label="ae_add"
+        )
+
+    async def update_adverse_event(
+        self, ae_id: int, changes: Mapping[str, Any], *, by: str
+    ) -> None:
+        await self.writer.commit_now(
+            lambda s: update_adverse_event(s, ae_id, changes, by=by), label="ae_update"
         )
 
     async def close_procedure(self, close: ProcedureClose, at: dt.datetime | None = None) -> None:

@@ -12,13 +12,13 @@ import datetime as dt
 import os
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.orm import Session
 
-from . import audit
+from . import audit, samples
 from .chain import ChainedSession
 from .db import engine_for
-from .models import Cycle, Outcome, Procedure, Sample, utc_from_epoch, utcnow
+from .models import Cycle, Outcome, Procedure, utc_from_epoch, utcnow
 from .records import CycleClose, close_cycle
 
 
@@ -53,20 +53,9 @@ def recover_open_cycles(session: Session, *, now: dt.datetime | None = None) -> 
     ).all()
     for cycle in open_cycles:
         start_epoch = cycle.started_at.timestamp()
-        tip = [
-            Sample.procedure_id == cycle.procedure_id,
-            Sample.probe == cycle.probe,
-            Sample.channel == "tip_c",
-            Sample.t_utc >= start_epoch,
-        ]
-        last = session.execute(
-            select(Sample.t_utc, Sample.t_mono).where(*tip).order_by(Sample.t_utc.desc()).limit(1)
-        ).first()
-        min_tip = session.scalar(
-            select(func.min(Sample.value)).where(
-                *tip, Sample.validity.in_(("valid", "questionable")), Sample.value.is_not(None)
-            )
-        )
+        conn = session.connection()
+        last = samples.last_tip(conn, cycle.procedure_id, cycle.probe, start_epoch)
+        min_tip = samples.min_tip(conn, cycle.procedure_id, cycle.probe, start_epoch)
         if last is not None:
             ended_at, ended_mono, from_samples = (
                 utc_from_epoch(float(last[0])),

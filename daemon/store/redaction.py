@@ -124,7 +124,28 @@ def redact_procedure(
         raise RedactionError(f"procedure {procedure_id} does not exist")
     counts: dict[str, int] = {}
     head: Head | None = None
-    for table in ("operator_actions", "alarms", "cycles"):
+    for table, key in (
+        ("operator_actions", "id"),
+        ("alarms", "id"),
+        ("cycles", "id"),
+        ("adverse_events", "id"),
+        ("pain_assessments", "id"),
+        ("procedure_study", "procedure_id"),
+    ):
+        ids = [
+            r[0]
+            for r in chain.execute(
+                conn,
+                f"SELECT {key} FROM {table} WHERE procedure_id = ? ORDER BY {key}",  # noqa: S608
+                (procedure_id,),
+            )
+        ]
+        for rid in ids:
+            head = redact_row(session, table, {key: rid}, by=by, reason=reason)
+        counts[table] = len(ids)
+    removed = 0
+    # the old table (rows cryod migrate has not converted yet), then the compact one
+    for table, children in (("samples", ()), ("sample_polls", ("sample_probes", "sample_states"))):
         ids = [
             r[0]
             for r in chain.execute(
@@ -133,20 +154,13 @@ def redact_procedure(
                 (procedure_id,),
             )
         ]
-        for rid in ids:
-            head = redact_row(session, table, {"id": rid}, by=by, reason=reason)
-        counts[table] = len(ids)
-    ids = [
-        r[0]
-        for r in chain.execute(
-            conn, "SELECT id FROM samples WHERE procedure_id = ? ORDER BY id", (procedure_id,)
-        )
-    ]
-    if ids:
+        if not ids:
+            continue
         head = chain.append(
             conn,
             "samples_redacted",
             {
+                "table": table,
                 "procedure_id": procedure_id,
                 "ranges": _ranges(ids),
                 "rows": len(ids),
@@ -155,7 +169,15 @@ def redact_procedure(
             },
             info=session.info,
         )
-        chain.execute(conn, "DELETE FROM samples WHERE procedure_id = ?", (procedure_id,))
+        for child in children:
+            chain.execute(
+                conn,
+                f"DELETE FROM {child} WHERE poll_id IN "  # noqa: S608 - our table names
+                "(SELECT id FROM sample_polls WHERE procedure_id = ?)",
+                (procedure_id,),
+            )
+        chain.execute(conn, f"DELETE FROM {table} WHERE procedure_id = ?", (procedure_id,))  # noqa: S608
+        removed += len(ids)
     head = redact_row(session, "procedures", {"id": procedure_id}, by=by, reason=reason)
     counts["procedures"] = 1
-    return RedactionReport(rows=counts, samples=len(ids), head=head)
+    return RedactionReport(rows=counts, samples=removed, head=head)

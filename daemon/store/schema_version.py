@@ -12,7 +12,7 @@ from pathlib import Path
 
 __all__ = ["HEAD_REVISION", "at_head"]
 
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0007"
 
 
 def at_head(path: str | Path) -> bool:

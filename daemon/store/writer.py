@@ -4,10 +4,12 @@ One asyncio task owns the order of writes; the SQLite work runs in one
 dedicated worker thread, so a slow, locked or full disk never blocks the
 event loop (and so never the poll loop or the supervisor).
 
-- ``submit_sample`` never blocks: samples wait in a bounded buffer and are
-  written in batches (``batch_max`` rows or every ``batch_interval_s``) in one
-  transaction. When the buffer is full the sample is dropped and counted;
-  samples are the only thing ever dropped. The writer task sleeps until work
+- ``submit_sample`` never blocks: samples (``SampleRow``, one per value) wait
+  in a bounded buffer and are written in batches (``batch_max`` values or every
+  ``batch_interval_s``) in one transaction, in the compact form of
+  ``samples.py`` (a row per poll, one per probe, state channels as changes, the
+  batch's first poll of each console full). When the buffer is full the sample
+  is dropped and counted; samples are the only thing ever dropped. The writer task sleeps until work
   is due: an op, a full batch, closing, or the batch timer (armed by a batch's
   first sample), so a poll's samples cost an append, not a wake-up (waking it
   per poll cost ~2 ms of loop CPU per second at 20 Hz).
@@ -17,10 +19,11 @@ event loop (and so never the poll loop or the supervisor).
   its own transaction, and the call returns after the COMMIT.
 - Every commit extends the chain in the same transaction (docs/integrity.md):
   an op's research rows through ``ChainedSession``, a sample batch with one
-  ``samples`` entry over its canonical rows. ``on_audit_head(head)`` gets each
-  new head after its COMMIT, ``on_head(head, label)`` with what made it (the
-  op's label, or ``"samples"``), and ``on_foreign_head(expected, found)`` says
-  that the chain moved under the writer: someone else appended entries.
+  ``samples`` entry over its canonical polls (``cryod.samples/2``).
+  ``on_audit_head(head)`` gets each new head after its COMMIT,
+  ``on_head(head, label)`` with what made it (the op's label, or
+  ``"samples"``), and ``on_foreign_head(expected, found)`` says that the chain
+  moved under the writer: someone else appended entries.
 - Storage failures (disk full, read-only, locked, I/O) never kill the task:
   they make ``status().healthy`` false (the service stops feeding the systemd
   watchdog and raises a high-priority alarm via ``on_error``) and
@@ -38,62 +41,31 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
+
+from cryod.integrity import SAMPLES_V2
 
 from .audit import AuditHead
 from .chain import ChainedSession, cover_batch, read_head
 from .db import immediate_transaction
 from .errors import StoreError, classify
+from .samples import (
+    MAX_POLL_ID,
+    ConnectionRunner,
+    SampleRow,
+    StoredPoll,
+    insert_polls,
+    known_rows,
+    pack_polls,
+    poll_groups,
+)
+
+__all__ = ["SampleRow", "Writer", "WriterClosed", "WriterStatus"]
 
 T = TypeVar("T")
-
-# plain SQL: the hot path, about twice as fast as an ORM/Core insert of dicts; the
-# columns are in SampleRow's field order, so a row's values are its parameters
-_INSERT_SAMPLE = (
-    "INSERT INTO samples (console, t_utc, t_mono, probe, channel, value, validity, procedure_id)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-# A batch goes in as INSERTs of _ROWS_PER_INSERT rows each (the rest one by one):
-# one statement step per 32 rows instead of per row saves ~25 % of a batch's CPU
-# (binding, reset and step per row). 32 x 8 = 256 parameters, under 999, the
-# smallest limit SQLite has had; rows are inserted in order, ids ascending.
-_ROWS_PER_INSERT = 32
-_INSERT_SAMPLES = _INSERT_SAMPLE + ", (?, ?, ?, ?, ?, ?, ?, ?)" * (_ROWS_PER_INSERT - 1)
-_MAX_SAMPLE_ID = "SELECT max(id) FROM samples"
-
-
-def _canonical(rid: int, r: SampleRow | tuple[Any, ...]) -> tuple[Any, ...]:
-    """A sample as ``cryod.samples/1`` lists its columns (id first), from a SampleRow;
-    a NaN value is NULL, as SQLite stores it."""
-    value = r[5]
-    return (rid, r[7], r[0], r[1], r[2], r[3], r[4], None if value != value else value, r[6])
-
-
-class SampleRow(NamedTuple):
-    """One polled value; ``probe`` 0 is a console-level channel.
-
-    A NamedTuple (immutable, like the frozen dataclass it replaced) because the
-    poll loop makes ~70 of these per poll: building one costs a fifth as much.
-    """
-
-    console: str
-    t_utc: float
-    t_mono: float
-    probe: int
-    channel: str
-    value: float | None
-    validity: str
-    procedure_id: int | None = None
-
-    def as_tuple(self) -> tuple[Any, ...]:
-        """The INSERT's parameters (``_INSERT_SAMPLE`` column order)."""
-        return tuple(self)
-
-    def as_row(self) -> dict[str, Any]:
-        return self._asdict()
 
 
 @dataclass(slots=True)
@@ -145,8 +117,8 @@ class Writer:
         engine: Engine,
         *,
         queue_max: int = 20_000,
-        batch_max: int = 500,
-        batch_interval_s: float = 0.2,
+        batch_max: int = 2000,
+        batch_interval_s: float = 1.0,
         stall_s: float = 5.0,
         on_error: Callable[[StoreError], None] | None = None,
         on_audit_head: Callable[[AuditHead], None] | None = None,
@@ -441,49 +413,63 @@ class Writer:
     def _insert_samples(
         self, chunks: list[list[SampleRow]], info: dict[str, Any]
     ) -> tuple[float, int]:
-        """Worker thread: one transaction with the batch's chain entry; a refused row is
-        retried alone, not the batch."""
+        """Worker thread: one transaction with the batch's chain entry
+        (``cryod.samples/2``); a refused poll is retried alone, not the batch. Returns
+        (elapsed, rows not stored: an unknown channel or a poll the database refused)."""
         t0 = time.perf_counter()
-        rows = list(chain.from_iterable(chunks))
-        k = _ROWS_PER_INSERT
-        whole = len(rows) - len(rows) % k
+        rows, invalid = known_rows(chain.from_iterable(chunks))
+        if not rows:
+            return time.perf_counter() - t0, invalid
         try:
             with immediate_transaction(self.engine) as dbapi:
-                (before,) = dbapi.execute(_MAX_SAMPLE_ID).fetchone()
-                if whole:
-                    groups = (chain.from_iterable(rows[i : i + k]) for i in range(0, whole, k))
-                    dbapi.executemany(_INSERT_SAMPLES, [tuple(g) for g in groups])
-                if whole < len(rows):
-                    # plain tuples: sqlite3 binds an exact tuple ~0.5 us/row faster than
-                    # a NamedTuple (generic sequence path), far more than the copy costs
-                    dbapi.executemany(_INSERT_SAMPLE, [tuple(r) for r in rows[whole:]])
-                if rows:
-                    (last,) = dbapi.execute("SELECT last_insert_rowid()").fetchone()
-                    first = last - len(rows) + 1
-                    if first != (before or 0) + 1:  # rowids are max+1 under our write lock
-                        raise StoreError("other", f"sample ids not contiguous ({before}, {last})")
-                    ids = range(first, last + 1)
-                    cover_batch(
-                        dbapi, first, last, map(_canonical, ids, rows), len(rows), info=info
-                    )
-            return time.perf_counter() - t0, 0
+                (before,) = dbapi.execute(MAX_POLL_ID).fetchone()
+                polls = pack_polls(rows, (before or 0) + 1)
+                insert_polls(dbapi, polls)
+                cover_batch(
+                    dbapi,
+                    polls[0].id,
+                    polls[-1].id,
+                    polls,
+                    len(polls),
+                    info=info,
+                    table="sample_polls",
+                    encoding=SAMPLES_V2,
+                )
+            return time.perf_counter() - t0, invalid
         except Exception as exc:
             if classify(exc).kind != "integrity":
                 raise
-        invalid = 0
-        kept: list[tuple[Any, ...]] = []
+        kept: list[StoredPoll] = []
         with self._tx_engine.begin() as conn:
-            for row in rows:
+            runner = ConnectionRunner(conn)
+            (before,) = conn.exec_driver_sql(MAX_POLL_ID).one()
+            next_id = (before or 0) + 1
+            state: dict[str, Any] = {}
+            for poll_rows in poll_groups(rows):
+                trial = dict(state)
+                (poll,) = pack_polls(poll_rows, next_id, trial)
                 try:
                     with conn.begin_nested():
-                        rid = conn.exec_driver_sql(_INSERT_SAMPLE, tuple(row)).lastrowid
-                        kept.append(_canonical(rid, row))
+                        insert_polls(runner, [poll])
                 except Exception as exc:
                     if classify(exc).kind != "integrity":
                         raise
-                    invalid += 1
+                    invalid += len(poll_rows)
+                    continue
+                state = trial
+                kept.append(poll)
+                next_id += 1
             if kept:
-                cover_batch(conn, kept[0][0], kept[-1][0], kept, len(kept), info=info)
+                cover_batch(
+                    conn,
+                    kept[0].id,
+                    kept[-1].id,
+                    kept,
+                    len(kept),
+                    info=info,
+                    table="sample_polls",
+                    encoding=SAMPLES_V2,
+                )
         return time.perf_counter() - t0, invalid
 
     def _run_in_session(self, fn: Callable[[Session], T], info: dict[str, Any]) -> tuple[T, bool]:

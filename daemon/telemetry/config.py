@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cryod.common.validation import problem_lines
+
 __all__ = [
     "MqttConfig",
     "MqttConfigError",
@@ -187,10 +189,4 @@ def load_mqtt_config(section: Mapping[str, Any], *, source: str = "<config>") ->
     try:
         return MqttConfig.model_validate(dict(section))
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            key = f"mqtt.{loc}" if loc else "mqtt"
-            msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{source}: {key}: {msg}")
-        raise MqttConfigError("\n".join(lines)) from None
+        raise MqttConfigError("\n".join(problem_lines(exc, source, prefix="mqtt"))) from None

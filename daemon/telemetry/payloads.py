@@ -40,6 +40,7 @@ __all__ = [
     "audit_head_topic",
     "cycle_body",
     "encode",
+    "is_personal_key",
     "last_seen_body",
     "snapshot_body",
     "stamp",
@@ -96,6 +97,12 @@ def _forbidden(key: str) -> bool:
     words = [w.lower() for w in _WORD_SPLIT.split(key) if w]
     joined = "".join(words)
     return joined in _FORBIDDEN_WORDS or any(w in _FORBIDDEN_WORDS for w in words)
+
+
+def is_personal_key(key: str) -> bool:
+    """Does this key (a field or column name) look like it holds personal data? The
+    record channel's encoder asks the same question (daemon/record_channel/message.py)."""
+    return _forbidden(key)
 
 
 def assert_no_personal_data(payload: Any, *, path: str = "$") -> None:

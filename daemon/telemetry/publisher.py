@@ -17,7 +17,9 @@ a retained ``last_seen`` (refreshed every ``last_seen_s``) says when the daemon
 was last alive.
 
 This module subscribes to nothing, on purpose: no MQTT topic can reach the
-engine, so none can move a valve. It is the only module importing aiomqtt.
+engine, so none can move a valve. It is the only module importing aiomqtt:
+the record channel (``daemon/record_channel``) gets its client from
+``publish_only_client``.
 """
 
 from __future__ import annotations
@@ -45,8 +47,10 @@ __all__ = [
     "Outbox",
     "OutboxItem",
     "OutboxItemLike",
+    "PublishOnlyClient",
     "Publisher",
     "PublisherStatus",
+    "publish_only_client",
 ]
 
 log = logging.getLogger("cryod.telemetry")
@@ -135,6 +139,76 @@ class PublisherStatus:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _tls_context(tls: Any) -> ssl.SSLContext | None:
+    if tls is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.cert_file is not None and tls.key_file is not None:
+        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    if not tls.verify_hostname:
+        ctx.check_hostname = False
+    return ctx
+
+
+class PublishOnlyClient(Protocol):
+    """What the record channel uses of a client: connect, publish, notice a drop."""
+
+    async def __aenter__(self) -> Any: ...
+
+    async def __aexit__(self, *exc: object) -> Any: ...
+
+    async def publish(
+        self, topic: str, payload: bytes, qos: int, retain: bool, *, timeout_s: float
+    ) -> None: ...
+
+    async def wait_disconnected(self) -> None: ...
+
+
+class _PublishOnly:
+    """An aiomqtt client that publishes and subscribes to nothing."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self._client = client
+
+    async def __aenter__(self) -> _PublishOnly:
+        await self._client.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._client.__aexit__(*exc)
+
+    async def publish(
+        self, topic: str, payload: bytes, qos: int, retain: bool, *, timeout_s: float
+    ) -> None:
+        await self._client.publish(topic, payload, qos=qos, retain=retain, timeout=timeout_s)
+
+    async def wait_disconnected(self) -> None:
+        """Return (or raise) when the connection drops. Iterating subscribes to nothing."""
+        async for _ in self._client.messages:  # pragma: no cover - we never subscribe
+            pass
+
+
+def publish_only_client(cfg: MqttConfig, *, client_id: str, logger: str) -> PublishOnlyClient:
+    """A clean-session client for ``cfg``'s broker (TLS, credentials) under ``client_id``,
+    with no will: what is not acknowledged is sent again by its caller."""
+    common: dict[str, Any] = {
+        "identifier": client_id,
+        "keepalive": cfg.keepalive_s,
+        "clean_session": True,
+        "timeout": cfg.connect_timeout_s,
+        "username": cfg.username,
+        "password": cfg.read_password(),
+        "tls_context": _tls_context(cfg.tls),
+        "logger": logging.getLogger(logger),
+    }
+    if cfg.unix_socket is not None:
+        client = aiomqtt.Client(str(cfg.unix_socket), 1, transport="unix", **common)
+    else:
+        client = aiomqtt.Client(cfg.host, cfg.port, **common)
+    return _PublishOnly(client)
 
 
 class _Disconnected(Exception):
@@ -315,7 +389,10 @@ class Publisher:
         if task is None or task.done():
             return
         try:
-            await asyncio.wait_for(asyncio.shield(task), timeout_s)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancel of close()
+            # that lands in the pass the task ends in
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(task)
         except TimeoutError:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -351,7 +428,8 @@ class Publisher:
                 self._status.state = "backoff"
                 self._status.next_retry_s = round(delay_s, 3)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closing.wait(), delay_s)
+                    async with asyncio.timeout(delay_s):  # keeps a cancel (3.11 wait_for may not)
+                        await self._closing.wait()
         finally:
             self._status.state = "closed"
             self._status.connected = False
@@ -399,16 +477,7 @@ class Publisher:
         return self._encode(self.topics.status, body)
 
     def _tls_context(self) -> ssl.SSLContext | None:
-        tls = self._cfg.tls
-        if tls is None:
-            return None
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file))
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        if tls.cert_file is not None and tls.key_file is not None:
-            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-        if not tls.verify_hostname:
-            ctx.check_hostname = False
-        return ctx
+        return _tls_context(self._cfg.tls)
 
     def _client(self) -> aiomqtt.Client:
         cfg = self._cfg

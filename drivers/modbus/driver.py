@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cryod.common.validation import problem_lines
+
 from ..base import (
     ConsoleFaults,
     ConsoleLimits,
@@ -68,11 +70,7 @@ def _validate(model: type[BaseModel], options: Mapping[str, Any], source: str) -
     try:
         return model.model_validate(dict(options))
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "<options>"
-            lines.append(f"{source}.{key}: {err['msg']}")
-        raise ValueError("\n".join(lines)) from exc
+        raise ValueError("\n".join(problem_lines(exc, None, prefix=source))) from exc
 
 
 def _load_profile(name: str, source: str) -> Profile:

@@ -11,6 +11,7 @@ result equals the per-register decode for any image.
 
 from __future__ import annotations
 
+import enum
 from typing import NamedTuple
 
 from ..base import (
@@ -33,11 +34,19 @@ __all__ = ["RegisterMap", "SnapshotDecoder", "group_addresses"]
 Image = dict[int, int]
 
 
+class _Decode(enum.Enum):
+    """How a measured register's words become an integer on the poll path."""
+
+    UINT16 = "uint16"  # the word itself
+    INT16 = "int16"  # the word, two's complement
+    GENERIC = "generic"  # anything else: the profile's decoder (32-bit, strings)
+
+
 class _Value(NamedTuple):
     """One measured register, resolved once for the poll path (see ``reading``)."""
 
     reg: ResolvedRegister
-    kind: int  # 0: uint16, 1: int16, 2: anything else (the generic decoder)
+    decode: _Decode
     scale: float
     sentinels: frozenset[int]
     unit: str
@@ -64,9 +73,16 @@ _TRIP_CAUSE: dict[int, TripCause] = {int(m): m for m in TripCause}
 
 
 def _value_plan(reg: ResolvedRegister, lo: float, hi: float) -> _Value:
-    kind = {"uint16": 0, "int16": 1}.get(reg.spec.type, 2)
     spec = reg.spec
-    return _Value(reg, kind, spec.scale, frozenset(spec.sentinels.values()), spec.unit, lo, hi)
+    return _Value(
+        reg=reg,
+        decode={"uint16": _Decode.UINT16, "int16": _Decode.INT16}.get(spec.type, _Decode.GENERIC),
+        scale=spec.scale,
+        sentinels=frozenset(spec.sentinels.values()),
+        unit=spec.unit,
+        lo=lo,
+        hi=hi,
+    )
 
 
 def group_addresses(addrs: list[int], max_block: int) -> list[tuple[int, int]]:
@@ -150,20 +166,21 @@ class RegisterMap:
     ) -> Reading:
         """A measured value: INVALID on a sentinel (or when ``invalid``), QUESTIONABLE
         outside its plausible range."""
-        kind = v.kind
-        if kind == 0:
+        if v.decode is _Decode.UINT16:
             raw = image[v.reg.address]
-        elif kind == 1:
+        elif v.decode is _Decode.INT16:
             word = image[v.reg.address]
             raw = word - 0x10000 if word >= 0x8000 else word
         else:
             raw = self.integer(image, v.reg)
         if invalid or raw in v.sentinels:
-            return Reading(None, v.unit, t_mono, t_utc, Validity.INVALID)
+            return Reading(
+                value=None, unit=v.unit, t_mono=t_mono, t_utc=t_utc, validity=Validity.INVALID
+            )
         value = round(raw * v.scale, 6)
         ok = v.lo <= value <= v.hi
         validity = Validity.VALID if ok else Validity.QUESTIONABLE
-        return Reading(value, v.unit, t_mono, t_utc, validity)
+        return Reading(value=value, unit=v.unit, t_mono=t_mono, t_utc=t_utc, validity=validity)
 
 
 class SnapshotDecoder:
@@ -199,18 +216,18 @@ class SnapshotDecoder:
                 raise ProtocolError(f"probe {n}: unknown trip_cause")
             if trip != TripCause.NONE:
                 trip_ms = as_int(image, pp.trip_time)
-                trips.append(LimitTrip(n, trip, trip_ms / 1000.0))
+                trips.append(LimitTrip(probe=n, cause=trip, console_time_s=trip_ms / 1000.0))
             word = as_int(image, pp.status)
             probes.append(
-                ProbeState(  # positional, in field order: keywords cost a third more
-                    n,
-                    reading(image, pp.tip, t_mono, t_utc, tc is not TcStatus.OK),
-                    reading(image, pp.ret, t_mono, t_utc),
-                    tc,
-                    pp.freeze_bit is not None and bool(word >> pp.freeze_bit & 1),
-                    pp.thaw_bit is not None and bool(word >> pp.thaw_bit & 1),
-                    pp.armed_bit is not None and bool(word >> pp.armed_bit & 1),
-                    trip,
+                ProbeState(
+                    probe=n,
+                    tip_c=reading(image, pp.tip, t_mono, t_utc, tc is not TcStatus.OK),
+                    return_kpa=reading(image, pp.ret, t_mono, t_utc),
+                    tc_status=tc,
+                    freeze_open=pp.freeze_bit is not None and bool(word >> pp.freeze_bit & 1),
+                    thaw_on=pp.thaw_bit is not None and bool(word >> pp.thaw_bit & 1),
+                    limits_armed=pp.armed_bit is not None and bool(word >> pp.armed_bit & 1),
+                    trip=trip,
                 )
             )
         skin = None if m.skin_plan is None else reading(image, m.skin_plan, t_mono, t_utc)

@@ -118,9 +118,8 @@ class TcpTransport(Transport):
 
     async def open(self, timeout_s: float) -> None:
         loop = asyncio.get_running_loop()
-        _, proto = await asyncio.wait_for(
-            loop.create_connection(_TcpProtocol, self.host, self.port), timeout_s
-        )
+        async with asyncio.timeout(timeout_s):
+            _, proto = await loop.create_connection(_TcpProtocol, self.host, self.port)
         self.proto = proto
 
     async def close(self) -> None:
@@ -128,7 +127,8 @@ class TcpTransport(Transport):
         if proto is not None and proto.transport is not None:
             proto.transport.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(proto.gone), 0.5)
+                async with asyncio.timeout(0.5):
+                    await asyncio.shield(proto.gone)
 
     async def exchange(self, unit: int, req: Request, deadline: float) -> bytes:
         proto = self.proto
@@ -261,7 +261,8 @@ class RtuTransport(Transport):
             self.arrived.clear()
             wait = min(remaining, self.silence_s) if self.buf else remaining
             try:
-                await asyncio.wait_for(self.arrived.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self.arrived.wait()
             except TimeoutError:
                 if self.buf:  # silence after bytes that are no valid answer
                     self.stats.bad_frames += 1

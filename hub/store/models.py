@@ -19,6 +19,14 @@ batch mode on SQLite finds constraints by name.
 - ``audit``: the collector's own chain (every change it makes), the same
   entry format as a room's chain (``cryod.entry/1``).
 
+Follow-up (revision 0002, docs/followup.md): ``followup_assessments``
+(one per procedure and time point), ``followup_events`` (adverse events and
+further interventions found after close), ``signatures`` (investigators'
+electronic signatures of those events), ``withdrawals`` (consent withdrawn).
+Each follow-up row keeps a salt and the salted digest of its content; the
+audit chain holds the digest, never the content, so a withdrawn subject's
+rows are erased (content and salt) while the chain still shows they existed.
+
 Received entries, rows, blocks and the audit chain are append-only (triggers
 on both databases, created by the migration).
 """
@@ -49,6 +57,8 @@ __all__ = [
     "APPEND_ONLY",
     "AuditEntry",
     "Base",
+    "FollowUpAssessmentRow",
+    "FollowUpEventRow",
     "Gap",
     "Held",
     "Quarantined",
@@ -56,8 +66,10 @@ __all__ = [
     "ReceivedEntry",
     "ReceivedRow",
     "Room",
+    "SignatureRow",
     "User",
     "UserGrant",
+    "WithdrawalRow",
     "metadata",
 ]
 
@@ -231,3 +243,80 @@ class AuditEntry(Base):
     payload: Mapped[Any] = mapped_column(Json)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+# ---- follow-up (revision 0002, docs/followup.md) ----------------------------------------------
+class FollowUpAssessmentRow(Base):
+    """One time point of one procedure: status, mode, scores (content erased on withdrawal)."""
+
+    __tablename__ = "followup_assessments"
+    __table_args__ = (
+        UniqueConstraint("procedure_uuid", "time_point"),
+        Index("ix_followup_assessments_study_subject", "study", "subject"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study: Mapped[str] = mapped_column(String(64))
+    site: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str | None] = mapped_column(String(32))  # NULL once redacted
+    procedure_uuid: Mapped[str] = mapped_column(String(36))
+    time_point: Mapped[str] = mapped_column(String(32))
+    content: Mapped[Any | None] = mapped_column(Json)  # FollowUpAssessment + instruments
+    salt: Mapped[str | None] = mapped_column(String(32))
+    digest: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    recorded_by: Mapped[str] = mapped_column(String(64))
+    audit_seq: Mapped[int] = mapped_column(Integer)
+    redacted_seq: Mapped[int | None] = mapped_column(Integer)
+
+
+class FollowUpEventRow(Base):
+    """An adverse event (or further intervention) found after the procedure closed."""
+
+    __tablename__ = "followup_events"
+    __table_args__ = (Index("ix_followup_events_study_subject", "study", "subject"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study: Mapped[str] = mapped_column(String(64))
+    site: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str | None] = mapped_column(String(32))
+    procedure_uuid: Mapped[str] = mapped_column(String(36))
+    content: Mapped[Any | None] = mapped_column(Json)  # AdverseEventRecord (JSON mode)
+    salt: Mapped[str | None] = mapped_column(String(32))
+    digest: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)  # 1, then +1 per change
+    recorded_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    recorded_by: Mapped[str] = mapped_column(String(64))
+    audit_seq: Mapped[int] = mapped_column(Integer)
+    redacted_seq: Mapped[int | None] = mapped_column(Integer)
+
+
+class SignatureRow(Base):
+    """An investigator's electronic signature of one version of a follow-up event."""
+
+    __tablename__ = "signatures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[int] = mapped_column(Integer, ForeignKey("followup_events.id"))
+    event_version: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(64))  # the event digest signed
+    signer: Mapped[str] = mapped_column(String(64))
+    meaning: Mapped[str] = mapped_column(Text)
+    signed_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    audit_seq: Mapped[int] = mapped_column(Integer)
+
+
+class WithdrawalRow(Base):
+    """Consent withdrawn: no further follow-up, the subject's data out of every export."""
+
+    __tablename__ = "withdrawals"
+    __table_args__ = (UniqueConstraint("study", "subject_digest"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study: Mapped[str] = mapped_column(String(64))
+    #: SHA-256 of "<study>/<pseudonym>": matches the subject's rows without keeping the name
+    subject_digest: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    withdrawn_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    withdrawn_by: Mapped[str] = mapped_column(String(64))
+    audit_seq: Mapped[int] = mapped_column(Integer)

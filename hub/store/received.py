@@ -16,7 +16,9 @@ decision in the caller's transaction, idempotently on (node, seq):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -34,6 +36,7 @@ __all__ = [
     "registration",
     "room_copy",
     "room_view",
+    "room_views",
     "save",
 ]
 
@@ -76,6 +79,45 @@ def room_view(session: Session, node: str) -> RoomView | None:
         stored=_StoredHashes(session, node),
         held=held,
     )
+
+
+def room_views(session: Session, nodes: Iterable[str]) -> dict[str, RoomView]:
+    """``room_view`` for many rooms in two queries (the ingest shell, once per batch).
+
+    Each room's head is read by a correlated ``ORDER BY seq DESC LIMIT 1`` on the
+    ``(node, seq)`` primary key: one index probe per room on PostgreSQL and SQLite,
+    however long the chains (a ``GROUP BY node`` would read every entry of them).
+    Nodes that are not registered are left out."""
+    wanted = sorted(set(nodes))
+    if not wanted:
+        return {}
+
+    def newest(column: Any) -> Any:
+        return (
+            select(column)
+            .where(ReceivedEntry.node == Room.node)
+            .order_by(ReceivedEntry.seq.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+
+    found = session.execute(
+        select(Room, newest(ReceivedEntry.seq), newest(ReceivedEntry.hash)).where(
+            Room.node.in_(wanted)
+        )
+    ).all()
+    held: dict[str, dict[int, str]] = {}
+    for r in session.execute(select(Held.node, Held.seq, Held.hash).where(Held.node.in_(wanted))):
+        held.setdefault(r.node, {})[r.seq] = r.hash
+    return {
+        room.node: RoomView(
+            registration=registration(room),
+            head=None if seq is None else Head(seq, digest),
+            stored=_StoredHashes(session, room.node),
+            held=held.get(room.node, {}),
+        )
+        for room, seq, digest in found
+    }
 
 
 def save(session: Session, decision: Decision, *, topic: str | None = None) -> None:

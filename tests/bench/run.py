@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import scenarios
+from . import record_backlog, scenarios, storage
 from .machine import describe
 from .stats import percentile
 
@@ -42,6 +42,9 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
             "scale_window_s": 3.0,
             "startup_repeats": 1,
             "micro_repeats": 5,
+            "storage_s": 30.0,
+            "record_batches": 1500,
+            "record_trials": 12,
         }
     return {
         "trials": 200,
@@ -55,6 +58,9 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
         "scale_window_s": 10.0,
         "startup_repeats": 5,
         "micro_repeats": 15,
+        "storage_s": 120.0,
+        "record_batches": 5000,
+        "record_trials": 50,
     }
 
 
@@ -123,6 +129,10 @@ def assemble(
     disk = results.get("disk_slow") or {}
     disk_windows = disk.get("windows") or []
     disk_jitter = _median([w["jitter_ms"]["p99"] for w in disk_windows])
+    # the record channel draining a backlog (tests/bench/record_backlog.py)
+    rb = results.get("record_backlog") or {}
+    rb_jitter = _median([w["jitter_ms"]["p99"] for w in rb.get("steady") or []])
+    rb_reaction = _get(rb, "reaction", "reaction_ms", "p99")
     scaling = results.get("scaling") or []
     rate_points = mr.get("points") or []
 
@@ -193,6 +203,8 @@ def assemble(
         else round(rtu_p99 + rtu_tx + rtu.get("wire_115200_write_ms", 0.0), 2)
     )
     restart = _get(su, "restart_s", "median")
+    st = results.get("storage") or {}
+    bytes_per_poll = _get(st, "compact", "bytes_per_poll")
     targets = {
         "reaction_ms_p99_tcp": _target(
             p99, period_ms + 5, note="poll period + 5 ms, from the console's crossing"
@@ -208,6 +220,12 @@ def assemble(
         "jitter_ms_p99_disk_slow": _target(
             disk_jitter, 2.0, note=f"every fsync +{disk.get('fsync_ms')} ms (LD_PRELOAD)"
         ),
+        "jitter_ms_p99_record_backlog": _target(
+            rb_jitter, 2.0, note="the record channel draining a backlog at its rate"
+        ),
+        "reaction_ms_p99_record_backlog": _target(
+            rb_reaction, period_ms + 5, note="the record channel draining a backlog"
+        ),
         "cpu_pct_of_core": _target(tcp.get("cpu_pct_of_core"), 3.0),
         "rss_mb": _target(tcp.get("rss_mb"), 80.0),
         "cpu_linear_in_consoles": {
@@ -218,6 +236,11 @@ def assemble(
         "max_poll_hz": _target(mr.get("max_poll_hz"), 200.0, ">="),
         "startup_to_ready_s": _target(restart, 1.5, note="median restart, existing database"),
         "startup_to_ready_first_s": _target(su.get("first_start_s"), 1.5, note="new database"),
+        "bytes_per_stored_poll": _target(
+            bytes_per_poll,
+            650.0,
+            note="8 probes at 20 Hz, after a WAL checkpoint (tests.bench.storage)",
+        ),
     }
     return {
         "transport": "modbus-tcp",
@@ -230,6 +253,14 @@ def assemble(
         "jitter_ms_p99": tcp.get("jitter_ms_p99"),
         "jitter_ms_p99_broker_down": tcp.get("jitter_ms_p99_broker_down"),
         "jitter_ms_p99_disk_slow": disk_jitter,
+        "record_backlog": None
+        if not rb
+        else {
+            "jitter_ms_p99": rb_jitter,
+            "reaction_ms_p99": rb_reaction,
+            "cpu_pct_of_core": _median([w["cpu_pct_of_core"] for w in rb.get("steady") or []]),
+            **(rb.get("record") or {}),
+        },
         "disk_slow": None
         if not disk_windows
         else {
@@ -249,6 +280,11 @@ def assemble(
         "samples_logged_per_s_at_20hz": tcp.get("samples_logged_per_s"),
         "startup_to_ready_s": restart,
         "startup_to_ready_first_s": su.get("first_start_s"),
+        "bytes_per_stored_poll": bytes_per_poll,
+        "bytes_per_stored_poll_before": _get(st, "rows", "bytes_per_poll"),
+        "storage_thread_ms_per_s": _get(st, "compact", "storage_thread_ms_per_s"),
+        "storage_thread_ms_per_s_before": _get(st, "rows", "storage_thread_ms_per_s"),
+        "storage_capacity_polls_per_s": _get(st, "compact", "storage_capacity_polls_per_s"),
         "console_reaction_ms_p50": _get(cs, "injection_to_console_limit_ms", "p50"),
         "console_reaction_ms_p99": _get(cs, "injection_to_console_limit_ms", "p99"),
         "console_reaction_ms_max": _get(cs, "injection_to_console_limit_ms", "max"),
@@ -271,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default="bench-results.json", help="where the JSON goes")
     ap.add_argument(
         "--only",
-        default="transports,disk,console,rate,scaling,startup,micro",
+        default="transports,disk,console,record,rate,scaling,startup,micro,storage",
         help="comma-separated scenarios to run (default: all)",
     )
     ap.add_argument("--transports", default=",".join(TRANSPORTS))
@@ -332,6 +368,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 root,
                 trials=plan["console_trials"],
             )
+        if "record" in only:
+            say(f"record channel draining {plan['record_batches']} batches: reaction, jitter")
+            with scenarios.workdir(root, "record") as wd:
+                results["record_backlog"] = part(
+                    "record backlog",
+                    "record",
+                    record_backlog.backlog_suite,
+                    wd,
+                    trials=plan["record_trials"],
+                    window_s=plan["window_s"],
+                    repeats=plan["repeats"],
+                    batches=plan["record_batches"],
+                )
         if "rate" in only:
             say(f"max poll rate over Modbus TCP: {plan['rates']}")
             results["max_rate"] = part(
@@ -357,6 +406,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["micro"] = part(
                 "micro", "micro", scenarios.poll_path_steps, plan["micro_repeats"]
             )
+        if "storage" in only:
+            say(f"bytes per stored poll, rows against compact ({plan['storage_s']} s of polls)")
+            results["storage"] = part("storage", "storage", storage.run, seconds=plan["storage_s"])
     out = assemble(
         results,
         machine,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,10 @@ def rig(
             lease_timeout_ms=lease_timeout_ms,
             mqtt_port=None if broker is None else broker.port,
         )
+        if broker is not None and os.environ.get("CRYOD_BENCH_RECORD") == "1":
+            # the record channel on, live (python -m tests.bench.compare: the CPU it adds)
+            with cfg.open("a") as fh:
+                fh.write("\n[record]\nenabled = true\n")
         d = BenchDaemon(cfg, wd, extra_env=daemon_env)
         d.wait_polling()
         yield sims, d, broker

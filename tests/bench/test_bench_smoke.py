@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.conftest import require_binary
 
-from . import run, scenarios
+from . import run, scenarios, storage
 from .machine import describe
 
 HEADLINE = (
@@ -73,3 +73,16 @@ def test_tiny_run_assembles_every_key(tmp_path: Path) -> None:
     assert out["ratios"]["cpu_per_poll_over_hot_steps"] > 0
     assert out["jitter_ms_p99_disk_slow"] is None
     assert out["targets"]["max_poll_hz"]["met"] is None
+
+
+def test_storage_figures_are_in_the_result_and_the_compact_model_meets_its_target() -> None:
+    """Bytes are not timings: the same run gives the same file on any machine (within a
+    page or two), so the target is asserted here too."""
+    figures = storage.run(seconds=20.0)
+    out = run.assemble({"storage": figures}, describe(), mode="smoke", duration_s=0.0)
+    assert out["bytes_per_stored_poll"] == figures["compact"]["bytes_per_poll"]
+    assert out["bytes_per_stored_poll_before"] == figures["rows"]["bytes_per_poll"]
+    assert figures["compact"]["values_per_poll"] == 66  # 8 probes, the skin channel too
+    assert out["targets"]["bytes_per_stored_poll"]["met"] is True, figures
+    assert figures["ratio"] >= 10, figures
+    assert out["storage_thread_ms_per_s"] is not None

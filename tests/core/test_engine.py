@@ -522,6 +522,30 @@ def test_ad_hoc_freeze_uses_the_same_limits() -> None:
     assert [c.code for c in cmds if isinstance(c, Reject)] == ["invalid"]
 
 
+def test_active_helium_thaw_that_starts_a_run_opens_the_master_first() -> None:
+    # helium comes through the master valve: a thaw from idle must open it, an
+    # electric heater needs no gas, and the end of the run closes it again
+    h = ready()
+    cmds = h.feed(AdHocThaw(1, 10.0, "active"), 0.0)
+    assert cmds.index(SetMaster(on=True)) < cmds.index(SetThaw(probe=1, on=True))
+    h.tick(11.0)
+    assert SetMaster(on=False) in h.cmds
+    electric = replace(ENV, capabilities=frozenset({"active_thaw_electric", "console_limits"}))
+    h2 = ready(env=electric)
+    cmds = h2.feed(AdHocThaw(1, 10.0, "active"), 0.0)
+    assert SetThaw(probe=1, on=True) in cmds
+    assert SetMaster(on=True) not in cmds
+
+
+def test_active_thaw_after_a_freeze_does_not_reopen_the_master() -> None:
+    h = ready()
+    h.feed(RunProtocol(proto([freeze(10), thaw(10, mode="active")]), (1,)), 0.0)
+    h.tick(10.5, snap(10.5, {1: -60.0}))
+    assert h.state.phase is Phase.THAWING
+    assert SetThaw(probe=1, on=True) in h.cmds
+    assert h.cmds.count(SetMaster(on=True)) == 1  # the freeze's, still open
+
+
 def test_bad_probes_rejected() -> None:
     h = ready()
     for probes in [(), (1, 1), (0,), (9,)]:

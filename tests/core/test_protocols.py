@@ -91,7 +91,7 @@ def test_good_file_loads(tmp_path: Path) -> None:
             "schema",
             "cryod.protocol/1",
         ),
-        (("example = true", ""), "protocol.example", "Field required"),
+        (("example = true", ""), "protocol.example", "required"),
         (("duration_s = 30", ""), "steps.1", "needs duration_s, until_tip_above_c or both"),
     ],
 )

@@ -211,6 +211,17 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         return self.call("status")["consoles"][0]
 
+    def after_polls(self, polls: int = 3, timeout_s: float = 30.0) -> None:
+        """Wait until the daemon has polled the console ``polls`` more times. A valve
+        commanded by mistake has reached the console by then (the simulator's event log)
+        and shows in the daemon's snapshot: a negative check after this is not vacuous,
+        however slow the machine (a fixed sleep could pass before a single poll ran)."""
+        start = self.status()["poll"]["polls"]
+        deadline = time.monotonic() + timeout_s
+        while self.status()["poll"]["polls"] < start + polls:
+            assert time.monotonic() < deadline, f"the daemon polled fewer than {polls} times"
+            time.sleep(0.02)
+
     def wait_state(self, states: set[str], timeout: float = 60.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

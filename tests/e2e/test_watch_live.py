@@ -57,14 +57,16 @@ def test_watch_in_tmux_shows_probe_temperatures(tmp_path: Path) -> None:
                 time.sleep(0.3)
             assert "freezing" in screen.lower(), screen
             assert len(TEMP.findall(screen)) >= 8, screen  # every probe's tip temperature
-            first = screen
-            time.sleep(1.5)
-            second = subprocess.run(
-                ["tmux", "-L", session, "capture-pane", "-p", "-t", session],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
+            first = second = screen
+            deadline = time.monotonic() + 30
+            while second == first and time.monotonic() < deadline:
+                time.sleep(0.3)
+                second = subprocess.run(
+                    ["tmux", "-L", session, "capture-pane", "-p", "-t", session],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
             assert second != first  # it updates (countdown, trend)
             d.stop()
             deadline = time.monotonic() + 10

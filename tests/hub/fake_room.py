@@ -54,6 +54,7 @@ class FakeRoom:
         rows: list[dict[str, Any]] | None = None,
         block: dict[str, Any] | None = None,
         profile: dict[str, Any] | None = None,
+        withheld: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         self.seq += 1
         self.now += dt.timedelta(milliseconds=250)
@@ -76,6 +77,7 @@ class FakeRoom:
             "rows": rows or [],
             "block": block,
             "profile": profile,
+            "withheld": withheld,
             "sent_at": at,
         }
         self.head = digest
@@ -120,6 +122,21 @@ class FakeRoom:
             }
         ]
         return self._entry("row", payload, rows=[] if op == "redact" else rows, profile=profile)
+
+    def withheld(self, kind: str = "samples", reason: str = "not_procedure") -> dict[str, Any]:
+        """An entry that travels without its content (``withheld``): a non-procedure
+        sample batch, or a row changed since (``superseded``) or erased."""
+        if kind == "samples":
+            payload: dict[str, Any] = {
+                "table": "samples", "first": self._sample_id + 1, "last": self._sample_id + 4,
+                "rows": 4, "digest": "0" * 64, "encoding": SAMPLES_V1, "op": "insert",
+            }  # fmt: skip
+            self._sample_id += 4
+        else:
+            payload = {"table": "cycles", "key": {"id": 1}, "op": "insert",
+                       "digest": "0" * 64, "encoding": "cryod.row/1"}  # fmt: skip
+        by_seq = None if reason == "not_procedure" else self.seq + 2
+        return self._entry(kind, payload, withheld={"reason": reason, "by_seq": by_seq})
 
     def samples(self, n: int = 4) -> dict[str, Any]:
         rows = []

@@ -139,6 +139,41 @@ def test_a_redaction_entry_carries_no_row_and_is_accepted(room: FakeRoom, hub: C
     assert isinstance(hub.feed(room.row(op="redact")), Accept)
 
 
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [("samples", "not_procedure"), ("samples", "redacted"), ("row", "superseded"),
+     ("row", "redacted")],
+)  # fmt: skip
+def test_an_entry_withheld_with_its_reason_is_accepted_without_content(
+    room: FakeRoom, hub: Collector, kind: str, reason: str
+) -> None:
+    hub.feed(room.event())
+    d = hub.feed(room.withheld(kind, reason))
+    assert isinstance(d, Accept), d
+    assert d.entry.rows == ()
+    assert d.entry.block is None
+
+
+def test_a_withheld_entry_carrying_content_or_an_unknown_reason_is_corrupt(
+    room: FakeRoom, hub: Collector
+) -> None:
+    hub.feed(room.event())
+    doc = room.withheld("row", "not_procedure")  # a row is never "not a procedure's"
+    d = hub.feed(doc)
+    assert isinstance(d, Quarantine), d
+    assert d.reason == "corrupt"
+    assert "cannot be withheld" in d.detail
+    room2, hub2 = FakeRoom(), Collector(Registration("room-1", "site-a"))
+    hub2.feed(room2.event())
+    doc = room2.samples()
+    doc["withheld"] = {"reason": "not_procedure", "by_seq": None}
+    d = hub2.feed(doc)
+    assert isinstance(d, Quarantine)
+    assert "carries no rows or sample block" in d.detail
+    with pytest.raises(MessageError, match="withheld"):
+        parse_message(raw(tampered(doc, "withheld", {"reason": "lost", "by_seq": None})))
+
+
 # ---- duplicates -----------------------------------------------------------------------------
 def test_a_redelivered_entry_is_a_duplicate_and_changes_nothing(
     room: FakeRoom, hub: Collector

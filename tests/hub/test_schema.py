@@ -28,6 +28,10 @@ TABLES = {
     "users",
     "user_grants",
     "audit",
+    "followup_assessments",
+    "followup_events",
+    "signatures",
+    "withdrawals",
     "alembic_version",
 }
 

@@ -95,6 +95,22 @@ BATCH = [
     [3, 4, "c1", 1700000000.05, 1000.0, 1, "return_kpa", None, "stale"],
     [4, 4, "c1", 1700000000.1, 1000.05, 1, "freeze_open", 1.0, "valid"],
 ]
+#: cryod.samples/2: a full poll (every state listed) and the next one (changes only;
+#: skin_c not polled, a state that stopped being polled)
+BATCH_V2 = [
+    [
+        7, 4, "c1", 1700000000.05, 1000.0, 1,
+        25000.0, 0, 38000.5, 0, None, None, 812.25, 0,
+        [[1, -41.25, 0, None, 3], [2, -0.0, 1, 180.0, 0]],
+        [[0, "master_open", 1.0, 0], [1, "freeze_open", 1.0, 0], [1, "trip", 0.0, 0]],
+    ],
+    [
+        8, 4, "c1", 1700000000.1, 1000.05, 0,
+        24990.0, 0, None, 2, None, None, 812.3, 0,
+        [[1, -42.5, 0, 181.5, 0]],
+        [[1, "freeze_open", 0.0, 0], [1, "trip", None, None]],
+    ],
+]  # fmt: skip
 ENTRIES = [
     (1, AT, "ws-theatre-1", "baseline", {"revision": "0004", "samples": 0, "tables": {}}, "0" * 64),
     (
@@ -146,6 +162,16 @@ def main() -> None:
             "encoding": I.SAMPLES_V1,
             "columns": [c for c, _ in I.SAMPLE_COLUMNS_V1],
             "rows": BATCH,
+            "bytes": data.decode("utf-8"),
+            "digest": I.batch_digest(data),
+        }
+    )
+    data = I.encode_sample_batch_v2(BATCH_V2)
+    out["sample_batches"].append(  # type: ignore[attr-defined]
+        {
+            "encoding": I.SAMPLES_V2,
+            "columns": list(I.POLL_COLUMNS_V2),
+            "rows": BATCH_V2,
             "bytes": data.decode("utf-8"),
             "digest": I.batch_digest(data),
         }

@@ -38,4 +38,5 @@ def test_the_migrations_cover_the_tables_as_the_models_describe_them() -> None:
     frozen = {s.name: s for s in m0004.RESEARCH_0004}
     assert frozen["cycles"] == m0005.CYCLES_0004
     frozen["cycles"] = m0005.CYCLES_0005
+    frozen.update({s.name: s for s in _migration("0007_research_record").RESEARCH_0007})
     assert frozen == RESEARCH.by_name

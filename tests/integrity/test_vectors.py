@@ -86,6 +86,47 @@ def _batch(columns: list[str], rows: list[list[Any]]) -> bytes:
     return head + cols + body + b"]"
 
 
+def _maybe(kind: str, v: Any) -> bytes:
+    return b"N" if v is None else _value(kind, v)
+
+
+def _batch_v2(columns: list[str], polls: list[list[Any]]) -> bytes:
+    """``cryod.samples/2``: each poll's scalars, then its probes and its states as lists."""
+    head = b"[" + _text("cryod.samples/2") + _text("sample_polls")
+    cols = b"[" + b"".join(_text(c) for c in columns) + b"]"
+    scalar_kinds = ["int", "int", "text", "real", "real", "int"] + ["real", "int"] * 4
+    body = b""
+    for p in polls:
+        out = b"[" + b"".join(_maybe(k, v) for k, v in zip(scalar_kinds, p[:14], strict=True))
+        out += (
+            b"["
+            + b"".join(
+                b"["
+                + b"".join(
+                    _maybe(k, v)
+                    for k, v in zip(["int", "real", "int", "real", "int"], r, strict=True)
+                )
+                + b"]"
+                for r in p[14]
+            )
+            + b"]"
+        )
+        out += (
+            b"["
+            + b"".join(
+                b"["
+                + b"".join(
+                    _maybe(k, v) for k, v in zip(["int", "text", "real", "int"], r, strict=True)
+                )
+                + b"]"
+                for r in p[15]
+            )
+            + b"]"
+        )
+        body += out + b"]"
+    return head + cols + body + b"]"
+
+
 def _entry(e: dict[str, Any]) -> bytes:
     return (
         b"["
@@ -137,15 +178,25 @@ def test_rows_and_salted_digests(case: dict[str, Any]) -> None:
     assert ref.encode_row(decoded.table, decoded.key, decoded.columns) == theirs
 
 
-def test_sample_batch() -> None:
-    (case,) = VECTORS["sample_batches"]
-    assert case["encoding"] == ref.SAMPLES_V1
-    mine = _batch(case["columns"], case["rows"])
+@pytest.mark.parametrize("case", VECTORS["sample_batches"], ids=lambda c: c["encoding"])
+def test_sample_batch(case: dict[str, Any]) -> None:
+    if case["encoding"] == ref.SAMPLES_V1:
+        mine = _batch(case["columns"], case["rows"])
+    else:
+        assert case["encoding"] == ref.SAMPLES_V2
+        assert case["columns"] == list(ref.POLL_COLUMNS_V2)
+        mine = _batch_v2(case["columns"], case["rows"])
     assert mine == case["bytes"].encode("utf-8")
     assert hashlib.sha256(mine).hexdigest() == case["digest"]
-    theirs = ref.encode_sample_batch_v1([tuple(r) for r in case["rows"]])
+    theirs = ref.encode_sample_batch([tuple(r) for r in case["rows"]], case["encoding"])
     assert theirs == mine
     assert ref.batch_digest(theirs) == case["digest"]
+
+
+def test_both_sample_encodings_have_a_vector() -> None:
+    from cryod.integrity.samples import ENCODERS
+
+    assert {c["encoding"] for c in VECTORS["sample_batches"]} == set(ENCODERS)
 
 
 @pytest.mark.parametrize("case", VECTORS["entries"], ids=lambda c: c["kind"])
@@ -178,5 +229,6 @@ def test_the_specification_shows_the_vectors() -> None:
     case = VECTORS["rows"][0]
     assert case["bytes"] in doc
     assert case["digest"] in doc
-    assert VECTORS["sample_batches"][0]["digest"] in doc
+    for batch in VECTORS["sample_batches"]:
+        assert batch["digest"] in doc
     assert VECTORS["entries"][0]["hash"] in doc

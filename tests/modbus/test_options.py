@@ -14,7 +14,7 @@ def test_tcp_defaults() -> None:
 
 
 def test_unknown_key_names_source_and_key() -> None:
-    with pytest.raises(ValueError, match=r"cryod\.toml:driver\.hots: Extra inputs"):
+    with pytest.raises(ValueError, match=r"cryod\.toml:driver\.hots: unknown key"):
         ModbusTcpDriver.from_options({"host": "h", "hots": "x"}, source="cryod.toml:driver")
 
 

@@ -72,7 +72,7 @@ class Mosquitto:
             "connection_messages true\n" + config_text
         )
 
-    def start(self, timeout_s: float = 5.0) -> None:
+    def start(self, timeout_s: float = 20.0) -> None:
         assert self.proc is None, "already running"
         mark = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.proc = subprocess.Popen(
@@ -289,7 +289,7 @@ class Collector:
         return [m for m in self.messages if m.topic.endswith("/" + suffix)]
 
     async def wait_for(
-        self, pred: Callable[[Received], bool], timeout_s: float = 5.0, *, start: int = 0
+        self, pred: Callable[[Received], bool], timeout_s: float = 20.0, *, start: int = 0
     ) -> Received:
         """The first message (from index ``start``) matching ``pred``; TimeoutError otherwise."""
         async with asyncio.timeout(timeout_s):
@@ -301,7 +301,7 @@ class Collector:
                 await self._changed.wait()
 
     async def wait_count(
-        self, pred: Callable[[Received], bool], count: int, timeout_s: float = 5.0
+        self, pred: Callable[[Received], bool], count: int, timeout_s: float = 20.0
     ) -> list[Received]:
         async with asyncio.timeout(timeout_s):
             while True:

@@ -32,6 +32,7 @@ from cryod.daemon.telemetry.publisher import MemoryOutbox, Publisher
 from tests.mqtt import asyncapi
 from tests.mqtt.broker import Collector, Mosquitto, Received, free_port
 from tests.mqtt.samples import link, snapshot
+from tests.timing import until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -229,7 +230,8 @@ async def test_every_topic_matches_the_asyncapi_schemas(
         await pub.close()
         await col.wait_for(lambda m: _status(m, "offline"))
     channels = [asyncapi.validate(m.topic, m.payload) for m in col.messages]
-    assert set(channels) == {name for name, _, _ in asyncapi.channels()}
+    # the telemetry publisher's channels (the record channel is tests/record_channel's)
+    assert set(channels) == {name for name, _, _ in asyncapi.channels()} - {"recordChain"}
     assert len(channels) >= 8
 
 
@@ -248,7 +250,7 @@ async def test_alarm_and_cycle_events_redelivered_in_order_after_broker_restart(
         pub.publish_event("alarm")
         await col.wait_for(lambda m: m.topic.endswith("/alarms"))
         broker.stop()
-        await asyncio.sleep(0.2)
+        await until(lambda: not pub.status().connected, "the publisher to see the broker gone")
         ids = []
         for i in range(2, 12):  # events raised while the broker is down
             ids.append(outbox.add("alarm" if i % 3 else "cycle", _alarm(i) if i % 3 else _cycle(i)))
@@ -258,10 +260,9 @@ async def test_alarm_and_cycle_events_redelivered_in_order_after_broker_restart(
         assert len(outbox) == 10
         broker.start()
         # duplicates are allowed (at least once), so wait for the last id, not for a count
-        await col.wait_for(lambda m: m.payload.get("event_id") == ids[-1], 10)
-        async with asyncio.timeout(2):  # marked delivered once the broker acknowledged
-            while len(outbox):
-                await asyncio.sleep(0.01)
+        await col.wait_for(lambda m: m.payload.get("event_id") == ids[-1], 30)
+        # marked delivered once the broker acknowledged
+        await until(lambda: not len(outbox), "the outbox to empty")
     events = [m for m in col.messages if m.topic.endswith(("/alarms", "/cycles"))]
     got = [m.payload["event_id"] for m in events]
     # at least once: a duplicate is allowed, a loss or a reordering is not
@@ -281,16 +282,15 @@ async def test_broker_down_at_start_then_up(
     pub.publish_event("state", state_body(t_utc_s=time.time(), engine_state="idle"))
     pub.start()
     try:
-        await asyncio.sleep(0.5)
+        await until(lambda: pub.status().connect_failures >= 2, "two failed connects")
         s = pub.status()
         assert not s.connected
-        assert s.connect_failures >= 2
         assert s.last_error is not None
         assert s.state in ("backoff", "connecting")
         b.start()
         async with Collector(port) as col:
-            await col.wait_for(lambda m: _status(m, "online"), 5)
-            state = await col.wait_for(lambda m: m.topic.endswith("/state"), 5)
+            await col.wait_for(lambda m: _status(m, "online"))
+            state = await col.wait_for(lambda m: m.topic.endswith("/state"))
         assert state.payload["engine_state"] == "idle"
         assert pub.status().connected
     finally:
@@ -323,11 +323,14 @@ async def test_offer_telemetry_never_waits_while_the_broker_is_stopped(
         lateness.append(time.monotonic() - next_t)
     s = pub.status()
     assert not s.connected
-    assert s.connect_failures >= 5
     assert s.telemetry_queued == 32
-    # a late tick followed by a punctual one can fall inside 1/telemetry_hz: decimated
-    assert len(accepted_s) >= 50
+    # a late tick followed by a punctual one can fall inside 1/telemetry_hz (decimated),
+    # so how many were accepted depends on the machine; enough to overflow the queue
+    assert len(accepted_s) > 32
     assert s.telemetry_dropped == len(accepted_s) - 32
+    # and it went on retrying the dead broker meanwhile
+    await until(lambda: pub.status().connect_failures >= 5, "five failed connects")
+    s = pub.status()
     accepted_s.sort()
     skipped_s.sort()
     with capsys.disabled():
@@ -359,7 +362,11 @@ async def test_full_queue_drops_the_oldest_and_counts_it(
         async with Collector(port) as col:
             pub.start()
             got = await col.wait_count(lambda m: m.topic.endswith("/telemetry"), 5)
-            await asyncio.sleep(0.2)
+            # nothing more comes: everything queued is sent, then a marker sent after it
+            # arrives (one connection, in order) with no sixth telemetry before it
+            await until(lambda: pub.status().telemetry_queued == 0, "the queue to drain")
+            pub.publish_event("state", state_body(t_utc_s=time.time(), engine_state="idle"))
+            await col.wait_for(lambda m: m.topic.endswith("/state"))
         # the newest five survive; the gap in seq shows the seven dropped
         assert [m.payload["seq"] for m in col.on("telemetry")] == [8, 9, 10, 11, 12]
         assert [m.payload["poll_seq"] for m in got] == [8, 9, 10, 11, 12]
@@ -453,11 +460,9 @@ async def test_outbox_failure_and_personal_data_never_stop_the_publisher(
         pub.publish_event("alarm", _alarm(3))
     async with Collector(broker.port) as col:
         pub.start()
-        cyc = await col.wait_for(lambda m: m.topic.endswith("/cycles"), 5)
-        async with asyncio.timeout(2):
-            while len(outbox):
-                await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)
+        # the alarm before it in the outbox was refused by then (the outbox is in order)
+        cyc = await col.wait_for(lambda m: m.topic.endswith("/cycles"))
+        await until(lambda: not len(outbox), "the outbox to empty")
     s = pub.status()
     assert cyc.payload["event_id"] == good
     assert col.on("alarms") == []
@@ -499,6 +504,6 @@ async def test_an_idle_outbox_is_read_only_when_woken(
         assert outbox.reads == 1, "read again with nothing new"  # the start-up read only
         good = outbox.add("cycle", _cycle(2))
         pub.notify_outbox()
-        cyc = await col.wait_for(lambda m: m.topic.endswith("/cycles"), 2)
+        cyc = await col.wait_for(lambda m: m.topic.endswith("/cycles"))
     assert cyc.payload["event_id"] == good
     assert outbox.reads == 2

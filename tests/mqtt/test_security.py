@@ -122,8 +122,11 @@ def _publisher(cfg: MqttConfig, made: list[Publisher]) -> Publisher:
     return pub
 
 
-async def _refused(pub: Publisher, wait_s: float = 1.5) -> str:
-    await asyncio.sleep(wait_s)
+async def _refused(pub: Publisher, timeout_s: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout_s
+    while pub.status().connect_failures < 2:  # two attempts, both refused
+        assert time.monotonic() < deadline, pub.status()
+        await asyncio.sleep(0.01)
     s = pub.status()
     assert s.connections == 0
     assert s.connect_failures >= 2

@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import Daemon, Sim
+from tests.timing import ThreadLag
 
 from .rig import (
     JITTER_S,
@@ -80,23 +81,22 @@ Outcome = tuple[dict[str, float], set[str]]
 
 
 def _lease_closes(sim: Sim, t0: float) -> dict[str, float]:
-    """Wait for the lease to close every open valve; latency per valve from t0."""
-    closes = wait_for(
-        lambda: [
-            e
+    """Wait for the lease to close every valve open at t0; latency per valve from t0."""
+
+    def lease_closes() -> dict[str, float]:
+        return {
+            f"{e['valve']}{e['probe'] or ''}": e["mono_t_s"] - t0
             for e in valve_events(sim, valve=None, cause="lease_expired", after=t0 - 0.001)
             if not e["open"]
-        ],
-        5,
+        }
+
+    # the same tick closes freeze and master: wait for all of them, not a fixed time
+    # for the rest of the tick's lines
+    return wait_for(
+        lambda: (got := lease_closes()) and set(got) >= open_valves_at(sim, t0) and got,
+        30,
         "the lease to close the valves",
     )
-    time.sleep(0.05)  # the same tick closes freeze and master: take them all
-    closes = [
-        e
-        for e in valve_events(sim, valve=None, cause="lease_expired", after=t0 - 0.001)
-        if not e["open"]
-    ]
-    return {f"{e['valve']}{e['probe'] or ''}": e["mono_t_s"] - t0 for e in closes}
 
 
 def _trial_kill9(d: Daemon, sim: Sim, cfg: Path, wd: Path, rng: random.Random, probe: int) -> Any:
@@ -212,12 +212,13 @@ def test_lease_closes_valves_when_the_host_is_gone(tmp_path: Path, mode: str) ->
                 probe = 1 + attempts % 8
                 if attempts > 1:
                     recover(d)
-                if mode == "kill9":
-                    d, (lat, open_at) = _trial_kill9(d, sim, cfg, tmp_path, rng, probe)
-                elif mode == "sigstop":
-                    lat, open_at = _trial_sigstop(d, sim, rng, probe)
-                else:
-                    lat, open_at = _trial_link(d, sim, rng, probe)
+                with ThreadLag() as lag:  # how late this machine ran: the console too
+                    if mode == "kill9":
+                        d, (lat, open_at) = _trial_kill9(d, sim, cfg, tmp_path, rng, probe)
+                    elif mode == "sigstop":
+                        lat, open_at = _trial_sigstop(d, sim, rng, probe)
+                    else:
+                        lat, open_at = _trial_link(d, sim, rng, probe)
                 if f"freeze{probe}" not in open_at:
                     # the freeze had already ended when the host went away: nothing to
                     # prove in this trial (counted, and the reason kept)
@@ -227,7 +228,8 @@ def test_lease_closes_valves_when_the_host_is_gone(tmp_path: Path, mode: str) ->
                 assert open_at <= set(lat), (attempts, open_at, lat)
                 worst = max(lat[k] for k in open_at)
                 assert min(lat[k] for k in open_at) >= LOWER_S, (attempts, lat, "before lease")
-                assert worst <= UPPER_S, (attempts, lat, f"bound {UPPER_S:.3f} s")
+                bound_s = UPPER_S + lag.max_s
+                assert worst <= bound_s, (attempts, lat, f"bound {bound_s:.3f} s", lag.max_s)
                 latencies.append(worst)
             recover(d)
         finally:

@@ -34,6 +34,7 @@ import pytest
 from cryod.daemon.control import ControlError
 from cryod.simulators.console import FAULT_KINDS, PROBE_FAULTS
 from tests.e2e.harness import Daemon, Sim
+from tests.timing import ThreadLag
 
 from .rig import (
     JITTER_S,
@@ -157,12 +158,15 @@ def run_case(
     )
     time.sleep(rng.uniform(0.3, 4.0))
     inj: dict[str, float] = {}
+    lag = ThreadLag()  # how late this machine runs from the injection on: the bound's slack
+    lag.start()
     for i, kind in enumerate(kinds):
         if i:
             time.sleep(rng.uniform(0.0, 0.5))
         inj[kind] = _inject(sim, kind, probe)
     t0 = min(inj.values())
     if not {f"freeze{probe}", "master"} <= open_valves_at(sim, t0):
+        lag.stop()
         return {"void": "no gas flowing when the first fault was injected"}
     specs = {k: SPEC[k] for k in kinds}
     if "valve-stuck-open" in kinds:
@@ -180,6 +184,7 @@ def run_case(
         if demanding and gas_stopped_at(sim, t0) and shown & expected:
             break
         time.sleep(0.05)
+    lag.stop()
     stopped = gas_stopped_at(sim, t0)
     logged = _alarms_since(d.log, offset)
     alarms = sorted(shown | set(logged))
@@ -197,6 +202,8 @@ def run_case(
             origins["valve-stuck-open"] = closed[0]["mono_t_s"] if closed else float("inf")
             bounding = {k: s for k, s in demanding.items() if k not in WHILE_FREEZING_ONLY}
         limit = min(origins[k] + s.bound_s for k, s in bounding.items() if s.bound_s)
+        limit += lag.max_s
+        figures["machine_lag_s"] = round(lag.max_s, 3)
         if stopped is None:
             failures.append("gas never stopped")
         else:

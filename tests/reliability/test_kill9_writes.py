@@ -51,9 +51,11 @@ def _check_after_kill(db: Path, engine: Any, console: str, lines: list[str]) -> 
                 (console,),
             ).fetchall()
         )
+        # 'seq' changes every poll, so every poll has its state row (stored as changes)
         (have,) = con.execute(
-            "SELECT count(DISTINCT value) FROM samples"
-            " WHERE console = ? AND channel = 'seq' AND value < ?",
+            "SELECT count(DISTINCT s.value) FROM sample_states s"
+            " JOIN sample_polls p ON p.id = s.poll_id"
+            " WHERE p.console = ? AND s.channel = 'seq' AND s.value < ?",
             (console, committed_samples),
         ).fetchone()
         (still_open,) = con.execute("SELECT count(*) FROM cycles WHERE outcome IS NULL").fetchone()

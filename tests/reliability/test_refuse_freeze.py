@@ -59,7 +59,7 @@ def _refused(d: Daemon, sim: Sim, code: str) -> None:
         with pytest.raises(ControlError) as err:
             d.call(cmd, args)
         assert err.value.code == code, (cmd, err.value)
-    time.sleep(0.3)  # a valve opened by mistake would show by now
+    d.after_polls()  # a valve opened by mistake shows by now
     st = d.status()
     assert st["engine"]["state"] == "idle", st["engine"]
     assert valve_events(sim, valve=None, is_open=True, after=t) == []

@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session
 from cryod.daemon import report
 from cryod.daemon.store import migrate, records
 from cryod.daemon.store.db import make_engine
-from cryod.daemon.store.models import Cycle, Outcome, Phase, Sample
+from cryod.daemon.store.models import Cycle, Outcome, Phase
+from cryod.daemon.store.samples import SampleRow, insert_rows
 
 T0 = dt.datetime(2026, 3, 2, 10, 0, 0, tzinfo=dt.UTC)
 FREEZE_S = 150.0
@@ -169,7 +170,7 @@ def build_procedure(
         t_utc = at(s).timestamp()
         supply = 25500.0 + 300.0 * math.sin(s / 7.0) if freezing else 27000.0
         rows.append(
-            Sample(
+            SampleRow(
                 procedure_id=pid,
                 console="demo",
                 t_utc=t_utc,
@@ -181,7 +182,7 @@ def build_procedure(
             )
         )
         rows.append(
-            Sample(
+            SampleRow(
                 procedure_id=pid,
                 console="demo",
                 t_utc=t_utc,
@@ -193,7 +194,7 @@ def build_procedure(
             )
         )
         rows.append(
-            Sample(
+            SampleRow(
                 procedure_id=pid,
                 console="demo",
                 t_utc=t_utc,
@@ -208,7 +209,7 @@ def build_procedure(
             bad = stale(probe, u)
             value = None if bad else (tip_c(probe, u) if u >= 0 else 33.0)
             rows.append(
-                Sample(
+                SampleRow(
                     procedure_id=pid,
                     console="demo",
                     t_utc=t_utc,
@@ -219,7 +220,7 @@ def build_procedure(
                     validity="stale" if bad else "valid",
                 )
             )
-    session.add_all(rows)
+    insert_rows(session.connection(), rows)
     records.close_procedure(
         session,
         records.ProcedureClose(procedure_id=pid, closed_by="dr-a", notes=notes, adverse_events=[]),

@@ -306,7 +306,7 @@ def test_fhir_resources_refuses_what_is_not_r4b() -> None:
         _first("Observation")(b)["colour"] = "blue"  # no such element
 
     problems = [str(p) for p in library_problems(_mutated(bad))]
-    assert any("colour: unknown field (fhir.resources)" in p for p in problems), problems
+    assert any("colour: unknown key (fhir.resources)" in p for p in problems), problems
     assert any(".performer" in p for p in problems), problems
     assert len(validate_bundle(_mutated(bad), mortons())) == len(problems)
 

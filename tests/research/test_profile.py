@@ -108,7 +108,7 @@ def test_allowed_values_narrow_a_vocabulary() -> None:
             'time_zone = "Europe/Lundon"',
             "site.time_zone: 'Europe/Lundon' is not an IANA time zone (e.g. Europe/London)",
         ),
-        ('version = "1.0.0"', 'version = "1.0.0"\ncolour = "blue"', "colour: unknown field"),
+        ('version = "1.0.0"', 'version = "1.0.0"\ncolour = "blue"', "colour: unknown key"),
         (
             'schema = "cryod.study/1"',
             'schema = "cryod.study/9"',

@@ -31,6 +31,7 @@ from cryod.drivers.registry import load_driver
 from cryod.simulators import control as simctl
 from cryod.simulators.console import FAULT_KINDS
 from tests.e2e.harness import DEMO_PROCEDURE, Daemon, Sim, daemon_config
+from tests.timing import ThreadLag
 
 DATA = Path(__file__).parent / "data"
 TERMINAL = {"complete", "fault", "aborted", "stopped", "idle"}
@@ -231,7 +232,8 @@ class Outcome:
     anchors: dict[str, float] = field(default_factory=dict)  # mono_t_s of sim events
     call_errors: list[tuple[str, str | None, str | None]] = field(default_factory=list)
     reaction_s: float | None = None
-    bound_s: float | None = None
+    bound_s: float | None = None  # includes lag_s
+    lag_s: float = 0.0  # the worst lateness of this machine measured during the run
     close_event: dict[str, Any] | None = None
     recovered_state: str | None = None
     recovered_alarms: list[str] = field(default_factory=list)
@@ -313,9 +315,12 @@ class _Run:
             value = f.value
             if f.target_tip_c is not None:
                 assert f.probe is not None
-                true_tip = self.sim.state()["probes"][f.probe - 1]["tip_c"]
+                probe = self.sim.state()["probes"][f.probe - 1]
+                true_tip = probe["tip_c"]
                 value = round(f.target_tip_c - true_tip, 1)
                 self.notes.append(f"offset {value} C (true tip {true_tip} C)")
+                if not probe["freeze_open"]:  # the scenario's freeze is too short for the delay
+                    self.notes.append("the freeze had ended before the fault was injected")
             simctl.request(
                 self.sim.control,
                 {
@@ -431,6 +436,7 @@ def run_scenario(sc: Scenario, workdir: Path, timing: LinkTiming) -> Outcome:
         )
     sim = Sim(workdir, transport=sc.transport, speed=sc.speed)
     d: Daemon | None = None
+    lag = ThreadLag()
     try:
         if sc.options:
             sim.driver["options"].update(sc.options)  # type: ignore[attr-defined]
@@ -443,6 +449,7 @@ def run_scenario(sc: Scenario, workdir: Path, timing: LinkTiming) -> Outcome:
             extra_console=extra_console,
         )
         d = Daemon(cfg, workdir)
+        lag.start()  # how late this machine ran while the scenario did
         run = _Run(sc, sim, d, timing)
         d.call("procedure_open", DEMO_PROCEDURE)
         run.anchor("start")
@@ -479,23 +486,37 @@ def run_scenario(sc: Scenario, workdir: Path, timing: LinkTiming) -> Outcome:
             _wait(settled, ex.timeout_s, f"scenario {sc.name} to settle")
         except AssertionError as exc:
             run.notes.append(str(exc))
-        time.sleep(0.3)  # let the recorder write the alarms
-        status = d.status()
+        # the recorder writes an alarm after status shows it: wait until it has (or the
+        # check below says which one is missing)
+        deadline = time.monotonic() + 30
+        while True:
+            status = d.status()
+            db_alarms = _db_alarms(workdir / "cryod.db")
+            written = {f"{c}:{p}" for c, p, _ in db_alarms}
+            shown = {f"{a['code']}:{a['priority']}" for a in status["alarms"]}
+            if shown <= written or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         events = sim.events()
         out = Outcome(
             sc,
             events,
             status,
-            _db_alarms(workdir / "cryod.db"),
+            db_alarms,
             anchors=run.anchors,
             call_errors=run.errors,
             notes=run.notes,
         )
+        lag.stop()
         _reaction(run, out, events)
+        if out.bound_s is not None:
+            out.lag_s = lag.max_s
+            out.bound_s += lag.max_s
         if sc.recover is not None:
             _recover(sc.recover, sim, d, out)
         return out
     finally:
+        lag.stop()
         if d is not None:
             _stop_daemon(d)
         sim.stop()

@@ -73,7 +73,8 @@ def check(out: Outcome) -> None:
         assert out.reaction_s is not None, f"no reaction measured; {ctx}"
         assert out.bound_s is not None
         assert out.reaction_s <= out.bound_s, (
-            f"reaction {out.reaction_s * 1000:.0f} ms > bound {out.bound_s * 1000:.0f} ms; {ctx}"
+            f"reaction {out.reaction_s * 1000:.0f} ms > bound {out.bound_s * 1000:.0f} ms "
+            f"(of which {out.lag_s * 1000:.0f} ms measured machine lag); {ctx}"
         )
     if sc.recover is not None:
         assert out.recovered_state == sc.recover.state, ctx

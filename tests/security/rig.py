@@ -71,6 +71,11 @@ def fingerprint(d: Daemon) -> dict[str, Any]:
     }
 
 
+def after_polls(d: Daemon, polls: int = 3, timeout_s: float = 30.0) -> None:
+    """``Daemon.after_polls``: negative checks after polls the daemon made, not a sleep."""
+    d.after_polls(polls, timeout_s)
+
+
 async def raw_request(sock: Path, data: bytes, timeout_s: float = 10.0) -> dict[str, Any] | None:
     """Send raw bytes on the control socket; the first JSON answer line (None: closed)."""
 
@@ -86,7 +91,8 @@ async def raw_request(sock: Path, data: bytes, timeout_s: float = 10.0) -> dict[
                 await writer.wait_closed()
         return json.loads(line) if line else None
 
-    return await asyncio.wait_for(go(), timeout_s)
+    async with asyncio.timeout(timeout_s):
+        return await go()
 
 
 def raw(sock: Path, data: bytes) -> dict[str, Any] | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,7 +41,6 @@ def trail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path
         d.call("freeze", {"probe": 1, "seconds": 20})
         d.wait_state({"complete", "idle", "stopped"}, timeout=30)
         d.call("procedure_close", {"notes": "tamper test"})
-        time.sleep(0.3)
     return wd / "cryod.db", wd / "cryod.log"
 
 

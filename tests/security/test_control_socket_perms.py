@@ -128,7 +128,7 @@ def test_socket_refused_to_a_user_outside_its_group(rig: tuple[Sim, Daemon, Path
         assert out["answer"]["result"]["consoles"][0]["id"] == "c1"
     finally:
         os.chmod(d.socket, 0o660)
-    time.sleep(0.2)
+    d.after_polls()  # a valve commanded by mistake shows by now
     assert fingerprint(d) == before
     assert len(valve_events(sim)) == valves
     assert not any(a["accepted"] for a in actions(wd / "cryod.db")[n:])
@@ -142,7 +142,13 @@ def test_an_unauthorised_attempt_leaves_a_trace(rig: tuple[Sim, Daemon, Path]) -
     finally:
         os.chmod(d.socket, 0o660)
     assert out["answer"]["error"]["code"] == "unauthorised", out
-    time.sleep(0.5)
-    log = d.log.read_text()
-    recorded = any("unauthorised" in (a["reason"] or "") for a in actions(wd / "cryod.db"))
-    assert recorded or ("unauthorised" in log and f"{NOBODY.pw_uid}" in log)
+
+    def traced() -> bool:
+        log = d.log.read_text()
+        recorded = any("unauthorised" in (a["reason"] or "") for a in actions(wd / "cryod.db"))
+        return recorded or ("unauthorised" in log and f"{NOBODY.pw_uid}" in log)
+
+    deadline = time.monotonic() + 30
+    while not traced():
+        assert time.monotonic() < deadline, "no trace of the unauthorised attempt"
+        time.sleep(0.05)

@@ -64,7 +64,7 @@ async def test_no_mqtt_topic_moves_a_valve(tmp_path: Path) -> None:
             await obs.wait_for(lambda m: m.topic.endswith("/status"), timeout_s=10)
         # a procedure is open: a freeze command would be accepted from the socket
         await asyncio.to_thread(d.call, "procedure_open", DEMO_PROCEDURE)
-        await asyncio.sleep(0.5)
+        await asyncio.to_thread(d.after_polls)  # settled before the fingerprint
         before = await asyncio.to_thread(fingerprint, d)
         valves = len(valve_events(sim))
         n_actions = len(actions(tmp_path / "cryod.db"))
@@ -79,7 +79,8 @@ async def test_no_mqtt_topic_moves_a_valve(tmp_path: Path) -> None:
                     await atk.publish(topic, PAYLOADS[0], qos=1)
                 refused += 1
         t_pub = (await asyncio.to_thread(d.call, "status"))["mqtt"][0]["published"]["telemetry"]
-        await asyncio.sleep(2.0)  # 40 polls: a valve moved by MQTT would show by now
+        # 40 polls (counted, not assumed): a valve moved by MQTT would show by now
+        await asyncio.to_thread(d.after_polls, 40)
         after = await asyncio.to_thread(fingerprint, d)
         status = await asyncio.to_thread(d.call, "status")
     finally:

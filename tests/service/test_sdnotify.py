@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,9 +135,15 @@ async def test_watchdog_pings_only_while_healthy(receiver: Receiver) -> None:
         assert set(await _wait_for_pings(receiver, 3)) == {"WATCHDOG=1"}
 
         healthy = False
-        await asyncio.sleep(interval_s * 1.5)  # a tick in flight may still land
+        missed0 = watchdog.missed
+        deadline = time.monotonic() + 30
+        while watchdog.missed < missed0 + 1:  # a tick in flight may still land before it
+            assert time.monotonic() < deadline, "the watchdog never noticed"
+            await asyncio.sleep(interval_s)
         receiver.drain()
-        await asyncio.sleep(interval_s * 6)
+        while watchdog.missed < missed0 + 3:  # two more ticks withheld, counted
+            assert time.monotonic() < deadline, watchdog.missed
+            await asyncio.sleep(interval_s)
         assert receiver.drain() == []  # withheld: systemd will restart us
         assert watchdog.missed >= 2
 

@@ -199,7 +199,7 @@ def test_invalid_scenario_names_file_key_and_reason(tmp_path: Path) -> None:
     out = cryosim("scenario", str(script))
     assert out.returncode == 2
     assert f"{script}: step.0.at_s:" in out.stderr
-    assert f"{script}: step.0.probez: Extra inputs are not permitted" in out.stderr
+    assert f"{script}: step.0.probez: unknown key" in out.stderr
     script.write_text('[[step]]\nat_s = 1\naction = "fault"\nkind = "tc-melted"\n')
     out = cryosim("scenario", str(script))
     assert out.returncode == 2

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -39,8 +40,12 @@ async def test_fault_state_clear_round_trip(served: tuple[SimConsole, Path]) -> 
     assert oct(os.stat(path).st_mode & 0o777) == oct(0o600)
     resp = await arequest(path, {"cmd": "fault", "kind": "tc-open", "probe": 3, "for_s": 30})
     assert resp == {"ok": True}
-    await asyncio.sleep(0.05)  # a few console ticks
-    state = (await arequest(path, {"cmd": "state"}))["state"]
+    deadline = time.monotonic() + 30
+    while True:  # the fault acts at the console's next tick
+        state = (await arequest(path, {"cmd": "state"}))["state"]
+        if state["probes"][2]["tc_status"] == "open" or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.01)
     assert state["injected"][0]["kind"] == "tc-open"
     assert state["injected"][0]["probe"] == 3
     assert 0 < state["injected"][0]["remaining_s"] <= 30

@@ -10,7 +10,7 @@ daemon also reconnects and re-arms the lease many times.
 
 Bounded means: RSS and file descriptors of the second half stay within a
 margin of the first half's maximum, and the database grows by the samples it
-stores, not faster (bytes per stored sample row stable). The summary table and
+stores, not faster (bytes per stored poll stable). The summary table and
 one final JSON line are printed; the exit status is 0 only if every bound held
 and the daemon never died.
 
@@ -56,7 +56,8 @@ def _db_stats(db: Path) -> tuple[int, int, int]:
     size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*") if p.exists())
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        (rows,) = con.execute("SELECT count(*) FROM samples").fetchone()
+        # stored polls (revision 0006: one row per poll, its probes and state changes apart)
+        (rows,) = con.execute("SELECT count(*) FROM sample_polls").fetchone()
         (cycles,) = con.execute("SELECT count(*) FROM cycles").fetchone()
     finally:
         con.close()

@@ -80,3 +80,18 @@ async def writer(engine: Engine, heads: list[AuditHead]) -> AsyncIterator[Writer
     await w.start()
     yield w
     await w.aclose()
+
+
+def sample_rows(db: Path | Engine) -> list[tuple[Any, ...]]:
+    """Every stored sample as ``SampleRow`` tuples (console, t_utc, t_mono, probe,
+    channel, value, validity, procedure_id), in the order written, read back from
+    the compact tables through a connection of its own."""
+    from cryod.daemon.store.samples import read_rows
+
+    engine = db if isinstance(db, Engine) else make_engine(db)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in read_rows(conn)]
+    finally:
+        if not isinstance(db, Engine):
+            engine.dispose()

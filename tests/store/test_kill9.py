@@ -20,6 +20,8 @@ from cryod.daemon.store import recovery
 from cryod.daemon.store.db import make_engine
 from cryod.daemon.store.record_check import check_record
 
+from .conftest import sample_rows
+
 CHILD = Path(__file__).with_name("kill_child.py")
 RUNS = int(os.environ.get("CRYOD_KILL9_RUNS", "20"))
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,11 +84,13 @@ def test_kill9_durability(db_path: Path) -> None:
                         (console,),
                     ).fetchall()
                 )
-                (have,) = con.execute(
-                    "SELECT count(DISTINCT value) FROM samples"
-                    " WHERE console = ? AND channel = 'seq' AND value < ?",
-                    (console, committed_samples),
-                ).fetchone()
+                have = len(
+                    {
+                        r[5]
+                        for r in sample_rows(engine)
+                        if r[0] == console and r[4] == "seq" and r[5] < committed_samples
+                    }
+                )
                 (still_open,) = con.execute(
                     "SELECT count(*) FROM cycles WHERE outcome IS NULL"
                 ).fetchone()

@@ -34,12 +34,16 @@ async def _fill(db: Path) -> None:
         pid = await log.open_procedure(procedure_meta())
         for phase in (Phase.FREEZE, Phase.THAW):
             cid = await log.open_cycle(cycle_open(pid, phase=phase))
-            w.submit_samples(
-                SampleRow(
-                    "c1", 1.7e9 + i * 0.05, 100.0 + i * 0.05, 1, "tip_c", -40.0 - i, "valid", pid
+            for i in range(120):  # a tip reading and a valve state per poll
+                t_utc, t_mono = 1.7e9 + i * 0.05, 100.0 + i * 0.05
+                w.submit_samples(
+                    [
+                        SampleRow("c1", t_utc, t_mono, 1, "tip_c", -40.0 - i, "valid", pid),
+                        SampleRow(
+                            "c1", t_utc, t_mono, 1, "freeze_open", float(i < 60), "valid", pid
+                        ),
+                    ]
                 )
-                for i in range(120)
-            )
             await log.close_cycle(
                 records.CycleClose(
                     cycle_id=cid,
@@ -104,6 +108,9 @@ def test_the_untouched_record_verifies(record: Path) -> None:
         "cycles": 2,
         "alarms": 1,
         "operator_actions": 1,
+        "procedure_study": 0,
+        "pain_assessments": 0,
+        "adverse_events": 1,  # the yes/no code given at close, as a row
     }
     assert report.samples.rows_ok == 240
 
@@ -173,19 +180,25 @@ def test_an_insert_is_named(record: Path, tmp_path: Path, table: str, sql: str) 
 @pytest.mark.parametrize(
     ("sql", "problem"),
     [
-        ("UPDATE samples SET value = value + 0.5 WHERE id = 50", "edited"),
-        ("UPDATE samples SET t_utc = t_utc - 3600 WHERE id = 50", "edited"),  # time-shifted
-        ("UPDATE samples SET probe = 2 WHERE id = 50", "edited"),
-        ("DELETE FROM samples WHERE id = 50", "deleted"),
-        ("INSERT INTO samples (id, procedure_id, console, t_utc, t_mono, probe, channel, value, "
-         "validity) SELECT 50000, procedure_id, console, t_utc, t_mono, probe, channel, -99.0, "
-         "validity FROM samples WHERE id = 50", "inserted"),
+        ("UPDATE sample_probes SET tip_c = tip_c + 0.5 WHERE poll_id = 50", "edited"),
+        ("UPDATE sample_polls SET t_utc = t_utc - 3600 WHERE id = 50", "edited"),  # time-shifted
+        ("UPDATE sample_probes SET probe = 2 WHERE poll_id = 50", "edited"),
+        ("DELETE FROM sample_probes WHERE poll_id = 50", "edited"),
+        ("UPDATE sample_states SET value = 0 WHERE poll_id = 1", "edited"),
+        ("DELETE FROM sample_polls WHERE id = 50", "deleted"),
+        ("INSERT INTO sample_polls (id, procedure_id, console, t_utc, t_mono, full_state) "
+         "SELECT 50000, procedure_id, console, t_utc, t_mono, 1 FROM sample_polls "
+         "WHERE id = 50", "inserted"),
+        ("INSERT INTO sample_polls (id, procedure_id, console, t_utc, t_mono, full_state) "
+         "SELECT 50000, procedure_id, console, t_utc, t_mono, 1 FROM sample_polls WHERE id = 50;"
+         "INSERT INTO sample_probes SELECT 50000, probe, -99.0, 0, return_kpa, return_v "
+         "FROM sample_probes WHERE poll_id = 50", "inserted"),
     ],
 )  # fmt: skip
 def test_samples_edited_deleted_inserted_or_time_shifted_are_named(
     record: Path, tmp_path: Path, sql: str, problem: str
 ) -> None:
-    report = check_record(tampered(record, tmp_path, sql))
+    report = check_record(tampered(record, tmp_path, *sql.split(";")))
     assert report.exit_code is VerifyExit.TABLES
     (finding,) = report.samples.findings
     assert (finding.table, finding.problem) == ("samples", problem)
@@ -201,8 +214,12 @@ def test_the_guards_refuse_what_the_chain_would_show(record: Path, tmp_path: Pat
     try:
         for q in (
             "DELETE FROM cycles WHERE id = 1",
-            "DELETE FROM samples WHERE id = 1",
-            "UPDATE samples SET value = 0 WHERE id = 1",
+            "DELETE FROM sample_polls WHERE id = 1",
+            "DELETE FROM sample_probes WHERE poll_id = 1",
+            "DELETE FROM sample_states WHERE poll_id = 1",
+            "UPDATE sample_polls SET t_utc = 0 WHERE id = 1",
+            "UPDATE sample_probes SET tip_c = 0 WHERE poll_id = 1",
+            "UPDATE sample_states SET value = 0 WHERE poll_id = 1",
             "UPDATE row_salts SET salt = '00'",
             "DELETE FROM row_salts",
         ):
@@ -225,7 +242,15 @@ def test_redaction_is_listed_apart_and_verifies(record: Path, tmp_path: Path) ->
             done = redact_procedure(s, 1, by="study DPO", reason="consent withdrawn (ref 12)")
     finally:
         engine.dispose()
-    assert done.rows == {"operator_actions": 1, "alarms": 1, "cycles": 2, "procedures": 1}
+    assert done.rows == {
+        "operator_actions": 1,
+        "alarms": 1,
+        "cycles": 2,
+        "adverse_events": 1,
+        "pain_assessments": 0,
+        "procedure_study": 0,
+        "procedures": 1,
+    }
     assert done.samples == 240
     report = check_record(tmp_path / "r.db")
     assert report.ok, report.lines()

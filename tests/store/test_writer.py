@@ -16,7 +16,7 @@ from cryod.daemon.store.db import make_engine
 from cryod.daemon.store.errors import StoreError
 from cryod.daemon.store.writer import SampleRow, Writer, WriterClosed
 
-from .conftest import cycle_open, procedure_meta
+from .conftest import cycle_open, procedure_meta, sample_rows
 
 
 def sample(i: int, *, console: str = "c1", procedure_id: int | None = None) -> SampleRow:
@@ -45,7 +45,7 @@ async def test_batched_throughput(writer: Writer, db_path: Path) -> None:
     assert st.samples_written == n
     assert st.samples_dropped_full == 0
     assert st.batches >= n // writer.batch_max
-    assert count(db_path, "SELECT count(*) FROM samples") == n
+    assert len(sample_rows(db_path)) == n
     print(
         f"\nwriter throughput: {n} samples in {wall:.2f} s = {n / wall:,.0f} rows/s end to end; "
         f"{st.sample_rows_per_s:,.0f} rows/s of database time in {st.batches} batches "
@@ -60,7 +60,7 @@ async def test_commit_now_is_durable_and_ordered(writer: Writer, db_path: Path) 
     # visible to a separate connection the moment commit_now returns...
     assert count(db_path, "SELECT count(*) FROM procedures WHERE id = ?", pid) == 1
     # ...and every sample submitted before it was committed first
-    assert count(db_path, "SELECT count(*) FROM samples") == 123
+    assert len(sample_rows(db_path)) == 123
     cid = await writer.commit_now(lambda s: records.open_cycle(s, cycle_open(pid)))
     assert count(db_path, "SELECT count(*) FROM cycles WHERE id = ? AND outcome IS NULL", cid) == 1
 
@@ -71,11 +71,11 @@ async def test_samples_are_batched_on_the_timer(writer: Writer, db_path: Path) -
     # the writer's own count: the row is visible to other connections a moment
     # before the worker's result reaches the event loop
     while writer.status().samples_written == 0:
-        assert time.monotonic() - t0 < 2.0, "a lone sample was never written"
+        assert time.monotonic() - t0 < 30.0, "a lone sample was never written"
         await asyncio.sleep(0.02)
     assert time.monotonic() - t0 >= writer.batch_interval_s  # not before the timer
     assert writer.status().batches == 1
-    assert count(db_path, "SELECT count(*) FROM samples") == 1
+    assert len(sample_rows(db_path)) == 1
 
 
 async def test_full_queue_drops_samples_only_and_counts_them(engine: Engine, db_path: Path) -> None:
@@ -86,7 +86,7 @@ async def test_full_queue_drops_samples_only_and_counts_them(engine: Engine, db_
         # records are never dropped, even with the sample buffer full
         pid = await w.commit_now(lambda s: records.open_procedure(s, procedure_meta()))
     assert count(db_path, "SELECT count(*) FROM procedures WHERE id = ?", pid) == 1
-    assert count(db_path, "SELECT count(*) FROM samples") == 10
+    assert len(sample_rows(db_path)) == 10
 
 
 async def test_op_error_reaches_caller_and_writer_stays_healthy(writer: Writer) -> None:
@@ -104,7 +104,7 @@ async def test_invalid_sample_rows_are_dropped_alone(writer: Writer, db_path: Pa
     await writer.flush()
     st = writer.status()
     assert (st.samples_written, st.samples_dropped_invalid, st.healthy) == (2, 1, True)
-    assert count(db_path, "SELECT count(*) FROM samples") == 2
+    assert len(sample_rows(db_path)) == 2
 
 
 async def test_disk_full_makes_writer_unhealthy_not_dead(db_path: Path) -> None:
@@ -202,7 +202,7 @@ async def test_slow_disk_never_blocks_the_event_loop(db_path: Path) -> None:
                 assert "running for" in st.reason
                 assert not op.done()
                 blocker.execute("COMMIT")  # the disk comes back
-                pid = await asyncio.wait_for(op, 5)
+                pid = await asyncio.wait_for(op, 30)
                 await w.flush()
                 assert w.status().healthy
             finally:

@@ -5,7 +5,6 @@ whatever the interleaving of samples, ops and batch limits."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from cryod.daemon.store import records
+from cryod.daemon.store.samples import read_rows
 from cryod.daemon.store.writer import SampleRow, Writer
 
-from .conftest import procedure_meta
+from .conftest import procedure_meta, sample_rows
 
 
 def rows(console: str, first: int, n: int) -> list[SampleRow]:
@@ -29,17 +29,11 @@ def rows(console: str, first: int, n: int) -> list[SampleRow]:
 
 def values(db: Path, console: str) -> list[float]:
     """The console's rows in the order they were inserted, from another connection."""
-    con = sqlite3.connect(db)
-    try:
-        got = con.execute("SELECT value FROM samples WHERE console = ? ORDER BY id", (console,))
-        return [float(v) for (v,) in got]
-    finally:
-        con.close()
+    return [float(r[5]) for r in sample_rows(db) if r[0] == console]
 
 
 def count_in(session: Session, console: str) -> int:
-    sql = "SELECT count(*) FROM samples WHERE console = ?"
-    return int(session.connection().exec_driver_sql(sql, (console,)).scalar_one())
+    return sum(1 for r in read_rows(session.connection()) if r.console == console)
 
 
 class WakeCountingWriter(Writer):
@@ -207,15 +201,7 @@ def varied(n: int, procedure_id: int | None) -> list[SampleRow]:
 
 
 def stored(db: Path) -> list[tuple[Any, ...]]:
-    con = sqlite3.connect(db)
-    try:
-        sql = (
-            "SELECT console, t_utc, t_mono, probe, channel, value, validity, procedure_id"
-            " FROM samples ORDER BY id"
-        )
-        return [tuple(r) for r in con.execute(sql)]
-    finally:
-        con.close()
+    return sample_rows(db)
 
 
 async def test_every_column_lands_in_order_across_whole_inserts_and_the_rest(

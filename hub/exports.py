@@ -1,0 +1,565 @@
+"""The whole study out: JSON, CSV, FHIR, REDCap and SDTM-shaped CSV (pure).
+
+Input is a ``StudyData``: the study's procedures as the rooms sent them and
+the collector's follow-up (withdrawn subjects already left out by the
+store). Every format goes through the shared mappings of ``cryod.research``
+(FHIR bundle, REDCap design and records) and is validated before it is
+written: FHIR with fhir.resources and the project check, REDCap with its
+import rules, the others with their own checks here. A format that does not
+validate is refused (``ExportInvalid``, every problem named), never written.
+
+The procedure-day record of each procedure is what the room sent (its
+``procedures`` and ``cycles`` rows): the treatment number follows the
+subject's procedures in time, each repeat naming the one before.
+docs/followup.md (formats), docs/sdtm-mapping.md (SDTM).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from cryod.research.facts import ProbeFacts, ProcedureFacts
+from cryod.research.fhir_bundle import StudyProcedure, build_bundle
+from cryod.research.followup import FollowUpAssessment, local_date
+from cryod.research.partial_dates import parse_partial
+from cryod.research.problems import Problem
+from cryod.research.profile import StudyProfile
+from cryod.research.record import AdverseEventRecord, ProcedureDayRecord, ProcedureDetails
+from cryod.research.redcap_design import (
+    RECORDS_FILE,
+    design_files,
+    design_for,
+)
+from cryod.research.redcap_records import follow_up_rows, procedure_day_rows, records_csv
+from cryod.research.vocab import Relatedness, VisitStatus
+
+from .followup import ProcedureView
+
+__all__ = [
+    "FORMATS",
+    "ExportInvalid",
+    "FollowUpEvent",
+    "StudyData",
+    "export_files",
+    "study_procedures",
+]
+
+FORMATS: Final = ("json", "csv", "fhir", "redcap", "sdtm")
+EXPORT_SCHEMA: Final = "cryohub.study-export/1"
+
+
+class ExportInvalid(ValueError):
+    def __init__(self, fmt: str, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__(
+            f"the {fmt} export does not validate:\n" + "\n".join(f"  {p}" for p in problems)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUpEvent:
+    """An adverse event (or further intervention) found after close, as the collector holds it."""
+
+    event_id: int
+    procedure_uuid: uuid.UUID
+    event: AdverseEventRecord
+    signed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StudyData:
+    profile: StudyProfile
+    procedures: tuple[ProcedureView, ...]
+    assessments: tuple[tuple[uuid.UUID, FollowUpAssessment], ...]
+    events: tuple[FollowUpEvent, ...]
+    generated_at: dt.datetime
+
+
+def study_procedures(data: StudyData) -> list[StudyProcedure]:
+    """The shared mappings' input: record, facts and follow-up per procedure."""
+    stamp = data.profile.stamp()
+    numbers: dict[uuid.UUID, tuple[int, uuid.UUID | None]] = {}
+    by_subject: dict[str, list[ProcedureView]] = {}
+    for p in data.procedures:
+        by_subject.setdefault(p.subject, []).append(p)
+    for procs in by_subject.values():
+        procs.sort(key=lambda p: p.opened_at)
+        for i, p in enumerate(procs):
+            numbers[p.procedure_uuid] = (i + 1, procs[i - 1].procedure_uuid if i else None)
+    out = []
+    for p in data.procedures:
+        number, repeat_of = numbers[p.procedure_uuid]
+        record = ProcedureDayRecord(
+            profile=stamp,
+            procedure=ProcedureDetails(
+                treatment_number=number,
+                repeat_of=repeat_of,
+                probe_model=p.probe_model,
+                probe_lot=p.probe_lot,
+            ),
+        )
+        probes = sorted({c.probe for c in p.cycles})
+        facts = ProcedureFacts(
+            procedure_id=p.procedure_id,
+            procedure_uuid=p.procedure_uuid,
+            patient_ref=p.subject,
+            opened_at=p.opened_at,
+            closed_at=p.closed_at,
+            body_site=p.body_site,
+            side=p.side,
+            console=p.console,
+            probes=[ProbeFacts(probe=n, model=p.probe_model, lot=p.probe_lot) for n in probes],
+            cycles=list(p.cycles),
+        )
+        follow = tuple(
+            sorted(
+                (a for u, a in data.assessments if u == p.procedure_uuid),
+                key=lambda a: a.assessed_on,
+            )
+        )
+        later = tuple(e.event for e in data.events if e.procedure_uuid == p.procedure_uuid)
+        out.append(StudyProcedure(record, facts, follow, later))
+    return out
+
+
+# ---- JSON and CSV ----------------------------------------------------------------------
+def _assessment_json(a: FollowUpAssessment, profile: StudyProfile) -> dict[str, Any]:
+    d = a.model_dump(mode="json", exclude_none=True)
+    if a.pain_score is not None:
+        d["pain_scale"] = profile.instruments.pain.scale.value
+        d["recall_period"] = profile.instruments.pain.recall_period.value
+    return d
+
+
+def _event_json(e: FollowUpEvent) -> dict[str, Any]:
+    return {**e.event.model_dump(mode="json", exclude_none=True), "signed": e.signed}
+
+
+def export_json(data: StudyData) -> str:
+    p = data.profile
+    subjects: dict[str, list[dict[str, Any]]] = {}
+    for sp, view in zip(study_procedures(data), data.procedures, strict=True):
+        f = sp.facts
+        subjects.setdefault(f.patient_ref, []).append(
+            {
+                "procedure_uuid": str(f.procedure_uuid),
+                "room": view.node,
+                "site": view.site,
+                "treatment_number": sp.record.procedure.treatment_number,
+                "opened_at": f.opened_at.isoformat(),
+                "closed_at": None if f.closed_at is None else f.closed_at.isoformat(),
+                "cycles": [c.model_dump(mode="json") for c in f.cycles],
+                "follow_up": [_assessment_json(a, p) for a in sp.follow_up],
+                "later_adverse_events": [
+                    _event_json(e) for e in data.events if e.procedure_uuid == f.procedure_uuid
+                ],
+            }
+        )
+    doc = {
+        "schema": EXPORT_SCHEMA,
+        "study": {
+            "id": p.study.id,
+            "profile_version": p.version,
+            "profile_hash": p.content_hash,
+            "time_zone": p.site.time_zone,
+        },
+        "generated_at": data.generated_at.isoformat(),
+        "subjects": [{"subject": s, "procedures": procs} for s, procs in sorted(subjects.items())],
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\r\n")
+    w.writerow(header)
+    for r in rows:
+        w.writerow(["" if v is None else v for v in r])
+    return out.getvalue()
+
+
+FOLLOWUP_COLUMNS: Final = (
+    "subject",
+    "procedure_uuid",
+    "time_point",
+    "assessed_on",
+    "status",
+    "reason",
+    "mode",
+    "pain_score",
+    "pain_scale",
+    "recall_period",
+    "qol_total",
+    "function_score",
+    "satisfaction",
+)
+EVENT_COLUMNS: Final = (
+    "subject",
+    "procedure_uuid",
+    "event_id",
+    "category",
+    "subcategory",
+    "verbatim_term",
+    "onset",
+    "resolution",
+    "ctcae_grade",
+    "serious",
+    "relatedness_device",
+    "relatedness_procedure",
+    "outcome",
+    "action_taken",
+    "further_intervention",
+    "further_intervention_date",
+    "signed",
+)
+PROCEDURE_COLUMNS: Final = (
+    "subject",
+    "procedure_uuid",
+    "room",
+    "site",
+    "treatment_number",
+    "opened_at",
+    "closed_at",
+    "cycles",
+)
+
+
+def export_csv(data: StudyData) -> dict[str, str]:
+    p = data.profile
+    sps = study_procedures(data)
+    subject_of = {sp.facts.procedure_uuid: sp.facts.patient_ref for sp in sps}
+    procs = [
+        [
+            sp.facts.patient_ref,
+            sp.facts.procedure_uuid,
+            view.node,
+            view.site,
+            sp.record.procedure.treatment_number,
+            sp.facts.opened_at.isoformat(),
+            None if sp.facts.closed_at is None else sp.facts.closed_at.isoformat(),
+            len(sp.facts.cycles),
+        ]
+        for sp, view in zip(sps, data.procedures, strict=True)
+    ]
+    follow = []
+    for u, a in data.assessments:
+        d = _assessment_json(a, p)
+        follow.append([subject_of[u], u, *[d.get(c) for c in FOLLOWUP_COLUMNS[2:]]])
+    events = []
+    for e in data.events:
+        d = e.event.model_dump(mode="json")
+        row: list[Any] = [subject_of[e.procedure_uuid], e.procedure_uuid, e.event_id]
+        row += [d.get(c) for c in EVENT_COLUMNS[3:-1]]
+        events.append([*row, e.signed])
+    return {
+        "procedures.csv": _csv(PROCEDURE_COLUMNS, procs),
+        "follow_up.csv": _csv(FOLLOWUP_COLUMNS, follow),
+        "adverse_events_after_close.csv": _csv(EVENT_COLUMNS, events),
+    }
+
+
+# ---- FHIR and REDCap (the shared mappings, validated) ---------------------------------
+def export_fhir(data: StudyData) -> str:
+    from cryod.research.fhir_check import validate_bundle
+
+    bundle = build_bundle(data.profile, study_procedures(data), generated_at=data.generated_at)
+    problems = validate_bundle(bundle, data.profile)
+    if problems:
+        raise ExportInvalid("fhir", problems)
+    return json.dumps(bundle, indent=2, ensure_ascii=False) + "\n"
+
+
+def export_redcap(data: StudyData) -> dict[str, str]:
+    from cryod.research.redcap_rules import check_redcap_files
+
+    p = data.profile
+    design = design_for(p)
+    rows = []
+    for sp in sorted(study_procedures(data), key=lambda sp: sp.facts.opened_at):
+        rows += procedure_day_rows(p, design, sp.record, sp.facts)
+        followed = p.follow_up.restart_after_repeat or sp.record.procedure.treatment_number == 1
+        rows += follow_up_rows(
+            p, design, sp.facts, sp.follow_up if followed else (), sp.later_events
+        )
+    files = design_files(design)
+    files[RECORDS_FILE] = records_csv(design, rows)
+    problems = check_redcap_files(files)
+    if problems:
+        raise ExportInvalid("redcap", problems)
+    return files
+
+
+# ---- SDTM-shaped CSV (docs/sdtm-mapping.md) -------------------------------------------
+DM_COLUMNS: Final = (
+    "STUDYID", "DOMAIN", "USUBJID", "SUBJID", "SITEID", "RFSTDTC", "RFENDTC", "COUNTRY",
+)  # fmt: skip
+PR_COLUMNS: Final = (
+    "STUDYID", "DOMAIN", "USUBJID", "PRSEQ", "PRSPID", "PRTRT", "PRDECOD", "PRCAT",
+    "PRSTDTC", "PRENDTC", "PRDY",
+)  # fmt: skip
+AE_COLUMNS: Final = (
+    "STUDYID", "DOMAIN", "USUBJID", "AESEQ", "AESPID", "AETERM", "AEDECOD", "AECAT",
+    "AESCAT", "AESTDTC", "AEENDTC", "AESTDY", "AESER", "AETOXGR", "AEREL", "AERELNST",
+    "AEOUT", "AECONTRT",
+)  # fmt: skip
+QS_COLUMNS: Final = (
+    "STUDYID", "DOMAIN", "USUBJID", "QSSEQ", "QSTESTCD", "QSTEST", "QSCAT", "QSSCAT",
+    "QSORRES", "QSORRESU", "QSSTRESC", "QSSTRESN", "QSSTRESU", "QSSTAT", "QSREASND",
+    "QSBLFL", "VISITNUM", "VISIT", "QSDTC", "QSDY",
+)  # fmt: skip
+
+#: SDTM AEREL (relationship to the study treatment): the collector's five-point scale
+AEREL: Final = {
+    Relatedness.NOT_RELATED: "NOT RELATED",
+    Relatedness.UNLIKELY: "UNLIKELY RELATED",
+    Relatedness.POSSIBLY: "POSSIBLY RELATED",
+    Relatedness.PROBABLY: "PROBABLY RELATED",
+    Relatedness.DEFINITELY: "RELATED",
+}
+AEOUT: Final = {
+    "recovered_resolved": "RECOVERED/RESOLVED",
+    "recovering_resolving": "RECOVERING/RESOLVING",
+    "not_recovered": "NOT RECOVERED/NOT RESOLVED",
+    "recovered_with_sequelae": "RECOVERED/RESOLVED WITH SEQUELAE",
+    "fatal": "FATAL",
+    "unknown": "UNKNOWN",
+}
+
+
+def usubjid(study: str, subject: str) -> str:
+    return f"{study}-{subject}"
+
+
+def _study_day(day: dt.date, ref: dt.date) -> int:
+    """SDTM --DY: day 1 is the reference day, the day before it is -1 (no day 0)."""
+    delta = (day - ref).days
+    return delta + 1 if delta >= 0 else delta
+
+
+def _iso_partial(text: str | None, profile: StudyProfile) -> str:
+    """A partial date as SDTM keeps it: as precise as known, site-local, no offset."""
+    if text is None:
+        return ""
+    pd = parse_partial(text)
+    if pd.offset is not None and pd.time is not None:
+        return pd.earliest(profile.zone).astimezone(profile.zone).strftime("%Y-%m-%dT%H:%M")
+    return text
+
+
+def _local(at: dt.datetime | None, profile: StudyProfile) -> str:
+    return "" if at is None else at.astimezone(profile.zone).strftime("%Y-%m-%dT%H:%M")
+
+
+def export_sdtm(data: StudyData) -> dict[str, str]:
+    p = data.profile
+    study = p.study.id
+    zone = p.zone
+    sps = sorted(study_procedures(data), key=lambda sp: sp.facts.opened_at)
+    views = {v.procedure_uuid: v for v in data.procedures}
+    first: dict[str, StudyProcedure] = {}
+    last: dict[str, StudyProcedure] = {}
+    for sp in sps:
+        first.setdefault(sp.facts.patient_ref, sp)
+        last[sp.facts.patient_ref] = sp
+    dm = [
+        [
+            study,
+            "DM",
+            usubjid(study, s),
+            s,
+            views[sp.facts.procedure_uuid].site,
+            _local(sp.facts.opened_at, p),
+            _local(last[s].facts.closed_at or last[s].facts.opened_at, p),
+            "",
+        ]
+        for s, sp in sorted(first.items())
+    ]
+    ref_day = {s: local_date(sp.facts.opened_at, zone) for s, sp in first.items()}
+    pr: list[list[Any]] = []
+    seq: dict[str, int] = {}
+
+    def nxt(domain: str, subject: str) -> int:
+        seq[f"{domain}/{subject}"] = seq.get(f"{domain}/{subject}", 0) + 1
+        return seq[f"{domain}/{subject}"]
+
+    code = p.codes.procedure
+    for sp in sps:
+        s = sp.facts.patient_ref
+        pr.append(
+            [
+                study,
+                "PR",
+                usubjid(study, s),
+                nxt("PR", s),
+                str(sp.facts.procedure_uuid),
+                "Image-guided cryoablation",
+                code.display.upper(),
+                "STUDY PROCEDURE",
+                _local(sp.facts.opened_at, p),
+                _local(sp.facts.closed_at, p),
+                _study_day(local_date(sp.facts.opened_at, zone), ref_day[s]),
+            ]
+        )
+    ae: list[list[Any]] = []
+    for sp in sps:
+        s = sp.facts.patient_ref
+        for e in sp.later_events:
+            onset_day = ""
+            if e.onset is not None:
+                pd = parse_partial(e.onset)
+                if pd.precision.value in ("day", "time"):
+                    day = pd.earliest(zone).astimezone(zone).date()
+                    onset_day = str(_study_day(day, ref_day[s]))
+            ae.append(
+                [
+                    study,
+                    "AE",
+                    usubjid(study, s),
+                    nxt("AE", s),
+                    f"{sp.facts.procedure_uuid}/{e.ae_id}",
+                    e.verbatim_term,
+                    e.subcategory.label.upper(),
+                    e.category.label.upper(),
+                    e.subcategory.label.upper(),
+                    _iso_partial(e.onset, p),
+                    _iso_partial(e.resolution, p),
+                    onset_day,
+                    "" if e.serious is None else ("Y" if e.serious else "N"),
+                    "" if e.ctcae_grade is None else str(e.ctcae_grade),
+                    "" if e.relatedness_procedure is None else AEREL[e.relatedness_procedure],
+                    ""
+                    if e.relatedness_device is None
+                    else f"DEVICE: {AEREL[e.relatedness_device]}",
+                    "" if e.outcome is None else AEOUT[e.outcome.value],
+                    "Y" if e.further_intervention is not None else "",
+                ]
+            )
+    qs: list[list[Any]] = []
+    visitnum = {tp.id: i + 1 for i, tp in enumerate(p.follow_up.time_points)}
+    labels = {tp.id: tp.label for tp in p.follow_up.time_points}
+    pain = p.instruments.pain
+    fn = p.instruments.function
+    qol = p.instruments.qol
+    tests: list[tuple[str, str, str, str, str]] = [
+        ("PAIN", f"Pain score ({pain.scale.label})", "PAIN", pain.recall_period.label,
+         "pain_score"),
+        ("QOLTOT", f"{qol.name} total score", qol.name.upper(), qol.version, "qol_total"),
+    ]  # fmt: skip
+    if fn is not None:
+        tests.append(("FUNCTOT", f"{fn.name} score", fn.name.upper(), fn.version, "function_score"))
+    tests.append(("SATISF", "Satisfaction (1-5)", "SATISFACTION", "", "satisfaction"))
+    for sp in sps:
+        s = sp.facts.patient_ref
+        for a in sp.follow_up:
+            done = a.status is VisitStatus.DONE
+            for testcd, test, cat, scat, attr in tests:
+                value = getattr(a, attr)
+                if done and value is None:
+                    continue
+                if not done and testcd != "PAIN":
+                    continue  # one not-done row per missed visit, on the primary outcome
+                shown = (
+                    ""
+                    if value is None
+                    else (f"{value:g}" if isinstance(value, float) else str(value))
+                )
+                qs.append(
+                    [
+                        study,
+                        "QS",
+                        usubjid(study, s),
+                        nxt("QS", s),
+                        testcd,
+                        test,
+                        cat,
+                        scat,
+                        shown,
+                        "mm" if testcd == "PAIN" and pain.scale.value == "vas_0_100_mm" else "",
+                        shown,
+                        shown,
+                        "mm" if testcd == "PAIN" and pain.scale.value == "vas_0_100_mm" else "",
+                        "" if done else "NOT DONE",
+                        "" if done else f"{a.status.label.upper()}: {a.reason or ''}".strip(),
+                        "Y" if a.time_point == p.follow_up.baseline and done else "",
+                        visitnum.get(a.time_point, ""),
+                        labels.get(a.time_point, a.time_point).upper(),
+                        a.assessed_on.isoformat(),
+                        _study_day(a.assessed_on, ref_day[s]),
+                    ]
+                )
+    files = {
+        "dm.csv": _csv(DM_COLUMNS, dm),
+        "pr.csv": _csv(PR_COLUMNS, pr),
+        "ae.csv": _csv(AE_COLUMNS, ae),
+        "qs.csv": _csv(QS_COLUMNS, qs),
+    }
+    problems = check_sdtm(files)
+    if problems:
+        raise ExportInvalid("sdtm", problems)
+    return files
+
+
+_REQUIRED: Final = {
+    "dm.csv": ("STUDYID", "DOMAIN", "USUBJID", "SUBJID", "SITEID"),
+    "pr.csv": ("STUDYID", "DOMAIN", "USUBJID", "PRSEQ", "PRTRT"),
+    "ae.csv": ("STUDYID", "DOMAIN", "USUBJID", "AESEQ", "AETERM", "AEDECOD"),
+    "qs.csv": ("STUDYID", "DOMAIN", "USUBJID", "QSSEQ", "QSTESTCD", "QSTEST"),
+}
+_DATE_COLUMNS: Final = ("RFSTDTC", "RFENDTC", "PRSTDTC", "PRENDTC", "AESTDTC", "AEENDTC", "QSDTC")
+
+
+def check_sdtm(files: dict[str, str]) -> list[Problem]:
+    """Each domain: required variables filled, USUBJID in DM, --SEQ unique per subject,
+    dates ISO 8601 (as precise as known)."""
+    problems: list[Problem] = []
+    tables = {name: list(csv.DictReader(io.StringIO(text))) for name, text in files.items()}
+    subjects = {r["USUBJID"] for r in tables.get("dm.csv", [])}
+    for name, rows in tables.items():
+        domain = name.removesuffix(".csv").upper()
+        seen: set[tuple[str, str]] = set()
+        for i, r in enumerate(rows):
+            where = f"{name}.{i + 1}"
+            for col in _REQUIRED[name]:
+                if not r.get(col):
+                    problems.append(Problem(f"{where}.{col}", "required"))
+            if r.get("DOMAIN") != domain:
+                problems.append(Problem(f"{where}.DOMAIN", f"is {r.get('DOMAIN')!r}, not {domain}"))
+            if domain != "DM" and r.get("USUBJID") not in subjects:
+                problems.append(Problem(f"{where}.USUBJID", "not a subject of DM"))
+            seq_col = f"{domain}SEQ"
+            if seq_col in r:
+                key = (r["USUBJID"], r[seq_col])
+                if key in seen:
+                    problems.append(Problem(f"{where}.{seq_col}", "not unique for the subject"))
+                seen.add(key)
+            for col in _DATE_COLUMNS:
+                value = r.get(col)
+                if value:
+                    try:
+                        parse_partial(value)
+                    except ValueError:
+                        problems.append(Problem(f"{where}.{col}", f"{value!r} is not ISO 8601"))
+    return problems
+
+
+def export_files(data: StudyData, fmt: str) -> dict[str, str]:
+    """File name -> text of one export format (validated)."""
+    stem = data.profile.study.id
+    if fmt == "json":
+        return {f"{stem}.json": export_json(data)}
+    if fmt == "csv":
+        return export_csv(data)
+    if fmt == "fhir":
+        return {f"{stem}.fhir.json": export_fhir(data)}
+    if fmt == "redcap":
+        return export_redcap(data)
+    if fmt == "sdtm":
+        return export_sdtm(data)
+    raise ValueError(f"unknown format {fmt!r} (formats: {', '.join(FORMATS)})")
