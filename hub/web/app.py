@@ -62,7 +62,7 @@ from ..verify import check_room_copy
 from . import plot as plotting
 from .board import Board
 from .records import Filters, Procedure, RecordIndex, tip_series
-from .scope import may_read_audit, may_read_subject, may_see_room
+from .scope import READER_ROLES, may_read_audit, may_read_subject, may_see_room
 from .sessions import LoginSession, SessionStore, new_token, same_token
 from .telemetry import BrokerSettings, TelemetryFeed
 from .throttle import LoginThrottle
@@ -97,6 +97,8 @@ class WebSettings:
     broker: BrokerSettings | None = None
     mono: Callable[[], float] = time.monotonic
     wall: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    #: study profiles ([studies] profiles_dir): the follow-up schedule of each study
+    profiles: tuple[Any, ...] = ()
     #: the procedures shown are at most this late (their index looks for new rows at
     #: most this often)
     refresh_s: float = 1.0
@@ -482,6 +484,15 @@ def create_app(settings: WebSettings) -> Starlette:
             plots.move_to_end(key)
         return Response(svg, media_type="image/svg+xml")
 
+    # ---- follow-up ----------------------------------------------------------------------------
+    def followup_page(request: Request) -> Response:
+        """What is due and overdue (cryod.hub.followup), in the viewer's studies and sites."""
+        who = viewer(request)
+        if who is None:
+            return to_login(request)
+        items = _due_items(settings, who.grants)
+        return page(request, "followup.html", who, items=items)
+
     # ---- audit ------------------------------------------------------------------------------
     def audit_page(request: Request) -> Response:
         who = viewer(request)
@@ -645,6 +656,7 @@ def create_app(settings: WebSettings) -> Starlette:
         Route("/procedures", procedures_page),
         Route("/procedures/{node}/{pid:int}", procedure_page),
         Route("/procedures/{node}/{pid:int}/plot.svg", procedure_plot),
+        Route("/followup", followup_page),
         Route("/audit", audit_page),
         Route("/audit/verify", audit_verify),
         Route("/account", account_page, methods=["GET"]),
@@ -747,6 +759,51 @@ def _disable(settings: WebSettings, who: Viewer, name: str) -> str | None:
         at=now,
     )
     return None
+
+
+def _due_items(settings: WebSettings, grants: tuple[Grant, ...]) -> list[dict[str, Any]]:
+    from cryod.research.followup import local_date
+
+    from ..followup import due_list
+    from ..followup_store import snapshot, study_data
+    from ..summary import final_statuses
+
+    newest: dict[str, Any] = {}
+    for p in settings.profiles:
+        if p.study.id not in newest or p.version > newest[p.study.id].version:
+            newest[p.study.id] = p
+    out: list[dict[str, Any]] = []
+    now = settings.wall()
+    for study, profile in sorted(newest.items()):
+        if not any(g.role in READER_ROLES and g.study in (None, study) for g in grants):
+            continue
+        with Session(settings.engine) as s:
+            snap = snapshot(s, study, None)
+        data = study_data(profile, snap, now)
+        on = local_date(now, profile.zone)
+        recorded = {(u, a.time_point) for u, a in data.assessments}
+        ended = {subject: d for subject, (d, _status) in final_statuses(data).items()}
+        site_of = {p.procedure_uuid: p.site for p in data.procedures}
+        for d in due_list(profile, data.procedures, recorded=recorded, ended=ended, on=on):
+            w = d.window
+            site = site_of[w.procedure_uuid]
+            if not may_read_subject(grants, study, site):
+                continue
+            out.append(
+                {
+                    "state": d.state.value,
+                    "study": study,
+                    "site": site,
+                    "subject": w.subject,
+                    "time_point": w.time_point,
+                    "label": w.label,
+                    "target": w.target_on,
+                    "earliest": w.earliest_on,
+                    "latest": w.latest_on,
+                    "on": on,
+                }
+            )
+    return out
 
 
 def _when(value: Any, tz: dt.tzinfo) -> str:

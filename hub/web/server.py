@@ -69,6 +69,7 @@ def settings_for(loaded: LoadedConfig, opts: ServeOptions) -> WebSettings:
         idle_s=opts.idle_min * 60.0,
         tz=tz,
         broker=broker_settings(loaded) if opts.telemetry else None,
+        profiles=tuple(loaded.profiles),
     )
 
 

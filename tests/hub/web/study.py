@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import functools
+import uuid
 from typing import Any
 
 from sqlalchemy import Engine
@@ -91,7 +92,7 @@ class Room(FakeRoom):
     ) -> dict[str, Any]:
         cols: dict[str, tuple[Kind, Any]] = {
             "id": (INT, pid),
-            "uuid": (S, f"00000000-0000-4000-8000-{pid:012d}"),
+            "uuid": (S, str(uuid.uuid5(uuid.NAMESPACE_URL, f"cryod:{self.node}/{pid}"))),
             "console": (S, "c1"),
             "opened_at": (TM, format_time(opened)),
             "closed_at": (TM, None if closed is None else format_time(closed)),

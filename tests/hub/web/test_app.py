@@ -515,3 +515,33 @@ def test_a_monitor_reads_the_audit_and_verifies_a_rooms_copy(settings: WebSettin
     assert re.search(r"collector copy consistent with leeds-th2 to seq \d+", r.text)
     assert c.get("/audit/verify", params={"room": "nowhere"}).status_code == 404
     c.close()
+
+
+# ---- follow-up ------------------------------------------------------------------------------
+def test_the_follow_up_due_list_is_scoped_to_the_viewers_studies_and_sites(
+    settings: WebSettings,
+) -> None:
+    from cryod.research.profile import load_study_profile
+
+    settings.profiles = (load_study_profile("mortons-neuroma-example"),)
+    rows = re.compile(r"<tr><td>(due|overdue)</td><td>[^<]*</td><td>([^<]*)</td><td>([^<]*)</td>")
+    expected = {
+        "cora": {
+            ("due", "leeds", "MN-0001"),
+            ("due", "leeds", "MN-0002"),
+            ("due", "leeds", "MN-0003"),
+        },
+        "yves": {("due", "york", "MN-0101")},
+        "ivan": {
+            ("due", "leeds", "MN-0001"),
+            ("due", "leeds", "MN-0002"),
+            ("due", "leeds", "MN-0003"),
+            ("due", "york", "MN-0101"),
+        },
+        "ada": set(),
+    }
+    for user, want in expected.items():
+        c = as_user(settings, user)
+        html = c.get("/followup").text
+        assert set(rows.findall(html)) == want, user
+        c.close()
