@@ -152,6 +152,26 @@ def build_parser() -> argparse.ArgumentParser:
     from .followup_cli import add_parsers as followup_parsers  # followup, withdraw, export, summary
 
     followup_parsers(sub, common, acting)
+
+    # ---- web (issue 23): the study's web app, docs/web.md ----
+    web = sub.add_parser("web", parents=[common], help="serve the study web app (read-only board)")
+    web.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    web.add_argument("--port", type=int, default=8080)
+    web.add_argument(
+        "--behind-tls",
+        action="store_true",
+        help="served through a TLS reverse proxy: Secure cookies, HSTS, X-Forwarded-For",
+    )
+    web.add_argument(
+        "--forwarded-allow-ips",
+        default="127.0.0.1",
+        help="with --behind-tls: the proxy addresses trusted for X-Forwarded-For",
+    )
+    web.add_argument("--idle-min", type=float, default=15.0, help="idle timeout, minutes")
+    web.add_argument("--timezone", default="UTC", help="IANA zone the pages show times in")
+    web.add_argument(
+        "--no-telemetry", action="store_true", help="no board subscription to [broker]"
+    )
     return p
 
 
@@ -627,6 +647,37 @@ def cmd_heads(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    import zoneinfo
+
+    from .config import load_config
+
+    if not 0 < args.port < 65536 or not 0 < args.idle_min <= 24 * 60:
+        _err("--port 1-65535, --idle-min more than 0 and at most 1440")
+        return EXIT_BAD_INPUT
+    try:
+        if args.timezone != "UTC":
+            zoneinfo.ZoneInfo(args.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        _err(f"--timezone {args.timezone!r}: not an IANA time zone")
+        return EXIT_BAD_INPUT
+    from .web.server import ServeOptions, serve
+
+    serve(
+        load_config(args.config),
+        ServeOptions(
+            host=args.host,
+            port=args.port,
+            behind_tls=args.behind_tls,
+            forwarded_allow_ips=args.forwarded_allow_ips,
+            idle_min=args.idle_min,
+            timezone=args.timezone,
+            telemetry=not args.no_telemetry,
+        ),
+    )
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "check-config": cmd_check_config,
     "migrate": cmd_migrate,
@@ -636,6 +687,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "gaps": cmd_gaps,
     "heads": cmd_heads,
+    "web": cmd_web,
 }
 
 

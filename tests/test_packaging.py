@@ -191,3 +191,32 @@ def test_the_collector_migrates_from_the_wheel(wheel_venv: Path, tmp_path: Path)
     assert "database created at" in r.stdout
     con = sqlite3.connect(tmp_path / "hub.db")
     assert con.execute("SELECT kind FROM audit").fetchall() == [("database_created",)]
+
+
+def test_the_web_apps_templates_and_static_files_ship_in_the_wheel(
+    wheel_venv: Path, tmp_path: Path
+) -> None:
+    """cryohub web renders its login page from the wheel alone (templates, htmx, css, js)."""
+    code = (
+        "import datetime as dt, pathlib, sys\n"
+        "from starlette.testclient import TestClient\n"
+        "from sqlalchemy import create_engine\n"
+        "import cryod.hub.web.app as web\n"
+        "assert str(pathlib.Path(web.__file__)).startswith(sys.argv[1]), web.__file__\n"
+        "app = web.create_app(web.WebSettings(engine=create_engine('sqlite://'), node='n',"
+        " anchor_file=pathlib.Path('a')))\n"
+        "c = TestClient(app)\n"
+        "print(c.get('/login').status_code)\n"
+        "for f in ('htmx.min.js', 'app.css', 'board.js'):\n"
+        "    print(f, c.get('/static/' + f).status_code)\n"
+    )
+    out = subprocess.run(
+        [str(wheel_venv / "bin" / "python"), "-W", "ignore", "-c", code, str(wheel_venv)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_env(),
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["200", "htmx.min.js", "200", "app.css", "200", "board.js", "200"]

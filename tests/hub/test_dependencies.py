@@ -24,19 +24,36 @@ def hub_extra() -> list[str]:
 
 def test_the_hub_extra_is_pinned_to_the_tested_minor() -> None:
     deps = hub_extra()
-    assert {canonicalize_name(Requirement(d).name) for d in deps} == {"psycopg", "argon2-cffi"}
+    assert {canonicalize_name(Requirement(d).name) for d in deps} == {
+        "psycopg",
+        "argon2-cffi",
+        "starlette",
+        "jinja2",
+        "python-multipart",
+        "uvicorn",
+    }
     assert pin_problems(deps, metadata.version) == []
 
 
 def test_the_daemons_runtime_closure_has_no_collector_dependency() -> None:
     closure = set(runtime_closure())
-    assert not closure & {"psycopg", "psycopg-binary", "argon2-cffi", "argon2-cffi-bindings"}
+    assert not closure & {
+        "psycopg",
+        "psycopg-binary",
+        "argon2-cffi",
+        "argon2-cffi-bindings",
+        "starlette",
+        "jinja2",
+        "python-multipart",
+        "uvicorn",
+    }
 
 
 def test_the_daemon_never_loads_the_collector() -> None:
     code = (
         "import sys, cryod.daemon.cli, cryod.daemon.service, cryod.daemon.ctl\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('cryod.hub', 'psycopg', 'argon2'))))"
+        "hub = ('cryod.hub', 'psycopg', 'argon2', 'starlette', 'uvicorn', 'jinja2')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(hub)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
