@@ -166,7 +166,7 @@ def test_demo_from_the_wheel(wheel_venv: Path, tmp_path: Path) -> None:
     assert samples > 100
     html = report.read_text()
     assert "IPG747" in html
-    assert "DEMO-STUDY" in html
+    assert "MN-CRYO-EXAMPLE" in html  # the demo runs under the example Morton's study profile
     assert "Simulated time ×40: this procedure ran on a simulated console" in html
 
 
