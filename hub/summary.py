@@ -2,7 +2,9 @@
 
 - **Pain by time point**: n, median, interquartile range (Q1-Q3, inclusive
   quartiles), and the change from baseline (each procedure's score minus its
-  own baseline; n and median of the paired differences). A figure that
+  own baseline; n and median of the paired differences). The baseline is the
+  room's pain score taken before the first freeze where the room sent one
+  (on the profile's scale), else the collector's transcribed baseline. A figure that
   cannot be computed (no scores) is ``None`` with the reason, never 0.
 - **Adverse events found after close** by category, CTCAE grade and
   relatedness (to the procedure and to the device), signed or not.
@@ -31,7 +33,7 @@ from cryod.research.followup import (
 )
 from cryod.research.vocab import VisitStatus
 
-from .exports import StudyData
+from .exports import StudyData, room_baselines
 
 __all__ = ["AeRow", "Completeness", "Figure", "PainRow", "Summary", "final_statuses", "summarise"]
 
@@ -214,6 +216,10 @@ def summarise(data: StudyData, on: dt.date, *, withdrawn: int = 0) -> Summary:
     by_proc: dict[uuid.UUID, dict[str, FollowUpAssessment]] = {}
     for u, a in data.assessments:
         by_proc.setdefault(u, {})[a.time_point] = a
+    # the room's baseline pain (before the first freeze) is the baseline: it wins over a
+    # collector transcription of the same time point (exports.room_baselines)
+    for u, base_a in room_baselines(data).items():
+        by_proc.setdefault(u, {})[base_a.time_point] = base_a
     s = Summary(
         study=p.study.id,
         on=on,
