@@ -241,7 +241,10 @@ def room_record(
     consent = (
         None
         if row.get("consent_confirmed") is None
-        else {"confirmed": row["consent_confirmed"], "form_version": row.get("consent_form_version")}
+        else {
+            "confirmed": row["consent_confirmed"],
+            "form_version": row.get("consent_form_version"),
+        }
     )
     base = profile.follow_up.baseline
     baseline: PainAssessment | None = None

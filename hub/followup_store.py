@@ -139,7 +139,9 @@ def _rows_by_procedure(
         pid = cols.get("procedure_id", (None, None))[1]
         if isinstance(pid, int):
             row_id = cols.get("id", (None, pid))[1]
-            out.setdefault((node, pid), []).append((row_id if isinstance(row_id, int) else seq, cols))
+            out.setdefault((node, pid), []).append(
+                (row_id if isinstance(row_id, int) else seq, cols)
+            )
     for rows in out.values():
         rows.sort(key=lambda r: r[0])
     return out
