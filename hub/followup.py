@@ -220,20 +220,27 @@ def room_record(
     study_cols: Mapping[str, tuple[Kind, Any]],
     pain_rows: Sequence[Mapping[str, tuple[Kind, Any]]],
     ae_rows: Sequence[Mapping[str, tuple[Kind, Any]]],
+    profiles: dict[str, StudyProfile] | None = None,
 ) -> tuple[ProcedureDayRecord | None, list[str]]:
     """The procedure-day record from one procedure's decoded ``procedure_study`` row,
     its ``pain_assessments`` rows and its ``adverse_events`` rows (each in id order).
 
     The baseline is the first pain row at the baseline time point of the profile the
     room recorded under (its canonical JSON travels in the row and must hash to the
-    stamp). Each adverse event keeps the room's row id as ``ae_id``. Returns the
-    record (``None`` when the study row itself does not validate) and the problems."""
+    stamp). Each adverse event keeps the room's row id as ``ae_id``. ``profiles``
+    caches the profiles already parsed, by their JSON text. Returns the record
+    (``None`` when the study row itself does not validate) and the problems."""
     problems: list[str] = []
     row = _plain(study_cols)
-    try:
-        profile = StudyProfile.model_validate_json(str(row.get("profile")))
-    except (ValidationError, StudyProfileError, ValueError) as exc:
-        return None, [f"procedure_study: the profile does not validate ({_errors(exc)})"]
+    text = str(row.get("profile"))
+    cache = {} if profiles is None else profiles
+    profile = cache.get(text)
+    if profile is None:
+        try:
+            profile = StudyProfile.model_validate_json(text)
+        except (ValidationError, StudyProfileError, ValueError) as exc:
+            return None, [f"procedure_study: the profile does not validate ({_errors(exc)})"]
+        cache[text] = profile
     if profile.content_hash != row.get("profile_hash"):
         return None, [
             f"procedure_study: the profile does not hash to {row.get('profile_hash')} (edited)"

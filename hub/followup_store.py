@@ -152,6 +152,7 @@ def _with_record(
     study_rows: dict[tuple[str, int], list[tuple[int, Any]]],
     pain_rows: dict[tuple[str, int], list[tuple[int, Any]]],
     ae_rows: dict[tuple[str, int], list[tuple[int, Any]]],
+    profiles: dict[str, StudyProfile],
 ) -> ProcedureView:
     k = (view.node, view.procedure_id)
     found = study_rows.get(k)
@@ -161,6 +162,7 @@ def _with_record(
         found[-1][1],
         [cols for _id, cols in pain_rows.get(k, [])],
         [cols for _id, cols in ae_rows.get(k, [])],
+        profiles,
     )
     return dataclasses.replace(view, record=record, record_problems=tuple(problems))
 
@@ -190,10 +192,13 @@ def study_procedures(session: Session, study: str, site: str | None = None) -> l
     study_rows = _rows_by_procedure(session, "procedure_study", redacted)
     pain_rows = _rows_by_procedure(session, "pain_assessments", redacted)
     ae_rows = _rows_by_procedure(session, "adverse_events", redacted)
+    profiles: dict[str, StudyProfile] = {}
     out = []
     for k, view in procedures.items():
         cs = tuple(sorted(cycles.get(k, []), key=lambda c: c.cycle_id))
-        full = _with_record(dataclasses.replace(view, cycles=cs), study_rows, pain_rows, ae_rows)
+        full = _with_record(
+            dataclasses.replace(view, cycles=cs), study_rows, pain_rows, ae_rows, profiles
+        )
         out.append(full)
     return sorted(out, key=lambda v: (v.opened_at, str(v.procedure_uuid)))
 

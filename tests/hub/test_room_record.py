@@ -288,3 +288,47 @@ def test_the_rooms_baseline_wins_over_a_collector_transcription(
     redcap = export_files(data, "redcap")["records.csv"]
     pain_rows = [r for r in csv.DictReader(io.StringIO(redcap)) if r["pain_score"]]
     assert [r["pain_score"] for r in pain_rows] == ["7"]
+
+
+def test_a_room_row_that_does_not_validate_is_named_never_guessed() -> None:
+    from cryod.hub.followup import room_record
+    from cryod.integrity import Kind
+    from cryod.research.profile import canonical_json
+
+    study = {
+        "procedure_id": (Kind.INT, 1),
+        "profile_id": (Kind.TEXT, MN.study.id),
+        "profile_version": (Kind.TEXT, MN.version),
+        "profile_hash": (Kind.TEXT, MN.content_hash),
+        "profile": (Kind.TEXT, canonical_json(MN)),
+        "consent_confirmed": (Kind.BOOL, True),
+        "consent_form_version": (Kind.TEXT, "1.0"),
+        "selection": (Kind.JSON, {"web_space": "third"}),
+        "details": (Kind.JSON, {"setting": "day_case"}),
+    }
+    pain = {
+        "id": (Kind.INT, 4),
+        "procedure_id": (Kind.INT, 1),
+        "time_point": (Kind.TEXT, MN.follow_up.baseline),
+        "scale": (Kind.TEXT, MN.instruments.pain.scale.value),
+        "score": (Kind.REAL, 6.0),
+        "recall_period": (Kind.TEXT, MN.instruments.pain.recall_period.value),
+        "assessed_at": (Kind.TIME, "2026-03-20T10:00:00.000000Z"),
+    }
+    good = {k: (Kind.TEXT, v) for k, v in ae(onset="2026-03-20").items()}
+    good["id"] = (Kind.INT, 2)
+    good["ctcae_grade"] = (Kind.INT, 1)
+    good["serious"] = (Kind.BOOL, False)
+    bad = {**good, "id": (Kind.INT, 3), "category": (Kind.TEXT, "no_such_category")}
+    record, problems = room_record(study, [pain], [good, bad])
+    assert record is not None
+    assert record.baseline_pain is not None
+    assert record.baseline_pain.score == 6
+    assert [e.ae_id for e in record.adverse_events] == [2]
+    assert len(problems) == 1
+    assert problems[0].startswith("adverse_events 3: category:")
+    # a profile edited after it was stamped: no record at all, and why
+    edited = {**study, "profile_hash": (Kind.TEXT, "sha256:" + "0" * 64)}
+    record, problems = room_record(edited, [pain], [good])
+    assert record is None
+    assert problems == [f"procedure_study: the profile does not hash to sha256:{'0' * 64} (edited)"]
