@@ -8,9 +8,17 @@ written: FHIR with fhir.resources and the project check, REDCap with its
 import rules, the others with their own checks here. A format that does not
 validate is refused (``ExportInvalid``, every problem named), never written.
 
-The procedure-day record of each procedure is what the room sent (its
-``procedures`` and ``cycles`` rows): the treatment number follows the
-subject's procedures in time, each repeat naming the one before.
+The procedure-day record of each procedure is what the room sent: its
+``procedures`` and ``cycles`` rows, and (opened under a study profile) its
+``procedure_study`` (profile stamp, consent, selection, details),
+``pain_assessments`` (the baseline pain before the first freeze) and
+``adverse_events`` (noticed up to close) rows. The treatment number follows
+the subject's procedures in time, each repeat naming the one before.
+
+Baseline rule: the room's baseline pain is the baseline. The collector
+refuses to record a baseline pain score for a procedure whose room sent one;
+one transcribed before the room's row arrived is left out of every format
+and the summary (JSON names it under ``baseline_pain_superseded``).
 docs/followup.md (formats), docs/sdtm-mapping.md (SDTM).
 """
 
@@ -31,7 +39,12 @@ from cryod.research.followup import FollowUpAssessment, local_date
 from cryod.research.partial_dates import parse_partial
 from cryod.research.problems import Problem
 from cryod.research.profile import StudyProfile
-from cryod.research.record import AdverseEventRecord, ProcedureDayRecord, ProcedureDetails
+from cryod.research.record import (
+    AdverseEventRecord,
+    ProcedureDayRecord,
+    ProcedureDetails,
+    Selection,
+)
 from cryod.research.redcap_design import (
     RECORDS_FILE,
     design_files,
@@ -48,6 +61,7 @@ __all__ = [
     "FollowUpEvent",
     "StudyData",
     "export_files",
+    "room_baselines",
     "study_procedures",
 ]
 
@@ -82,6 +96,50 @@ class StudyData:
     generated_at: dt.datetime
 
 
+def room_baselines(data: StudyData) -> dict[uuid.UUID, FollowUpAssessment]:
+    """Procedure -> the room's baseline pain as the baseline time point's assessment
+    (on the profile's scale only: a score on another scale is not mixed in)."""
+    p = data.profile
+    out: dict[uuid.UUID, FollowUpAssessment] = {}
+    for v in data.procedures:
+        pain = None if v.record is None else v.record.baseline_pain
+        if pain is None or pain.scale is not p.instruments.pain.scale:
+            continue
+        out[v.procedure_uuid] = FollowUpAssessment(
+            time_point=p.follow_up.baseline,
+            assessed_on=local_date(pain.assessed_at, p.zone),
+            status=VisitStatus.DONE,
+            pain_score=pain.score,
+        )
+    return out
+
+
+def _superseded(view: ProcedureView, a: FollowUpAssessment, profile: StudyProfile) -> bool:
+    """A collector baseline pain score where the room sent the baseline (the room's wins)."""
+    return (
+        a.time_point == profile.follow_up.baseline
+        and a.pain_score is not None
+        and view.record is not None
+        and view.record.baseline_pain is not None
+    )
+
+
+def _collector_follow_up(
+    data: StudyData, view: ProcedureView
+) -> tuple[tuple[FollowUpAssessment, ...], list[FollowUpAssessment]]:
+    """(the procedure's follow-up as exported, the collector baselines superseded)."""
+    kept: list[FollowUpAssessment] = []
+    superseded: list[FollowUpAssessment] = []
+    for u, a in data.assessments:
+        if u != view.procedure_uuid:
+            continue
+        if _superseded(view, a, data.profile):
+            superseded.append(a)
+            a = a.model_copy(update={"pain_score": None})
+        kept.append(a)
+    return tuple(sorted(kept, key=lambda a: a.assessed_on)), superseded
+
+
 def study_procedures(data: StudyData) -> list[StudyProcedure]:
     """The shared mappings' input: record, facts and follow-up per procedure."""
     stamp = data.profile.stamp()
@@ -96,15 +154,30 @@ def study_procedures(data: StudyData) -> list[StudyProcedure]:
     out = []
     for p in data.procedures:
         number, repeat_of = numbers[p.procedure_uuid]
-        record = ProcedureDayRecord(
-            profile=stamp,
-            procedure=ProcedureDetails(
-                treatment_number=number,
-                repeat_of=repeat_of,
-                probe_model=p.probe_model,
-                probe_lot=p.probe_lot,
-            ),
-        )
+        if p.record is None:
+            record = ProcedureDayRecord(
+                profile=stamp,
+                procedure=ProcedureDetails(
+                    treatment_number=number,
+                    repeat_of=repeat_of,
+                    probe_model=p.probe_model,
+                    probe_lot=p.probe_lot,
+                ),
+            )
+        else:
+            details = p.record.procedure
+            record = p.record.model_copy(
+                update={
+                    "procedure": details.model_copy(
+                        update={
+                            "treatment_number": number,
+                            "repeat_of": repeat_of,
+                            "probe_model": details.probe_model or p.probe_model,
+                            "probe_lot": details.probe_lot or p.probe_lot,
+                        }
+                    )
+                }
+            )
         probes = sorted({c.probe for c in p.cycles})
         facts = ProcedureFacts(
             procedure_id=p.procedure_id,
@@ -118,12 +191,7 @@ def study_procedures(data: StudyData) -> list[StudyProcedure]:
             probes=[ProbeFacts(probe=n, model=p.probe_model, lot=p.probe_lot) for n in probes],
             cycles=list(p.cycles),
         )
-        follow = tuple(
-            sorted(
-                (a for u, a in data.assessments if u == p.procedure_uuid),
-                key=lambda a: a.assessed_on,
-            )
-        )
+        follow, _superseded_baselines = _collector_follow_up(data, p)
         later = tuple(e.event for e in data.events if e.procedure_uuid == p.procedure_uuid)
         out.append(StudyProcedure(record, facts, follow, later))
     return out
@@ -142,11 +210,28 @@ def _event_json(e: FollowUpEvent) -> dict[str, Any]:
     return {**e.event.model_dump(mode="json", exclude_none=True), "signed": e.signed}
 
 
+def _room_record_json(sp: StudyProcedure, view: ProcedureView) -> dict[str, Any] | None:
+    """The room's procedure-day record (``null`` parts: the room did not send them)."""
+    if view.record is None:
+        return None
+    r = sp.record
+    return {
+        "profile": r.profile.model_dump(mode="json"),
+        "consent": None if r.consent is None else r.consent.model_dump(mode="json"),
+        "selection": r.selection.model_dump(mode="json", exclude_none=True),
+        "procedure_details": r.procedure.model_dump(mode="json", exclude_none=True),
+        "baseline_pain": None
+        if r.baseline_pain is None
+        else r.baseline_pain.model_dump(mode="json"),
+    }
+
+
 def export_json(data: StudyData) -> str:
     p = data.profile
     subjects: dict[str, list[dict[str, Any]]] = {}
     for sp, view in zip(study_procedures(data), data.procedures, strict=True):
         f = sp.facts
+        _kept, superseded = _collector_follow_up(data, view)
         subjects.setdefault(f.patient_ref, []).append(
             {
                 "procedure_uuid": str(f.procedure_uuid),
@@ -156,6 +241,12 @@ def export_json(data: StudyData) -> str:
                 "opened_at": f.opened_at.isoformat(),
                 "closed_at": None if f.closed_at is None else f.closed_at.isoformat(),
                 "cycles": [c.model_dump(mode="json") for c in f.cycles],
+                "procedure_record": _room_record_json(sp, view),
+                "procedure_record_problems": list(view.record_problems),
+                "baseline_pain_superseded": [_assessment_json(a, p) for a in superseded],
+                "procedure_day_adverse_events": [
+                    e.model_dump(mode="json", exclude_none=True) for e in sp.record.adverse_events
+                ],
                 "follow_up": [_assessment_json(a, p) for a in sp.follow_up],
                 "later_adverse_events": [
                     _event_json(e) for e in data.events if e.procedure_uuid == f.procedure_uuid
@@ -219,6 +310,10 @@ EVENT_COLUMNS: Final = (
     "further_intervention_date",
     "signed",
 )
+#: the room's procedure-day record, flattened (lists joined with ";"; the eligibility
+#: checklist as answered is in the JSON export)
+SELECTION_FIELDS: Final = tuple(f for f in Selection.model_fields if f != "eligibility")
+DETAIL_FIELDS: Final = tuple(f for f in ProcedureDetails.model_fields if f != "treatment_number")
 PROCEDURE_COLUMNS: Final = (
     "subject",
     "procedure_uuid",
@@ -228,7 +323,59 @@ PROCEDURE_COLUMNS: Final = (
     "opened_at",
     "closed_at",
     "cycles",
+    "profile_id",
+    "profile_version",
+    "profile_hash",
+    "consent_confirmed",
+    "consent_form_version",
+    *(f"selection_{f}" for f in SELECTION_FIELDS),
+    *(f"procedure_{f}" for f in DETAIL_FIELDS),
+    "baseline_pain_score",
+    "baseline_pain_scale",
+    "baseline_recall_period",
+    "baseline_assessed_at",
+    "procedure_day_adverse_events",
+    "record_problems",
 )
+DAY_EVENT_COLUMNS: Final = (
+    "subject",
+    "procedure_uuid",
+    "room",
+    "ae_id",
+    *EVENT_COLUMNS[3:-1],
+)
+
+
+def _flat(value: Any) -> Any:
+    if isinstance(value, list):
+        return ";".join(str(v) for v in value)
+    return value
+
+
+def _record_cells(sp: StudyProcedure, view: ProcedureView) -> list[Any]:
+    """The room's record columns of procedures.csv (empty: the room did not send it)."""
+    if view.record is None:
+        empty: list[Any] = [None] * (len(PROCEDURE_COLUMNS) - 9)
+        return [*empty, "; ".join(view.record_problems)]
+    r = sp.record
+    sel = r.selection.model_dump(mode="json")
+    det = r.procedure.model_dump(mode="json")
+    pain = r.baseline_pain
+    return [
+        r.profile.profile_id,
+        r.profile.version,
+        r.profile.content_hash,
+        None if r.consent is None else r.consent.confirmed,
+        None if r.consent is None else r.consent.form_version,
+        *(_flat(sel.get(f)) for f in SELECTION_FIELDS),
+        *(_flat(det.get(f)) for f in DETAIL_FIELDS),
+        None if pain is None else f"{pain.score:g}",
+        None if pain is None else pain.scale.value,
+        None if pain is None else pain.recall_period.value,
+        None if pain is None else pain.assessed_at.isoformat(),
+        len(r.adverse_events),
+        "; ".join(view.record_problems),
+    ]
 
 
 def export_csv(data: StudyData) -> dict[str, str]:
@@ -245,9 +392,23 @@ def export_csv(data: StudyData) -> dict[str, str]:
             sp.facts.opened_at.isoformat(),
             None if sp.facts.closed_at is None else sp.facts.closed_at.isoformat(),
             len(sp.facts.cycles),
+            *_record_cells(sp, view),
         ]
         for sp, view in zip(sps, data.procedures, strict=True)
     ]
+    day_events = []
+    for sp, view in zip(sps, data.procedures, strict=True):
+        for ae in sp.record.adverse_events:
+            d = ae.model_dump(mode="json")
+            day_events.append(
+                [
+                    sp.facts.patient_ref,
+                    sp.facts.procedure_uuid,
+                    view.node,
+                    ae.ae_id,
+                    *[_flat(d.get(c)) for c in EVENT_COLUMNS[3:-1]],
+                ]
+            )
     follow = []
     for u, a in data.assessments:
         d = _assessment_json(a, p)
@@ -261,6 +422,7 @@ def export_csv(data: StudyData) -> dict[str, str]:
     return {
         "procedures.csv": _csv(PROCEDURE_COLUMNS, procs),
         "follow_up.csv": _csv(FOLLOWUP_COLUMNS, follow),
+        "adverse_events_procedure_day.csv": _csv(DAY_EVENT_COLUMNS, day_events),
         "adverse_events_after_close.csv": _csv(EVENT_COLUMNS, events),
     }
 
@@ -410,7 +572,10 @@ def export_sdtm(data: StudyData) -> dict[str, str]:
     ae: list[list[Any]] = []
     for sp in sps:
         s = sp.facts.patient_ref
-        for e in sp.later_events:
+        uid = sp.facts.procedure_uuid
+        tagged = [(f"{uid}/day/{e.ae_id}", e) for e in sp.record.adverse_events]
+        tagged += [(f"{uid}/{e.ae_id}", e) for e in sp.later_events]
+        for spid, e in tagged:
             onset_day = ""
             if e.onset is not None:
                 pd = parse_partial(e.onset)
@@ -423,7 +588,7 @@ def export_sdtm(data: StudyData) -> dict[str, str]:
                     "AE",
                     usubjid(study, s),
                     nxt("AE", s),
-                    f"{sp.facts.procedure_uuid}/{e.ae_id}",
+                    spid,
                     e.verbatim_term,
                     e.subcategory.label.upper(),
                     e.category.label.upper(),
@@ -455,9 +620,11 @@ def export_sdtm(data: StudyData) -> dict[str, str]:
     if fn is not None:
         tests.append(("FUNCTOT", f"{fn.name} score", fn.name.upper(), fn.version, "function_score"))
     tests.append(("SATISF", "Satisfaction (1-5)", "SATISFACTION", "", "satisfaction"))
+    room_base = room_baselines(data)
     for sp in sps:
         s = sp.facts.patient_ref
-        for a in sp.follow_up:
+        from_room = room_base.get(sp.facts.procedure_uuid)
+        for a in (*(() if from_room is None else (from_room,)), *sp.follow_up):
             done = a.status is VisitStatus.DONE
             for testcd, test, cat, scat, attr in tests:
                 value = getattr(a, attr)

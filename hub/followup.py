@@ -5,6 +5,12 @@
   decoded with ``cryod.integrity.decode_row``), unless the room redacted it
   later. ``procedure_from_columns`` and ``cycle_from_columns`` turn decoded
   columns into what the schedule and the exports need.
+- **The room's procedure-day record** (issue 19) comes the same way from the
+  ``procedure_study``, ``pain_assessments`` and ``adverse_events`` rows:
+  ``room_record`` builds a ``ProcedureDayRecord`` (profile stamp, consent,
+  selection, details, the baseline pain taken before the first freeze, the
+  adverse events noticed up to close). A row that does not validate is left
+  out and named in ``ProcedureView.record_problems``, never guessed.
 - **Digests**: a follow-up row's content is hashed as a ``cryod.row/1`` row
   (table, ``id``, ``content`` as JSON) with a per-row salt
   (``cryod.integrity.row_digest``); the audit chain holds the digest only.
@@ -26,10 +32,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
+from pydantic import ValidationError
+
 from cryod.integrity import Kind, encode_row, row_digest
 from cryod.research.facts import ConsoleFacts, CycleFacts
 from cryod.research.followup import DueState, FollowedProcedure, Window, due_state, schedule
-from cryod.research.profile import StudyProfile
+from cryod.research.profile import StudyProfile, StudyProfileError
+from cryod.research.record import AdverseEventRecord, PainAssessment, ProcedureDayRecord
 from cryod.research.vocab import Coded, CycleOutcome, CyclePhase
 
 from .access import Grant, Role
@@ -51,6 +60,7 @@ __all__ = [
     "may_record",
     "may_sign",
     "procedure_from_columns",
+    "room_record",
     "signature_meaning",
     "subject_digest",
 ]
@@ -89,6 +99,10 @@ class ProcedureView:
     probe_model: str | None
     probe_lot: str | None
     cycles: tuple[CycleFacts, ...] = field(default=())
+    #: the room's procedure-day record (procedure_study, pain_assessments, adverse_events)
+    record: ProcedureDayRecord | None = None
+    #: room rows of this procedure that did not validate (table, key and reason)
+    record_problems: tuple[str, ...] = ()
 
 
 def _time(value: Any) -> dt.datetime | None:
@@ -187,6 +201,93 @@ def cycle_from_columns(cols: Mapping[str, tuple[Kind, Any]]) -> tuple[int, Cycle
         supply_end_kpa=_float(cols, "supply_end_kpa"),
         gas_used_est_l=_float(cols, "gas_used_est_l"),
     )
+
+
+# ---- the room's procedure-day record (issue 19 tables) ----------------------------------
+def _plain(cols: Mapping[str, tuple[Kind, Any]]) -> dict[str, Any]:
+    return {name: value for name, (_kind, value) in cols.items()}
+
+
+def _errors(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(x) for x in e['loc']) or '(row)'}: {e['msg']}" for e in exc.errors()
+        )
+    return str(exc)
+
+
+def room_record(
+    study_cols: Mapping[str, tuple[Kind, Any]],
+    pain_rows: Sequence[Mapping[str, tuple[Kind, Any]]],
+    ae_rows: Sequence[Mapping[str, tuple[Kind, Any]]],
+    profiles: dict[str, StudyProfile] | None = None,
+) -> tuple[ProcedureDayRecord | None, list[str]]:
+    """The procedure-day record from one procedure's decoded ``procedure_study`` row,
+    its ``pain_assessments`` rows and its ``adverse_events`` rows (each in id order).
+
+    The baseline is the first pain row at the baseline time point of the profile the
+    room recorded under (its canonical JSON travels in the row and must hash to the
+    stamp). Each adverse event keeps the room's row id as ``ae_id``. ``profiles``
+    caches the profiles already parsed, by their JSON text. Returns the record
+    (``None`` when the study row itself does not validate) and the problems."""
+    problems: list[str] = []
+    row = _plain(study_cols)
+    text = str(row.get("profile"))
+    cache = {} if profiles is None else profiles
+    profile = cache.get(text)
+    if profile is None:
+        try:
+            profile = StudyProfile.model_validate_json(text)
+        except (ValidationError, StudyProfileError, ValueError) as exc:
+            return None, [f"procedure_study: the profile does not validate ({_errors(exc)})"]
+        cache[text] = profile
+    if profile.content_hash != row.get("profile_hash"):
+        return None, [
+            f"procedure_study: the profile does not hash to {row.get('profile_hash')} (edited)"
+        ]
+    consent = (
+        None
+        if row.get("consent_confirmed") is None
+        else {
+            "confirmed": row["consent_confirmed"],
+            "form_version": row.get("consent_form_version"),
+        }
+    )
+    base = profile.follow_up.baseline
+    baseline: PainAssessment | None = None
+    for cols in pain_rows:
+        pain = _plain(cols)
+        if pain.get("time_point") != base or baseline is not None:
+            continue
+        try:
+            baseline = PainAssessment.model_validate(
+                {k: pain.get(k) for k in PainAssessment.model_fields}
+            )
+        except ValidationError as exc:
+            problems.append(f"pain_assessments {pain.get('id')}: {_errors(exc)}")
+    events: list[AdverseEventRecord] = []
+    for cols in ae_rows:
+        ae = _plain(cols)
+        fields = {k: ae.get(k) for k in AdverseEventRecord.model_fields if k != "ae_id"}
+        fields = {k: v for k, v in fields.items() if v is not None}
+        try:
+            events.append(AdverseEventRecord.model_validate({**fields, "ae_id": ae.get("id")}))
+        except ValidationError as exc:
+            problems.append(f"adverse_events {ae.get('id')}: {_errors(exc)}")
+    try:
+        record = ProcedureDayRecord.model_validate(
+            {
+                "profile": profile.stamp(),
+                "consent": consent,
+                "selection": row.get("selection") or {},
+                "procedure": row.get("details") or {},
+                "baseline_pain": baseline,
+                "adverse_events": events,
+            }
+        )
+    except ValidationError as exc:
+        return None, [*problems, f"procedure_study: {_errors(exc)}"]
+    return record, problems
 
 
 # ---- digests ----------------------------------------------------------------------------

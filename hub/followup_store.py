@@ -1,8 +1,9 @@
 """Follow-up in the collector's database: every change by a named user, audited.
 
 Procedures are read from what the rooms sent (``received_rows``: the newest
-version of each ``procedures`` and ``cycles`` row, less what a room later
-redacted). Follow-up rows (assessments, later adverse events and further
+version of each ``procedures`` and ``cycles`` row, and of the procedure-day
+record's ``procedure_study``, ``pain_assessments`` and ``adverse_events`` rows,
+less what a room later redacted). Follow-up rows (assessments, later adverse events and further
 interventions, signatures, withdrawals) are this module's; each change
 appends one audit entry in the same transaction, naming who (``by``), the
 row (``table``, ``id``), the procedure, the salted digest of the new
@@ -55,6 +56,7 @@ from .followup import (
     may_record,
     may_sign,
     procedure_from_columns,
+    room_record,
     signature_meaning,
     subject_digest,
 )
@@ -124,8 +126,50 @@ def _newest_rows(session: Session, table: str) -> dict[tuple[str, str], tuple[in
     return out
 
 
+def _rows_by_procedure(
+    session: Session, table: str, redacted: set[tuple[str, str, str]]
+) -> dict[tuple[str, int], list[tuple[int, Any]]]:
+    """(node, procedure id) -> [(seq, decoded columns)] of a table's newest rows, redacted
+    ones left out, in the room's id order."""
+    out: dict[tuple[str, int], list[tuple[int, Any]]] = {}
+    for (node, key), (seq, canonical) in _newest_rows(session, table).items():
+        if (node, table, key) in redacted:
+            continue
+        cols = decode_row(canonical).columns
+        pid = cols.get("procedure_id", (None, None))[1]
+        if isinstance(pid, int):
+            row_id = cols.get("id", (None, pid))[1]
+            out.setdefault((node, pid), []).append(
+                (row_id if isinstance(row_id, int) else seq, cols)
+            )
+    for rows in out.values():
+        rows.sort(key=lambda r: r[0])
+    return out
+
+
+def _with_record(
+    view: ProcedureView,
+    study_rows: dict[tuple[str, int], list[tuple[int, Any]]],
+    pain_rows: dict[tuple[str, int], list[tuple[int, Any]]],
+    ae_rows: dict[tuple[str, int], list[tuple[int, Any]]],
+    profiles: dict[str, StudyProfile],
+) -> ProcedureView:
+    k = (view.node, view.procedure_id)
+    found = study_rows.get(k)
+    if not found:
+        return view
+    record, problems = room_record(
+        found[-1][1],
+        [cols for _id, cols in pain_rows.get(k, [])],
+        [cols for _id, cols in ae_rows.get(k, [])],
+        profiles,
+    )
+    return dataclasses.replace(view, record=record, record_problems=tuple(problems))
+
+
 def study_procedures(session: Session, study: str, site: str | None = None) -> list[ProcedureView]:
-    """The study's procedures as the rooms last sent them (redacted ones left out)."""
+    """The study's procedures as the rooms last sent them (redacted ones left out), each
+    with the room's procedure-day record when it was opened under a study profile."""
     sites = {r.node: r.site for r in session.execute(select(Room)).scalars()}
     redacted = _redacted_keys(session)
     procedures: dict[tuple[str, int], ProcedureView] = {}
@@ -145,10 +189,17 @@ def study_procedures(session: Session, study: str, site: str | None = None) -> l
         found = cycle_from_columns(decode_row(canonical).columns)
         if found is not None and (node, found[0]) in procedures:
             cycles.setdefault((node, found[0]), []).append(found[1])
+    study_rows = _rows_by_procedure(session, "procedure_study", redacted)
+    pain_rows = _rows_by_procedure(session, "pain_assessments", redacted)
+    ae_rows = _rows_by_procedure(session, "adverse_events", redacted)
+    profiles: dict[str, StudyProfile] = {}
     out = []
     for k, view in procedures.items():
         cs = tuple(sorted(cycles.get(k, []), key=lambda c: c.cycle_id))
-        out.append(dataclasses.replace(view, cycles=cs))
+        full = _with_record(
+            dataclasses.replace(view, cycles=cs), study_rows, pain_rows, ae_rows, profiles
+        )
+        out.append(full)
     return sorted(out, key=lambda v: (v.opened_at, str(v.procedure_uuid)))
 
 
@@ -254,6 +305,17 @@ def record_assessment(
     problems = check_assessment(profile, a, opened_at=proc.opened_at, today=today)
     if problems:
         raise ResearchDataError(problems)
+    if (
+        a.time_point == profile.follow_up.baseline
+        and a.pain_score is not None
+        and proc.record is not None
+        and proc.record.baseline_pain is not None
+    ):
+        raise Refused(
+            f"follow_up.pain_score: the room recorded the baseline pain of this procedure "
+            f"before the first freeze ({proc.record.baseline_pain.score:g}); the room's value "
+            "is the baseline (correct it in the room), so the collector records none"
+        )
     ended = _ended_follow_up(session, proc)
     existing = session.execute(
         select(FollowUpAssessmentRow).where(

@@ -2,10 +2,13 @@
 
 - **Pain by time point**: n, median, interquartile range (Q1-Q3, inclusive
   quartiles), and the change from baseline (each procedure's score minus its
-  own baseline; n and median of the paired differences). A figure that
+  own baseline; n and median of the paired differences). The baseline is the
+  room's pain score taken before the first freeze where the room sent one
+  (on the profile's scale), else the collector's transcribed baseline. A figure that
   cannot be computed (no scores) is ``None`` with the reason, never 0.
 - **Adverse events found after close** by category, CTCAE grade and
-  relatedness (to the procedure and to the device), signed or not.
+  relatedness (to the procedure and to the device), signed or not; and apart,
+  the **procedure-day adverse events** the rooms recorded up to close.
 - **Completeness and loss to follow-up** per time point: the windows that
   have closed by ``on`` (expected), how many were done, missed, lost to
   follow-up, withdrawn, died, and not recorded; completeness = done /
@@ -20,7 +23,7 @@ import io
 import statistics
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cryod.research.followup import (
@@ -29,9 +32,10 @@ from cryod.research.followup import (
     FollowUpAssessment,
     schedule,
 )
+from cryod.research.record import AdverseEventRecord
 from cryod.research.vocab import VisitStatus
 
-from .exports import StudyData
+from .exports import StudyData, room_baselines
 
 __all__ = ["AeRow", "Completeness", "Figure", "PainRow", "Summary", "final_statuses", "summarise"]
 
@@ -96,6 +100,8 @@ class Summary:
     scale: str
     pain: list[PainRow] = field(default_factory=list)
     adverse_events: list[AeRow] = field(default_factory=list)
+    #: adverse events the rooms recorded from open to close (never signed in the collector)
+    procedure_day_events: list[AeRow] = field(default_factory=list)
     completeness: list[Completeness] = field(default_factory=list)
     lost_subjects: int = 0
 
@@ -114,6 +120,14 @@ class Summary:
             out.append(
                 f"{r.time_point:<12}{r.n:>4}{r.median.text():>8}{iqr:>14}{r.change_n:>10}"
                 f"{r.change_median.text('{:+g}'):>15}"
+            )
+        out += ["", "Adverse events up to close, from the rooms (category, grade, relatedness)"]
+        if not self.procedure_day_events:
+            out.append("none recorded")
+        for a in self.procedure_day_events:
+            out.append(
+                f"{a.category:<30} grade {a.grade:<3} procedure {a.relatedness_procedure:<12} "
+                f"device {a.relatedness_device:<12} events {a.events} subjects {a.subjects}"
             )
         out += ["", "Adverse events after close (category, grade, relatedness)"]
         if not self.adverse_events:
@@ -161,6 +175,10 @@ class Summary:
             w.writerow(["adverse_events", key, "events", a.events, ""])
             w.writerow(["adverse_events", key, "subjects", a.subjects, ""])
             w.writerow(["adverse_events", key, "signed", a.signed, ""])
+        for a in self.procedure_day_events:
+            key = f"{a.category}/{a.grade}/{a.relatedness_procedure}/{a.relatedness_device}"
+            w.writerow(["procedure_day_adverse_events", key, "events", a.events, ""])
+            w.writerow(["procedure_day_adverse_events", key, "subjects", a.subjects, ""])
         for c in self.completeness:
             for name in (
                 "expected",
@@ -208,12 +226,38 @@ def final_statuses(data: StudyData) -> dict[str, tuple[dt.date, VisitStatus]]:
     return out
 
 
+def _ae_table(events: Iterable[tuple[AdverseEventRecord, str, bool]]) -> list[AeRow]:
+    """(event, subject, signed) grouped by category, grade and relatedness."""
+    groups: dict[tuple[str, str, str, str], list[tuple[str, bool]]] = {}
+    for ae, subject, signed in events:
+        key = (
+            ae.category.value,
+            "?" if ae.ctcae_grade is None else str(ae.ctcae_grade),
+            "?" if ae.relatedness_procedure is None else ae.relatedness_procedure.value,
+            "?" if ae.relatedness_device is None else ae.relatedness_device.value,
+        )
+        groups.setdefault(key, []).append((subject, signed))
+    return [
+        AeRow(
+            *key,
+            events=len(groups[key]),
+            subjects=len({i[0] for i in groups[key]}),
+            signed=sum(1 for i in groups[key] if i[1]),
+        )
+        for key in sorted(groups)
+    ]
+
+
 def summarise(data: StudyData, on: dt.date, *, withdrawn: int = 0) -> Summary:
     p = data.profile
     procs = data.procedures
     by_proc: dict[uuid.UUID, dict[str, FollowUpAssessment]] = {}
     for u, a in data.assessments:
         by_proc.setdefault(u, {})[a.time_point] = a
+    # the room's baseline pain (before the first freeze) is the baseline: it wins over a
+    # collector transcription of the same time point (exports.room_baselines)
+    for u, base_a in room_baselines(data).items():
+        by_proc.setdefault(u, {})[base_a.time_point] = base_a
     s = Summary(
         study=p.study.id,
         on=on,
@@ -244,26 +288,15 @@ def summarise(data: StudyData, on: dt.date, *, withdrawn: int = 0) -> Summary:
         s.pain.append(PainRow(tp.id, tp.label, len(scores), med, q1, q3, len(changes), change))
 
     subject_of = {v.procedure_uuid: v.subject for v in procs}
-    groups: dict[tuple[str, str, str, str], list[tuple[str, bool]]] = {}
-    for e in data.events:
-        ae = e.event
-        key = (
-            ae.category.value,
-            "?" if ae.ctcae_grade is None else str(ae.ctcae_grade),
-            "?" if ae.relatedness_procedure is None else ae.relatedness_procedure.value,
-            "?" if ae.relatedness_device is None else ae.relatedness_device.value,
-        )
-        groups.setdefault(key, []).append((subject_of.get(e.procedure_uuid, "?"), e.signed))
-    for key in sorted(groups):
-        items = groups[key]
-        s.adverse_events.append(
-            AeRow(
-                *key,
-                events=len(items),
-                subjects=len({i[0] for i in items}),
-                signed=sum(1 for i in items if i[1]),
-            )
-        )
+    s.adverse_events = _ae_table(
+        (e.event, subject_of.get(e.procedure_uuid, "?"), e.signed) for e in data.events
+    )
+    s.procedure_day_events = _ae_table(
+        (ae, v.subject, False)
+        for v in procs
+        if v.record is not None
+        for ae in v.record.adverse_events
+    )
 
     windows = schedule(
         p, [FollowedProcedure(v.procedure_uuid, v.subject, v.opened_at) for v in procs]
