@@ -152,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .followup_cli import add_parsers as followup_parsers  # followup, withdraw, export, summary
 
     followup_parsers(sub, common, acting)
+
+    # ---- the whole study on one machine (issue 22: cryohub demo) ----
+    from .demo import add_parser as demo_parser
+
+    demo_parser(sub)
     return p
 
 
@@ -643,6 +648,9 @@ def _followup_commands() -> None:
     from .followup_cli import COMMANDS as FOLLOWUP
 
     COMMANDS.update(FOLLOWUP)
+    from .demo import cmd_demo
+
+    COMMANDS["demo"] = cmd_demo
 
 
 _followup_commands()
