@@ -475,7 +475,7 @@ def _enter_follow_up(
             with clock.at(noon(v.day + 1)):
                 hub.run("followup", "sign", "1", "--study", STUDY_IDS[MORTONS],
                         as_user=INVESTIGATOR)  # fmt: skip
-            say(f"  day {v.day}: infection recorded for MN-0001 and signed by {INVESTIGATOR}")
+            say(f"  day {v.day}: a wound infection recorded and signed by {INVESTIGATOR}")
     last = max(v.day for v in visits) + 14
     subjects = sum(len(p.subjects) for p in ROOMS)
     say(f"  {subjects} baselines and {len(visits)} visits entered "
