@@ -50,6 +50,11 @@ __all__ = ["add_parser", "cmd_demo", "run_demo"]
 PY = sys.executable
 FORMATS = ("json", "csv", "fhir", "redcap", "sdtm")
 DONE = {"complete", "stopped", "aborted", "fault"}
+#: simulated speed-up and polling: three rooms share the machine with the broker and the
+#: collector; at 5 Hz a room's data is stale after 0.6 s of wall time (3 polls), not 0.15 s
+#: (the simulated poll period is SPEED / POLL_HZ = 4 s)
+SPEED = 20.0
+POLL_HZ = 5.0
 
 MORTONS = "mortons-neuroma-example"  # study MN-CRYO-EXAMPLE
 STUMP = "stump-neuroma-example"  # study SN-CRYO-EXAMPLE
@@ -247,29 +252,33 @@ class Hub:
     log: Path
     passwords: dict[str, str]
 
-    def run(self, *argv: str, as_user: str | None = None, expect: int = 0) -> str:
-        """``cryohub ARGV --config CONFIG`` in this process; its output into the log."""
+    def run(
+        self, *argv: str, as_user: str | None = None, new_password: str | None = None
+    ) -> str:
+        """``cryohub ARGV --config CONFIG`` in this process, acting as ``as_user`` (its
+        password, then ``new_password``, on a pipe); its output into the command log."""
         from .cli import main
 
         args = [*argv, "--config", str(self.config)]
-        out, err = io.StringIO(), io.StringIO()
-        r: int | None = None
-        w: int | None = None
         if as_user is not None:
-            r, w = os.pipe()
-            os.write(w, (self.passwords[as_user] + "\n").encode())
-            os.close(w)
-            args += ["--as", as_user, "--password-fd", str(r)]
+            args += ["--as", as_user]
+        lines = [self.passwords[as_user]] if as_user is not None else []
+        lines += [new_password] if new_password is not None else []
+        out, err = io.StringIO(), io.StringIO()
+        r, w = os.pipe()
         try:
+            os.write(w, "".join(f"{line}\n" for line in lines).encode())
+            os.close(w)
+            if lines:
+                args += ["--password-fd", str(r)]
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 rc = main(args)
         finally:
-            if r is not None:
-                os.close(r)
+            os.close(r)
         with self.log.open("a", encoding="utf-8") as fh:
             fh.write(f"$ cryohub {' '.join(argv)}{f' --as {as_user}' if as_user else ''}\n")
             fh.write(out.getvalue() + err.getvalue() + f"(exit {rc})\n\n")
-        if rc != expect:
+        if rc != 0:
             raise DemoError(f"cryohub {' '.join(argv)}: exit {rc}: {err.getvalue().strip()}")
         return out.getvalue()
 
@@ -327,7 +336,7 @@ def _room_config(room: Room, sim_port: int, broker_port: int, speed: float) -> s
         f'[mqtt]\nhost = "127.0.0.1"\nport = {broker_port}\nsite = "{room.plan.site}"\n\n'
         "[record]\nenabled = true\nrate_per_s = 500.0\nburst = 200\n\n"
         f'[[consoles]]\nid = "{room.plan.node}-console"\ndriver = "modbus-tcp"\n'
-        f"simulated = true\ntime_scale = {speed}\npoll_hz = 20.0\nlease_timeout_ms = 500\n"
+        f"simulated = true\ntime_scale = {speed}\npoll_hz = {POLL_HZ}\nlease_timeout_ms = 1000\n"
         f'[consoles.options]\nhost = "127.0.0.1"\nport = {sim_port}\n'
     )
 
@@ -350,8 +359,25 @@ def _port_open(port: int) -> bool:
     return False
 
 
+def _recover(room: Room) -> None:
+    """After a fault (a loaded machine can starve a room's polling: stale data), the
+    operator acknowledges the alarms and resets once the cause is gone, as at a console."""
+    deadline = time.monotonic() + 120
+    while True:
+        state = control(room.socket, "status")["consoles"][0]["engine"]["state"]
+        if state != "fault":
+            return
+        with contextlib.suppress(ControlRefused):
+            control(room.socket, "ack")
+            control(room.socket, "reset")
+        if time.monotonic() > deadline:
+            raise DemoError(f"{room.plan.node}: the console did not reset (state {state})")
+        time.sleep(0.5)
+
+
 def _run_procedure(room: Room, subject: str, say: Callable[[str], None]) -> None:
     plan = room.plan
+    _recover(room)
     pid = int(control(room.socket, "procedure_open", open_request(plan.profile, subject))[
         "procedure_id"
     ])  # fmt: skip
@@ -372,6 +398,7 @@ def _run_procedure(room: Room, subject: str, say: Callable[[str], None]) -> None
     control(room.socket, "procedure_close", {"notes": f"demo run, final state {state}"})
     room.procedures.append(pid)
     say(f"  {plan.node}: procedure {pid} ({STUDY_IDS[plan.profile]}) {state}, closed")
+    _recover(room)
 
 
 def _received_seq(engine: Any, node: str) -> int:
@@ -560,10 +587,10 @@ def _run(
     pw_file.write_text(json.dumps(passwords, indent=2) + "\n")
     hub = Hub(config=config, log=workdir / "cryohub-commands.log", passwords=passwords)
     hub.run("migrate")
-    hub.run("user", "add", ADMIN, "--role", "admin", as_user=ADMIN)
+    hub.run("user", "add", ADMIN, "--role", "admin", new_password=passwords[ADMIN])
     for user, role in ((NURSE, "coordinator"), (INVESTIGATOR, "investigator"),
                        (MONITOR, "monitor")):  # fmt: skip
-        _add_user(hub, user, role)
+        hub.run("user", "add", user, "--role", role, as_user=ADMIN, new_password=passwords[user])
     for plan in ROOMS:
         hub.run("room", "add", plan.node, "--site", plan.site, "--credential", plan.node,
                 as_user=ADMIN)  # fmt: skip
@@ -675,27 +702,6 @@ def _run(
     return 0
 
 
-def _add_user(hub: Hub, user: str, role: str) -> None:
-    """``user add`` asks the admin's password, then the new user's."""
-    from .cli import main
-
-    r, w = os.pipe()
-    os.write(w, f"{hub.passwords[ADMIN]}\n{hub.passwords[user]}\n".encode())
-    os.close(w)
-    try:
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            rc = main(["user", "add", user, "--role", role, "--as", ADMIN, "--password-fd",
-                       str(r), "--config", str(hub.config)])  # fmt: skip
-    finally:
-        os.close(r)
-    with hub.log.open("a", encoding="utf-8") as fh:
-        fh.write(f"$ cryohub user add {user} --role {role} --as {ADMIN}\n{out.getvalue()}"
-                 f"{err.getvalue()}(exit {rc})\n\n")  # fmt: skip
-    if rc != 0:
-        raise DemoError(f"cryohub user add {user}: exit {rc}: {err.getvalue().strip()}")
-
-
 def _room_procedures(room: Room, say: Callable[[str], None]) -> None:
     for subject in room.plan.subjects:
         _run_procedure(room, subject, say)
@@ -709,7 +715,9 @@ def add_parser(sub: Any) -> None:
         "follow-up, summary and every export",
     )
     demo.add_argument("--workdir", type=Path, help="an empty or new directory (default: a temp dir)")
-    demo.add_argument("--speed", type=float, default=40.0, help="simulated time speed-up (40)")
+    demo.add_argument(
+        "--speed", type=float, default=SPEED, help=f"simulated time speed-up ({SPEED:g})"
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
