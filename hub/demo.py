@@ -52,8 +52,8 @@ FORMATS = ("json", "csv", "fhir", "redcap", "sdtm")
 DONE = {"complete", "stopped", "aborted", "fault"}
 #: simulated speed-up and polling: three rooms share the machine with the broker and the
 #: collector; at 5 Hz a room's data is stale after 0.6 s of wall time (3 polls), not 0.15 s
-#: (the simulated poll period is SPEED / POLL_HZ = 4 s)
-SPEED = 20.0
+#: (the simulated poll period is SPEED / POLL_HZ = 2 s: a stuck-sensor check still sees 4 polls)
+SPEED = 10.0
 POLL_HZ = 5.0
 
 MORTONS = "mortons-neuroma-example"  # study MN-CRYO-EXAMPLE
@@ -382,7 +382,17 @@ def _run_procedure(room: Room, subject: str, say: Callable[[str], None]) -> None
         "procedure_id"
     ])  # fmt: skip
     control(room.socket, "baseline_pain", BASELINE_PAIN[plan.profile])
-    control(room.socket, "run", {"protocol": PROTOCOLS[plan.profile], "probes": [1]})
+    # the run's precheck refuses a probe still cold from the room's last procedure (tip
+    # outside 15..42 C): the operator waits for it to warm, as at a console
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            control(room.socket, "run", {"protocol": PROTOCOLS[plan.profile], "probes": [1]})
+            break
+        except ControlRefused as exc:
+            if time.monotonic() > deadline:
+                raise DemoError(f"{plan.node}: run refused for 300 s: {exc}") from None
+            time.sleep(1.0)
     deadline = time.monotonic() + 300
     while True:
         eng = control(room.socket, "status")["consoles"][0]["engine"]
