@@ -41,6 +41,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -62,7 +63,12 @@ STUDY_IDS = {MORTONS: "MN-CRYO-EXAMPLE", STUMP: "SN-CRYO-EXAMPLE"}
 PROTOCOLS = {MORTONS: "morton-neuroma-cazzato2016", STUMP: "stump-neuroma-prologo2017"}
 
 #: the demo's people (passwords are made per run, kept in the work directory, mode 0600)
-ADMIN, NURSE, INVESTIGATOR, MONITOR = "demo-admin", "demo-nurse", "demo-investigator", "demo-monitor"
+ADMIN, NURSE, INVESTIGATOR, MONITOR = (
+    "demo-admin",
+    "demo-nurse",
+    "demo-investigator",
+    "demo-monitor",
+)
 
 
 @dataclass(frozen=True)
@@ -175,7 +181,9 @@ class ControlRefused(DemoError):
     pass
 
 
-def control(sock: Path, cmd: str, args: dict[str, Any] | None = None, timeout_s: float = 15.0) -> Any:
+def control(
+    sock: Path, cmd: str, args: dict[str, Any] | None = None, timeout_s: float = 15.0
+) -> Any:
     """One request to a room's ``cryod`` over its control socket, as ``cryoctl`` sends it."""
     request = json.dumps({"id": 1, "cmd": cmd, "args": args or {}}) + "\n"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -202,10 +210,13 @@ class Processes:
     """Every child process the demo started, stopped in reverse order (SIGTERM, then kill)."""
 
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
 
     def start(self, name: str, argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
         with log.open("ab") as fh:
-            env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+            env = {
+                k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")
+            }
             proc = subprocess.Popen(
                 list(argv), stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, env=env,
                 start_new_session=True,  # Ctrl-C reaches the demo only; it stops them in order
@@ -228,6 +239,42 @@ class Processes:
         for _name, proc in reversed(list(self.procs)):
             with contextlib.suppress(Exception):
                 self.stop(proc)
+        for fn in self.on_stop:
+            with contextlib.suppress(Exception):
+                fn()
+
+
+class JournalSink:
+    """The journal route of the anchors, for the demo: a datagram socket in the work
+    directory (never the machine's /dev/log) whose lines are appended to a file."""
+
+    def __init__(self, path: Path, out: Path) -> None:
+        import threading
+
+        self.path, self.out = path, out
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.stop_flag = threading.Event()
+        self.thread = threading.Thread(target=self._drain, name="journal-sink", daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        with self.out.open("a", encoding="utf-8") as fh:
+            while not self.stop_flag.is_set():
+                try:
+                    data = self.sock.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                fh.write(data.decode(errors="replace").rstrip("\n") + "\n")
+                fh.flush()
+
+    def close(self) -> None:
+        self.stop_flag.set()
+        self.thread.join(timeout=10)
+        self.sock.close()
 
 
 # ---- the collector's commands, in process ---------------------------------------------------
@@ -239,11 +286,11 @@ class StudyClock:
         from . import cli
 
         real = cli._now
-        cli._now = lambda: when  # type: ignore[assignment]  # the one place time is faked
+        cli._now = lambda: when  # the one place time is faked
         try:
             yield
         finally:
-            cli._now = real  # type: ignore[assignment]
+            cli._now = real
 
 
 @dataclass
@@ -252,9 +299,7 @@ class Hub:
     log: Path
     passwords: dict[str, str]
 
-    def run(
-        self, *argv: str, as_user: str | None = None, new_password: str | None = None
-    ) -> str:
+    def run(self, *argv: str, as_user: str | None = None, new_password: str | None = None) -> str:
         """``cryohub ARGV --config CONFIG`` in this process, acting as ``as_user`` (its
         password, then ``new_password``, on a pipe); its output into the command log."""
         from .cli import main
@@ -272,7 +317,10 @@ class Hub:
             if lines:
                 args += ["--password-fd", str(r)]
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                rc = main(args)
+                try:
+                    rc = main(args)
+                except SystemExit as exc:  # argparse: a usage error is the demo's bug
+                    rc = exc.code if isinstance(exc.code, int) else 2
         finally:
             os.close(r)
         with self.log.open("a", encoding="utf-8") as fh:
@@ -323,7 +371,7 @@ def _hub_config(workdir: Path, port: int) -> str:
         "session_expiry_s = 3600\n\n"
         '[studies]\nprofiles_dir = "studies"\n\n'
         '[anchors]\nfile = "anchors/cryohub.jsonl"\n'
-        f'journal_socket = "{workdir / "journal-absent.sock"}"\n'
+        f'journal_socket = "{workdir / "journal.sock"}"\n'
     )
 
 
@@ -351,6 +399,12 @@ def _console_ready(room: Room) -> bool:
     except (OSError, ValueError, DemoError):
         return False
     return bool(c["snapshot"] is not None and c["poll"]["polls"] > 2)
+
+
+def _sim_up(sim: subprocess.Popen[bytes], port: int) -> bool:
+    if sim.poll() is not None:
+        raise DemoError(f"cryosim exited {sim.returncode}")
+    return _port_open(port)
 
 
 def _port_open(port: int) -> bool:
@@ -510,8 +564,7 @@ def _enter_follow_up(
                         *INFECTION, "--onset", onset, "--intervention-date", onset,
                         as_user=NURSE)  # fmt: skip
             with clock.at(noon(v.day + 1)):
-                hub.run("followup", "sign", "1", "--study", STUDY_IDS[MORTONS],
-                        as_user=INVESTIGATOR)  # fmt: skip
+                hub.run("followup", "sign", "1", as_user=INVESTIGATOR)
             say(f"  day {v.day}: a wound infection recorded and signed by {INVESTIGATOR}")
     last = max(v.day for v in visits) + 14
     subjects = sum(len(p.subjects) for p in ROOMS)
@@ -579,7 +632,9 @@ def _run(
     broker_port = free_port()
     conf = workdir / "mosquitto" / "mosquitto.conf"
     conf.write_text(_mosquitto_conf(workdir, broker_port))
-    broker = procs.start("mosquitto", [mosquitto, "-c", str(conf)], workdir / "mosquitto" / "out.log")
+    broker = procs.start(
+        "mosquitto", [mosquitto, "-c", str(conf)], workdir / "mosquitto" / "out.log"
+    )
     wait_until(lambda: broker.poll() is None and _port_open(broker_port), 20,
                "mosquitto listening")  # fmt: skip
     say(f"broker:    mosquitto on 127.0.0.1:{broker_port} ({conf})")
@@ -591,6 +646,8 @@ def _run(
         shutil.copy(builtin_study_path(name), workdir / "studies" / f"{name}.toml")
     config = workdir / "cryohub.toml"
     config.write_text(_hub_config(workdir, broker_port))
+    journal = JournalSink(workdir / "journal.sock", workdir / "anchors" / "journal.log")
+    procs.on_stop.append(journal.close)
     passwords = {u: secrets.token_urlsafe(12) for u in (ADMIN, NURSE, INVESTIGATOR, MONITOR)}
     pw_file = workdir / "demo-passwords.json"
     pw_file.touch(mode=0o600)
@@ -630,14 +687,16 @@ def _run(
             "--seed", str(i + 1), "--modbus-tcp", f"127.0.0.1:{sim_port}",
             "--event-log", str(room.dir / "console-events.jsonl"),
         ], room.dir / "cryosim.log")  # fmt: skip
-        wait_until(lambda: room.sim is not None and room.sim.poll() is None
-                   and _port_open(sim_port), 30, f"cryosim of {room.plan.node}")  # fmt: skip
+        wait_until(partial(_sim_up, room.sim, sim_port), 30, f"cryosim of {room.plan.node}")
         cfg = room.dir / "cryod.toml"
         cfg.write_text(_room_config(room, sim_port, broker_port, args.speed))
-        room.daemon = procs.start(f"cryod {room.plan.node}", [
-            PY, "-m", "cryod.daemon.cli", "run", "--config", str(cfg)], room.dir / "cryod.log")
+        room.daemon = procs.start(
+            f"cryod {room.plan.node}",
+            [PY, "-m", "cryod.daemon.cli", "run", "--config", str(cfg)],
+            room.dir / "cryod.log",
+        )
     for room in rooms:
-        wait_until(lambda: _console_ready(room), 60, f"cryod of {room.plan.node} ready")
+        wait_until(partial(_console_ready, room), 60, f"cryod of {room.plan.node} ready")
         say(f"room:      {room.plan.node} at {room.plan.site} "
             f"({STUDY_IDS[room.plan.profile]}): {room.dir}")  # fmt: skip
 
@@ -663,9 +722,9 @@ def _run(
     finally:
         engine.dispose()
     for room in rooms:
-        assert room.daemon is not None and room.sim is not None
-        procs.stop(room.daemon)
-        procs.stop(room.sim)
+        for proc in (room.daemon, room.sim):
+            if proc is not None:
+                procs.stop(proc)
     if procs.stop(collector) != 0:
         raise DemoError(f"cryohub run did not stop cleanly (see {hub_log})")
     say("rooms and cryohub run stopped; follow-up on the collector:")
@@ -691,7 +750,7 @@ def _run(
             say(f"  {study}: summary and exports ({', '.join(FORMATS)}) in {sdir}")
     verify_all = hub.run("verify", "--all")
     (workdir / "verify-all.txt").write_text(verify_all, encoding="utf-8")
-    verify_self = hub.run("verify", "--self")
+    verify_self = hub.run("verify", "--self", "--log", str(workdir / "anchors" / "journal.log"))
     (workdir / "verify-self.txt").write_text(verify_self, encoding="utf-8")
     for line in verify_all.splitlines():
         if "consistent" in line:
@@ -724,7 +783,9 @@ def add_parser(sub: Any) -> None:
         help="the whole study on one machine: three simulated rooms, a broker, the collector, "
         "follow-up, summary and every export",
     )
-    demo.add_argument("--workdir", type=Path, help="an empty or new directory (default: a temp dir)")
+    demo.add_argument(
+        "--workdir", type=Path, help="an empty or new directory (default: a temp dir)"
+    )
     demo.add_argument(
         "--speed", type=float, default=SPEED, help=f"simulated time speed-up ({SPEED:g})"
     )

@@ -54,9 +54,7 @@ def files(folder: Path) -> dict[str, str]:
     return {p.name: p.read_text(encoding="utf-8") for p in sorted(folder.iterdir())}
 
 
-def test_the_whole_study_on_one_machine(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_the_whole_study_on_one_machine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     work = tmp_path / "demo"
     done = subprocess.run(demo_command(work), capture_output=True, text=True, timeout=840,
                           cwd=REPO)  # fmt: skip
