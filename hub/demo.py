@@ -299,7 +299,13 @@ class Hub:
     log: Path
     passwords: dict[str, str]
 
-    def run(self, *argv: str, as_user: str | None = None, new_password: str | None = None) -> str:
+    def run(
+        self,
+        *argv: str,
+        as_user: str | None = None,
+        new_password: str | None = None,
+        ok: tuple[int, ...] = (0,),
+    ) -> str:
         """``cryohub ARGV --config CONFIG`` in this process, acting as ``as_user`` (its
         password, then ``new_password``, on a pipe); its output into the command log."""
         from .cli import main
