@@ -45,7 +45,7 @@ def processes_under(workdir: Path) -> list[str]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if str(workdir) in cmd and "pytest" not in cmd:
+        if str(workdir) in cmd:
             found.append(f"{pid}: {cmd}")
     return found
 
