@@ -38,6 +38,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -181,10 +182,16 @@ class ControlRefused(DemoError):
     pass
 
 
+#: set when the demo stops early: the rooms' threads make no further request
+STOPPING = threading.Event()
+
+
 def control(
     sock: Path, cmd: str, args: dict[str, Any] | None = None, timeout_s: float = 15.0
 ) -> Any:
     """One request to a room's ``cryod`` over its control socket, as ``cryoctl`` sends it."""
+    if STOPPING.is_set():
+        raise DemoError("stopping")
     request = json.dumps({"id": 1, "cmd": cmd, "args": args or {}}) + "\n"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout_s)
@@ -249,8 +256,6 @@ class JournalSink:
     directory (never the machine's /dev/log) whose lines are appended to a file."""
 
     def __init__(self, path: Path, out: Path) -> None:
-        import threading
-
         self.path, self.out = path, out
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(path))
@@ -619,8 +624,6 @@ def run_demo(args: argparse.Namespace, say: Callable[[str], None] = print) -> in
 
 
 def _main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 
@@ -710,10 +713,16 @@ def _run(
     say(f"procedures at {args.speed:g}x simulated speed:")
     import concurrent.futures as cf
 
-    with cf.ThreadPoolExecutor(max_workers=len(rooms)) as pool:
-        futures = [pool.submit(_room_procedures, r, say) for r in rooms]
-        for f in futures:
+    pool = cf.ThreadPoolExecutor(max_workers=len(rooms), thread_name_prefix="room")
+    try:
+        for f in [pool.submit(_room_procedures, r, say) for r in rooms]:
             f.result()
+    except BaseException:
+        # Ctrl-C (or a room's error): the rooms' threads stop at their next request
+        STOPPING.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     day0 = _site_day(dt.datetime.now(dt.UTC))
 
     # ---- every room's record at the collector, then the rooms and the collector stop
