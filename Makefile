@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck unit bench bench-hub soak fuzz sbom wheel clean
+.PHONY: venv demo demo-study test lint typecheck unit bench bench-hub soak fuzz sbom wheel clean
 
 venv: $(STAMP)
 
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/cryod demo $(DEMO_ARGS)
+
+# the whole study on one machine: three rooms, a broker, the collector, follow-up, exports
+demo-study: $(STAMP)
+	$(BIN)/cryohub demo $(DEMO_STUDY_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

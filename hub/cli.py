@@ -172,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument(
         "--no-telemetry", action="store_true", help="no board subscription to [broker]"
     )
+
+    # ---- the whole study on one machine (issue 22: cryohub demo) ----
+    from .demo import add_parser as demo_parser
+
+    demo_parser(sub)
     return p
 
 
@@ -695,6 +700,9 @@ def _followup_commands() -> None:
     from .followup_cli import COMMANDS as FOLLOWUP
 
     COMMANDS.update(FOLLOWUP)
+    from .demo import cmd_demo
+
+    COMMANDS["demo"] = cmd_demo
 
 
 _followup_commands()
