@@ -551,7 +551,11 @@ def _verify_rooms(ctx: _Open, args: argparse.Namespace) -> list[Any] | None:
             if copy is None:
                 _err(f"no room {node!r} is registered")
                 return None
-            out.append(check_room_copy(copy.registration, copy.entries, copy.rows, copy.blocks))
+            out.append(
+                check_room_copy(
+                    copy.registration, copy.entries, copy.rows, copy.blocks, copy.withheld
+                )
+            )
     return out
 
 

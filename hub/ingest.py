@@ -52,7 +52,7 @@ from cryod.integrity import (
     row_digest,
 )
 
-from .messages import Block, ProfileRef, RecordMessage, RowCopy, Topic
+from .messages import Block, ProfileRef, RecordMessage, RowCopy, Topic, Withheld
 
 __all__ = [
     "SKEW_LIMIT_S",
@@ -218,6 +218,8 @@ class AcceptedEntry:
     profile: ProfileRef | None
     received_at: dt.datetime
     skew: Skew
+    #: why the room sent the entry without its row or sample block (None: it carries them)
+    withheld: Withheld | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,6 +392,7 @@ def _accepted(msg: RecordMessage, now: dt.datetime, skew: Skew) -> AcceptedEntry
         profile=msg.profile,
         received_at=now,
         skew=skew,
+        withheld=msg.withheld,
     )
 
 

@@ -263,6 +263,9 @@ class RoomCopyReport:
     last_seq: int | None = None  # the newest entry that checked out
     chain_problem: str | None = None
     problems: list[str] = field(default_factory=list)
+    #: entries the room sent without their content, by reason (not a problem: the
+    #: collector holds the entry and its hash, not what it covers)
+    withheld: dict[str, int] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -279,7 +282,14 @@ class RoomCopyReport:
             ]
         if self.last_seq is None:
             return [f"{self.node}: nothing received yet"]
-        return [f"collector copy consistent with {self.node} to seq {self.last_seq}"]
+        out = [f"collector copy consistent with {self.node} to seq {self.last_seq}"]
+        if self.withheld:
+            counts = ", ".join(f"{n} {reason}" for reason, n in sorted(self.withheld.items()))
+            out.append(
+                f"  entries received without their content, as the room sent them: {counts}"
+                " (their hashes are in the chain; the content is not held here)"
+            )
+        return out
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -288,6 +298,7 @@ class RoomCopyReport:
             "last_seq": self.last_seq,
             "chain_problem": self.chain_problem,
             "problems": self.problems,
+            "withheld": dict(self.withheld),
             "exit_code": self.exit_code,
         }
 
@@ -297,8 +308,14 @@ def check_room_copy(
     entries: Iterable[Entry],
     rows: Mapping[int, Sequence[StoredRow]],
     blocks: Mapping[int, StoredBlock],
+    withheld: Mapping[int, tuple[str, int | None]] | None = None,
 ) -> RoomCopyReport:
+    """``withheld``: seq -> (reason, by_seq) of the entries the room sent without their
+    row or sample block; such an entry is counted, not reported missing, and the later
+    entry it names must be one the collector holds once the copy reaches it."""
     report = RoomCopyReport(reg.node)
+    withheld = withheld or {}
+    held: dict[int, Entry] = {}
     expect = reg.first_seq
     prev: str | None = None
     for e in entries:
@@ -323,11 +340,48 @@ def check_room_copy(
         except EncodingError as exc:
             report.chain_problem = f"entry {e.seq}: {exc}"
             return report
-        report.problems.extend(_covered_problems(e, rows.get(e.seq, ()), blocks.get(e.seq)))
+        claim = withheld.get(e.seq)
+        if claim is None:
+            report.problems.extend(_covered_problems(e, rows.get(e.seq, ()), blocks.get(e.seq)))
+        else:
+            report.withheld[claim[0]] = report.withheld.get(claim[0], 0) + 1
+        held[e.seq] = e
         prev = e.hash
         expect += 1
         report.last_seq = e.seq
+    for seq, (reason, by_seq) in sorted(withheld.items()):
+        if report.last_seq is None or seq > report.last_seq:
+            continue
+        problem = _withheld_claim_problem(held[seq], reason, by_seq, held, report.last_seq)
+        if problem is not None:
+            report.problems.append(problem)
     return report
+
+
+def _withheld_claim_problem(
+    e: Entry, reason: str, by_seq: int | None, held: Mapping[int, Entry], last_seq: int
+) -> str | None:
+    """Whether the room's reason for sending ``e`` without its content is borne out by the
+    chain: ``not_procedure`` only for a sample batch; ``superseded`` / ``redacted`` name a
+    later entry for the same row (a redaction of it, or of the samples), once the copy
+    reaches that entry."""
+    p = e.payload if isinstance(e.payload, dict) else {}
+    if reason == "not_procedure":
+        return None if e.kind == "samples" else f"entry {e.seq}: a {e.kind!r} entry is not samples"
+    if by_seq is None or by_seq <= e.seq:
+        return f"entry {e.seq}: {reason} names no later entry"
+    if by_seq > last_seq:
+        return None  # not received yet: decided when the copy reaches it
+    later = held[by_seq]
+    lp = later.payload if isinstance(later.payload, dict) else {}
+    if e.kind == "samples":
+        ok = reason == "redacted" and later.kind == "samples_redacted"
+    else:
+        same_row = lp.get("table") == p.get("table") and lp.get("key") == p.get("key")
+        ok = later.kind == "row" and same_row and (reason != "redacted" or lp.get("op") == "redact")
+    if ok:
+        return None
+    return f"entry {e.seq}: {reason} by entry {by_seq}, which does not cover the same content"
 
 
 def _covered_problems(e: Entry, rows: Sequence[StoredRow], block: StoredBlock | None) -> list[str]:

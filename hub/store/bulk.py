@@ -31,6 +31,7 @@ __all__ = ["ENTRY_COLUMNS", "copy_rows", "write_accepted"]
 ENTRY_COLUMNS = (
     "node", "seq", "at", "kind", "payload", "prev_hash", "hash", "v", "profile_id",
     "profile_version", "profile_hash", "received_at", "skew_s", "skew_flagged",
+    "withheld_reason", "withheld_by_seq",
 )  # fmt: skip
 ROW_COLUMNS = ("node", "seq", "position", "table_name", "key", "canonical", "salt", "digest")
 BLOCK_COLUMNS = ("node", "seq", "encoding", "data", "digest")
@@ -53,6 +54,8 @@ def _entry(e: AcceptedEntry) -> dict[str, Any]:
         "received_at": e.received_at,
         "skew_s": e.skew.skew_s,
         "skew_flagged": e.skew.flagged,
+        "withheld_reason": None if e.withheld is None else e.withheld.reason,
+        "withheld_by_seq": None if e.withheld is None else e.withheld.by_seq,
     }
 
 

@@ -128,6 +128,10 @@ class ReceivedEntry(Base):
     #: receive time minus the room's sent_at, seconds
     skew_s: Mapped[float] = mapped_column(Float)
     skew_flagged: Mapped[bool] = mapped_column(Boolean)
+    #: the room sent the entry without its content, and why (superseded, redacted,
+    #: not_procedure) and by which later entry (revision h0003)
+    withheld_reason: Mapped[str | None] = mapped_column(String(16))
+    withheld_by_seq: Mapped[int | None] = mapped_column(Integer)
 
 
 class ReceivedRow(Base):

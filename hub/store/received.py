@@ -17,7 +17,7 @@ decision in the caller's transaction, idempotently on (node, seq):
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select, update
@@ -162,6 +162,8 @@ def _accept(session: Session, decision: Accept) -> None:
             received_at=e.received_at,
             skew_s=e.skew.skew_s,
             skew_flagged=e.skew.flagged,
+            withheld_reason=None if e.withheld is None else e.withheld.reason,
+            withheld_by_seq=None if e.withheld is None else e.withheld.by_seq,
         )
     )
     session.flush()  # the entry before what references it
@@ -250,27 +252,34 @@ class RoomCopy:
     entries: list[Entry]
     rows: dict[int, list[StoredRow]]
     blocks: dict[int, StoredBlock]
+    #: seq -> (reason, by_seq) of the entries the room sent without their content
+    withheld: dict[int, tuple[str, int | None]] = field(default_factory=dict)
 
 
 def room_copy(session: Session, node: str) -> RoomCopy | None:
     room = session.get(Room, node)
     if room is None:
         return None
-    entries = [
-        Entry(
-            seq=r.seq,
-            at=format_time(r.at),
-            kind=r.kind,
-            payload=r.payload,
-            prev_hash=r.prev_hash,
-            hash=r.hash,
-            node=node if r.v == 2 else None,
-            v=r.v,
+    stored = session.execute(
+        select(ReceivedEntry).where(ReceivedEntry.node == node).order_by(ReceivedEntry.seq)
+    ).scalars()
+    entries = []
+    withheld: dict[int, tuple[str, int | None]] = {}
+    for got in stored:
+        entries.append(
+            Entry(
+                seq=got.seq,
+                at=format_time(got.at),
+                kind=got.kind,
+                payload=got.payload,
+                prev_hash=got.prev_hash,
+                hash=got.hash,
+                node=node if got.v == 2 else None,
+                v=got.v,
+            )
         )
-        for r in session.execute(
-            select(ReceivedEntry).where(ReceivedEntry.node == node).order_by(ReceivedEntry.seq)
-        ).scalars()
-    ]
+        if got.withheld_reason is not None:
+            withheld[got.seq] = (got.withheld_reason, got.withheld_by_seq)
     rows: dict[int, list[StoredRow]] = {}
     for r in session.execute(
         select(ReceivedRow)
@@ -284,4 +293,4 @@ def room_copy(session: Session, node: str) -> RoomCopy | None:
         b.seq: StoredBlock(b.seq, b.encoding, b.data, b.digest)
         for b in session.execute(select(ReceivedBlock).where(ReceivedBlock.node == node)).scalars()
     }
-    return RoomCopy(registration(room), entries, rows, blocks)
+    return RoomCopy(registration(room), entries, rows, blocks, withheld)

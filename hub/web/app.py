@@ -540,7 +540,9 @@ def create_app(settings: WebSettings) -> Starlette:
                 return page(request, "error.html", who, 404, message="No such room to verify.")
             copy = room_copy(s, node)
         assert copy is not None
-        report = check_room_copy(copy.registration, copy.entries, copy.rows, copy.blocks)
+        report = check_room_copy(
+            copy.registration, copy.entries, copy.rows, copy.blocks, copy.withheld
+        )
         return page(
             request,
             "verify.html",

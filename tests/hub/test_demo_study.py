@@ -127,13 +127,7 @@ def test_the_whole_study_on_one_machine(tmp_path: Path, capsys: pytest.CaptureFi
     verify = (work / "verify-all.txt").read_text()
     rc = main(["verify", "--all", "--config", str(config)])
     assert capsys.readouterr().out == verify
-    problems = [line.strip() for line in verify.splitlines() if line.startswith("  entry ")]
-    if rc == 4 and problems and all(p.endswith("the sample block it covers is missing")
-                                    for p in problems):  # fmt: skip
-        # Known collector defect (found by this demo): a sample entry the room withholds
-        # as not_procedure (samples outside a procedure stay in the room) is stored
-        # without its ``withheld`` reason, and verify then reports its block missing.
-        pytest.xfail(f"verify --all: {len(problems)} withheld sample entries reported missing")
+    assert not [line for line in verify.splitlines() if line.startswith("  entry ")], verify
     assert rc == 0, verify
     for room in ("room-a", "room-b", "room-c"):
         assert f"collector copy consistent with {room} to seq" in verify, verify
