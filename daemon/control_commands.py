@@ -206,6 +206,13 @@ class Verify(Command):
     anchors: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class RecordResend(Command):
+    """``cryoctl record resend``: chain entries ``first..last`` (``last``: the chain's end)."""
+
+    first: int = Field(ge=1)
+    last: int | None = Field(default=None, ge=1)
+
+
 #: command name on the socket -> its arguments
 COMMANDS: dict[str, type[Command]] = {
     "status": NoArgs,
@@ -228,6 +235,7 @@ COMMANDS: dict[str, type[Command]] = {
     "show": Show,
     "export": Export,
     "verify": Verify,
+    "record_resend": RecordResend,
 }
 
 

@@ -300,10 +300,10 @@ class Daemon:
         it was refused) before the channel acts on it."""
         who = _who(peer)
         try:
-            first = int(args["first"])
-            last = None if args.get("last") is None else int(args["last"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ControlError("bad_request", f"first/last: {exc}") from exc
+            request = cc.RecordResend.model_validate(args)
+        except ValidationError as exc:
+            raise ControlError("bad_request", cc.refusal_message(exc)) from exc
+        first, last = request.first, request.last
         refused = "the record channel is not enabled ([record] enabled)"
         if self.record is not None:
             refused = self.record.check_resend(first, last)
