@@ -133,11 +133,23 @@ def test_the_whole_study_on_one_machine(tmp_path: Path, capsys: pytest.CaptureFi
         assert f"collector copy consistent with {room} to seq" in verify, verify
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_every_process_of_the_demo(tmp_path: Path) -> None:
     work = tmp_path / "demo"
     log = tmp_path / "demo.out"
     with log.open("wb") as fh:
-        proc = subprocess.Popen(demo_command(work), stdout=fh, stderr=subprocess.STDOUT, cwd=REPO)
+        proc = subprocess.Popen(
+            demo_command(work),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            # a shell that starts the suite in the background ignores SIGINT, and the child
+            # inherits that: Ctrl-C must reach the demo as it does in a terminal
+            preexec_fn=_sigint_default,
+        )
     try:
         deadline = time.monotonic() + 240
         # once the rooms run (simulators, daemons, the broker and cryohub run all up)

@@ -402,6 +402,9 @@ async def test_run_watch_against_a_control_socket(tmp_path: Path) -> None:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "COLUMNS": "120"},
+        # a shell that starts the suite in the background ignores SIGINT, and the child
+        # inherits that: Ctrl-C must reach cryoctl watch as it does in a terminal
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert proc.stdout is not None
