@@ -67,51 +67,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.cmd == "check-config":
-        from .config import ConfigError, load_config
-
-        try:
-            loaded = load_config(args.file)
-        except ConfigError as exc:
-            for line in exc.problems:
-                print(line, file=sys.stderr)
-            return EXIT_CONFIG
-        for warning in _anchor_warnings(loaded):
-            print(f"{args.file}: warning: {warning}", file=sys.stderr)
-        print(f"{args.file}: ok")
-        return EXIT_OK
-    if args.cmd == "run":
-        from .config import ConfigError, load_config
-        from .logging import configure_logging
-
-        try:
-            loaded = load_config(args.config)
-        except ConfigError as exc:
-            for line in exc.problems:
-                print(line, file=sys.stderr)
-            return EXIT_CONFIG
-        configure_logging(loaded.cfg.daemon.log_level)
-        from .service import Daemon
-
-        return _database_checked(
-            lambda: asyncio.run(Daemon(loaded).run()), loaded.cfg.daemon.database
-        )
-    if args.cmd == "migrate":
-        from .config import ConfigError, load_config
-
-        try:
-            loaded = load_config(args.config)
-        except ConfigError as exc:
-            for line in exc.problems:
-                print(line, file=sys.stderr)
-            return EXIT_CONFIG
-        db, node = loaded.cfg.daemon.database, loaded.cfg.node.id
-        return _database_checked(lambda: _migrate(db, node, quiet=args.quiet), db)
     if args.cmd == "demo":
         from .demo import run_demo
 
         return _database_checked(lambda: run_demo(args), args.db)
-    return EXIT_CONFIG
+    if args.cmd not in ("check-config", "run", "migrate"):
+        return EXIT_CONFIG
+    from .config import ConfigError, load_config
+
+    path = args.file if args.cmd == "check-config" else args.config
+    try:
+        loaded = load_config(path)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return EXIT_CONFIG
+    if args.cmd == "check-config":
+        for warning in _anchor_warnings(loaded):
+            print(f"{path}: warning: {warning}", file=sys.stderr)
+        print(f"{path}: ok")
+        return EXIT_OK
+    db = loaded.cfg.daemon.database
+    if args.cmd == "run":
+        from .logging import configure_logging
+
+        configure_logging(loaded.cfg.daemon.log_level)
+        from .service import Daemon
+
+        return _database_checked(lambda: asyncio.run(Daemon(loaded).run()), db)
+    node = loaded.cfg.node.id
+    return _database_checked(lambda: _migrate(db, node, quiet=args.quiet), db)
 
 
 def _database_checked(run: Callable[[], int], database: str | os.PathLike[str] | None) -> int:

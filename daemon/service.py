@@ -439,7 +439,7 @@ class Daemon:
                     raise
                 except (ValidationError, ResearchDataError, StudyProfileError) as exc:
                     why = (
-                        _validation_message(exc)  # never echoes the input (patient refs)
+                        cc.refusal_message(exc)  # never echoes the input (patient refs)
                         if isinstance(exc, ValidationError)
                         else str(exc)
                     )
@@ -735,14 +735,6 @@ class Daemon:
             "audit_head": _head(self.writer),
             "anchors": None if self.anchoring is None else self.anchoring.status(),
         }
-
-
-def _validation_message(exc: ValidationError) -> str:
-    """Pydantic's errors as 'key: reason' without the offending input."""
-    return "; ".join(
-        f"{'.'.join(str(x) for x in e['loc']) or '<request>'}: {e['msg']}"
-        for e in exc.errors(include_input=False, include_url=False)
-    )
 
 
 class _Shutdown(Exception):

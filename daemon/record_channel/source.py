@@ -29,7 +29,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cryod.integrity import (
-    UNPARSABLE,
     EncodingError,
     Entry,
     encode_sample_batch,
@@ -37,6 +36,7 @@ from cryod.integrity import (
     salt_from_hex,
 )
 
+from ..store.audit import ENTRY_COLUMNS, entry_of_row
 from ..store.chain import DbConn, execute, read_row
 from ..store.chained import RESEARCH, key_text
 from ..store.samples import read_batch
@@ -47,7 +47,6 @@ __all__ = ["Content", "content_of", "profile_of", "read_block", "read_entries", 
 #: what an entry carries: its rows, its block, or why it carries neither
 Content = tuple[tuple[RowOut, ...], BlockOut | None, Withheld | None]
 
-_COLUMNS = "seq, at, kind, payload, prev_hash, hash, v, node"
 #: the samples columns of ``cryod.samples/1``, in its order
 _SAMPLE_COLUMNS = "id, procedure_id, console, t_utc, t_mono, probe, channel, value, validity"
 
@@ -56,28 +55,10 @@ def read_entries(conn: DbConn, first: int, last: int) -> list[Entry]:
     """Chain entries ``first..last`` in seq order (fewer at the chain's end)."""
     rows = execute(
         conn,
-        f"SELECT {_COLUMNS} FROM audit WHERE seq BETWEEN ? AND ? ORDER BY seq",  # noqa: S608
+        f"SELECT {ENTRY_COLUMNS} FROM audit WHERE seq BETWEEN ? AND ? ORDER BY seq",  # noqa: S608
         (first, last),
     ).fetchall()
-    out = []
-    for seq, at, kind, payload_text, prev, digest, v, node in rows:
-        try:
-            payload = json.loads(payload_text)
-        except (TypeError, ValueError):
-            payload = UNPARSABLE
-        out.append(
-            Entry(
-                seq=int(seq),
-                at=str(at),
-                kind=str(kind),
-                payload=payload,
-                prev_hash=str(prev),
-                hash=str(digest),
-                node=None if node is None else str(node),
-                v=int(v),
-            )
-        )
-    return out
+    return [entry_of_row(row) for row in rows]
 
 
 def head_seq(conn: DbConn) -> int:

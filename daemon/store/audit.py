@@ -41,6 +41,7 @@ from . import chain
 from .db import DbSpec, engine_for
 
 __all__ = [
+    "ENTRY_COLUMNS",
     "GENESIS_HASH",
     "HEAD_LOG_EVENT",
     "AuditHead",
@@ -48,6 +49,7 @@ __all__ = [
     "append",
     "canonical_json",
     "current_head",
+    "entry_of_row",
     "heads_from_log",
     "read_entries",
     "verify",
@@ -99,10 +101,15 @@ def append(
     )
 
 
-_ENTRY_QUERY = "SELECT seq, at, kind, payload, prev_hash, hash, v, node FROM audit ORDER BY seq"
+#: the audit columns an ``Entry`` is read from, in ``entry_of_row``'s order
+ENTRY_COLUMNS = "seq, at, kind, payload, prev_hash, hash, v, node"
+_ENTRY_QUERY = f"SELECT {ENTRY_COLUMNS} FROM audit ORDER BY seq"  # noqa: S608
 
 
-def _entry(row: Sequence[Any]) -> Entry:
+def entry_of_row(row: Sequence[Any]) -> Entry:
+    """An audit row (``ENTRY_COLUMNS``) as the entry ``cryod.integrity`` checks; a
+    payload that is not JSON reads as ``UNPARSABLE`` and a version that is not an
+    integer as -1, so a damaged row is a failed check, not an exception."""
     seq, at, kind, payload_text, prev, digest, v, node = row
     try:
         payload = json.loads(payload_text)
@@ -123,11 +130,11 @@ def _entry(row: Sequence[Any]) -> Entry:
 def read_entries(db: Session | Connection | DbSpec) -> list[Entry]:
     """Every chain entry, in seq order, as ``cryod.integrity`` reads them."""
     if isinstance(db, (Session, Connection)):
-        return [_entry(r) for r in db.execute(text(_ENTRY_QUERY))]
+        return [entry_of_row(r) for r in db.execute(text(_ENTRY_QUERY))]
     engine, owned = engine_for(db)
     try:
         with engine.connect() as conn:
-            return [_entry(r) for r in conn.execute(text(_ENTRY_QUERY))]
+            return [entry_of_row(r) for r in conn.execute(text(_ENTRY_QUERY))]
     finally:
         if owned:
             engine.dispose()
