@@ -65,12 +65,22 @@ def finite_copy(value: Any) -> Any:
     return value
 
 
-def recorded_args(args: dict[str, Any]) -> dict[str, Any]:
+#: what the record keeps of an argument the command does not take (its value could be
+#: anything an operator or a script typed, a patient's name included: rule 6)
+NOT_RECORDED = "<unknown argument: value not recorded>"
+
+
+def recorded_args(args: dict[str, Any], command: str | None = None) -> dict[str, Any]:
     """A request's arguments as the operator-actions record keeps them: NaN spelled out,
-    a study profile's text (up to 1 MiB) replaced by its digest and size."""
+    a study profile's text (up to 1 MiB) replaced by its digest and size, and the value
+    of an argument ``command``'s model does not declare replaced by ``NOT_RECORDED``
+    (the refusal names the key; the chain and the record channel never see the value)."""
     import hashlib
 
     out: dict[str, Any] = dict(finite_copy(args)) if isinstance(args, dict) else {}
+    model = COMMANDS.get(command) if command is not None else None
+    if model is not None:
+        out = {k: (v if k in model.model_fields else NOT_RECORDED) for k, v in out.items()}
     text = out.get("study_toml")
     if isinstance(text, str):
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -652,7 +652,8 @@ class Daemon:
             await self.plog.record_action(
                 who=who,
                 action=action,
-                args=cc.recorded_args(args),  # NaN spelled out; a profile's text as its digest
+                # NaN spelled out; a profile's text as its digest; unknown arguments' values out
+                args=cc.recorded_args(args, action),
                 accepted=accepted,
                 reason=reason,
                 console=svc.id,

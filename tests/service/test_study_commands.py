@@ -138,6 +138,11 @@ def test_every_command_on_the_socket_has_a_model() -> None:
         "study_toml": "sha256:" + hashlib.sha256(b"x" * 5000).hexdigest() + " (5000 bytes)",
         "seconds": "inf",
     }
+    # a refused argument's value is never kept: it could be a patient's name (rule 6)
+    kept = cc.recorded_args(
+        {"patient_name": "John Smith", "patient_ref": "MN-0001"}, "procedure_open"
+    )
+    assert kept == {"patient_name": cc.NOT_RECORDED, "patient_ref": "MN-0001"}
 
 
 # ---- through the daemon --------------------------------------------------------------------
@@ -309,6 +314,25 @@ def test_the_study_record_through_cryoctl(rig: tuple[Sim, Daemon, Path]) -> None
         con.close()
     assert json.loads(opened)["study_toml"].startswith("sha256:")  # not the file's text
     assert refused[-1][1] == "bad_request: nonsense: unknown argument"
+    # an unknown argument is refused by name; its value is never recorded (rule 6)
+    with pytest.raises(ControlError) as info:
+        d.call("procedure_open", {"patient_name": "John Smith"})
+    assert info.value.message.startswith("patient_name: unknown argument")
+    con = sqlite3.connect(wd / "cryod.db")
+    try:
+        kept = [
+            json.loads(a)
+            for (a,) in con.execute(
+                "SELECT args FROM operator_actions WHERE action = 'procedure_open' AND accepted = 0"
+            )
+        ]
+        chain = " ".join(p for (p,) in con.execute("SELECT payload FROM audit"))
+    finally:
+        con.close()
+    named = [a for a in kept if "patient_name" in a]
+    assert named
+    assert all(a["patient_name"] == cc.NOT_RECORDED for a in named)
+    assert "John Smith" not in chain  # nor in the chain the record channel streams
 
 
 def test_open_without_a_study_still_needs_the_procedures_own_fields(
