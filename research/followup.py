@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import math
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .problems import Problem, ResearchDataError
 from .profile import StudyProfile, TimePoint
+from .validation import parse_model
 from .vocab import PainScale, VisitMode, VisitStatus
 
 __all__ = [
@@ -234,8 +234,6 @@ def check_assessment(
                 add("pain_score", f"an NRS score is an integer 0-10 (got {a.pain_score:g})")
         elif a.pain_score > 100:
             add("pain_score", f"a VAS score is 0-100 mm (got {a.pain_score:g})")
-    if a.qol_total is not None and not math.isfinite(a.qol_total):
-        add("qol_total", "not a number")
     fn = profile.instruments.function
     if a.function_score is not None:
         if fn is None:
@@ -256,8 +254,6 @@ def parse_assessment(
     today: dt.date,
 ) -> FollowUpAssessment:
     """An assessment from raw data, checked; ``ResearchDataError`` with every problem."""
-    from .validation import parse_model
-
     a = parse_model(FollowUpAssessment, data, prefix="follow_up")
     problems = check_assessment(profile, a, opened_at=opened_at, today=today)
     if problems:

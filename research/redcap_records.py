@@ -227,27 +227,12 @@ def procedure_day_rows(
             )
         )
     for i, ae in enumerate(record.adverse_events):
-        ae_values: dict[str, Any] = {
-            "ae_procedure_uuid": uid,
-            "ae_category": ae.category,
-            "ae_subcategory": ae.subcategory,
-            "ae_verbatim": ae.verbatim_term,
-            "ae_onset": ae.onset,
-            "ae_resolution": ae.resolution,
-            "ae_grade": ae.ctcae_grade,
-            "ae_serious": ae.serious,
-            "ae_rel_device": ae.relatedness_device,
-            "ae_rel_procedure": ae.relatedness_procedure,
-            "ae_outcome": ae.outcome,
-            "ae_action": ae.action_taken,
-            "ae_fi_type": ae.further_intervention,
-            "ae_fi_date": ae.further_intervention_date,
-            "ae_yellow_card": ae.yellow_card_ref,
-            "ae_migration_reason": ae.migration_reason,
-        }
-        ae_values.update(_checkbox(design, "ae_serious_crit", ae.seriousness_criteria))
         instance = ae.ae_id if ae.ae_id is not None else i + 1
-        rows.append(_row(design, rid, PROCEDURE_EVENT, "adverse_event", instance, ae_values))
+        rows.append(
+            _row(
+                design, rid, PROCEDURE_EVENT, "adverse_event", instance, _ae_values(design, uid, ae)
+            )
+        )
     return rows
 
 

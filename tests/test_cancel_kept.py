@@ -21,6 +21,7 @@ from cryod.daemon.config import ConsoleConfig
 from cryod.daemon.console_service import ConsoleService
 from cryod.daemon.limits import ConsoleEnvelope
 from cryod.drivers.profile import load_profile
+from tests.timing import until
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = sorted(p.name for p in (REPO / "cryod").iterdir() if p.is_symlink())
@@ -85,9 +86,7 @@ async def test_a_cancel_landing_with_the_answer_reaches_the_operator_call() -> N
     poll loop answers: the handler ends, it does not go on with the answer."""
     svc = _service()
     call = asyncio.create_task(svc.submit(E.AdHocFreeze(1, 10.0), timeout_s=30.0))
-    deadline = time.monotonic() + 10.0
-    while svc._inbox.empty() and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
+    await until(lambda: not svc._inbox.empty(), "the call in the poll loop's inbox")
     request: Any = svc._inbox.get_nowait()
     request.future.set_result({"state": "freezing"})
     call.cancel()  # the same pass

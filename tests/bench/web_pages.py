@@ -42,7 +42,8 @@ from cryod.hub.store.migrate import upgrade
 from cryod.hub.web.app import WebSettings, create_app
 from tests.hub.conftest import NODE, T0
 from tests.hub.fake_room import raw
-from tests.hub.test_received import PROFILES, register
+from tests.hub.followup_study import register
+from tests.hub.test_received import PROFILES
 from tests.hub.web.conftest import login
 from tests.hub.web.study import STUDY, Room, a_procedure, add_user
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import Engine
@@ -19,6 +20,9 @@ from sqlalchemy import Engine
 from cryod.hub.store.db import make_engine
 from cryod.hub.store.migrate import upgrade
 from tests.pg import PgCluster, require_postgres, running_cluster
+
+if TYPE_CHECKING:
+    from .rig import HubRig
 
 BACKENDS = ("sqlite", "postgresql")
 NODE = "hub-test"
@@ -31,10 +35,11 @@ def pg_cluster() -> Iterator[PgCluster]:
         yield cluster
 
 
-@pytest.fixture(params=BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'hub.db'}"
+def database_url(request: pytest.FixtureRequest, backend: str, sqlite_file: Path) -> Iterator[str]:
+    """An empty database on ``backend``: ``sqlite_file``, or a fresh database in the
+    session's PostgreSQL cluster (dropped afterwards)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{sqlite_file}"
         return
     cluster: PgCluster = request.getfixturevalue("pg_cluster")
     name = cluster.create_database()
@@ -42,6 +47,11 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield cluster.url(name)
     finally:
         cluster.drop_database(name)
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from database_url(request, request.param, tmp_path / "hub.db")
 
 
 @pytest.fixture
@@ -57,3 +67,15 @@ def engine(db_url: str) -> Iterator[Engine]:
 def migrated(engine: Engine) -> Engine:
     upgrade(engine, node=NODE, now=T0)
     return engine
+
+
+@pytest.fixture
+def rig(tmp_path: Path, db_url: str) -> Iterator[HubRig]:
+    """A collector under test (tests/hub/rig.py) on ``db_url``, closed afterwards."""
+    from .rig import HubRig  # rig.py imports this module
+
+    r = HubRig(tmp_path, db_url)
+    try:
+        yield r
+    finally:
+        r.close()

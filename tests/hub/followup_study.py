@@ -126,7 +126,16 @@ def cycle_doc(
     return _row_doc(room, "cycles", row_id, columns)
 
 
-def register(engine: Engine, room: FakeRoom, node: str = NODE) -> None:
+def register(
+    engine: Engine,
+    room: FakeRoom,
+    node: str = NODE,
+    *,
+    first_seq: int = 1,
+    first_hash: str | None = None,
+) -> None:
+    """Register ``room`` at the collector ``node``, from ``first_seq`` (its hash given
+    when the room is registered from its head)."""
     with Session(writer(engine)) as s, s.begin():
         actor = admin.Actor("tester", (admin.Grant(admin.Role.ADMIN),))
         admin.add_room(
@@ -136,8 +145,8 @@ def register(engine: Engine, room: FakeRoom, node: str = NODE) -> None:
             site=room.site,
             credential=room.node,
             cert_sha256=None,
-            first_seq=1,
-            first_hash=None,
+            first_seq=first_seq,
+            first_hash=first_hash,
             now=T0,
             node=node,
         )

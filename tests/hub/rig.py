@@ -38,7 +38,7 @@ from tests.mqtt.broker import Mosquitto
 
 from .conftest import NODE, T0
 from .fake_room import FakeRoom, raw
-from .test_received import register
+from .followup_study import register
 
 REPO = Path(__file__).resolve().parents[2]
 

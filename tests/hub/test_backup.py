@@ -27,8 +27,9 @@ from sqlalchemy.engine import make_url
 from cryod.hub.cli import main
 from cryod.hub.store.db import make_engine
 from cryod.hub.store.models import Held, ReceivedEntry
-from tests.pg import PgCluster, find_pg_bin
+from tests.pg import find_pg_bin
 
+from .conftest import database_url
 from .rig import HubRig, chain, live_room, messages_of, run_publish, wait_until
 
 pytestmark = [pytest.mark.needs_mosquitto, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -79,24 +80,8 @@ def restore(dump: Path, db_url: str) -> None:
 @pytest.fixture
 def fresh_url(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> Iterator[str]:
     """Another, empty database on the same backend: where the backup is restored."""
-    if db_url.startswith("sqlite"):
-        yield f"sqlite:///{tmp_path / 'restored.db'}"
-        return
-    cluster: PgCluster = request.getfixturevalue("pg_cluster")
-    name = cluster.create_database()
-    try:
-        yield cluster.url(name)
-    finally:
-        cluster.drop_database(name)
-
-
-@pytest.fixture
-def rig(tmp_path: Path, db_url: str) -> Iterator[HubRig]:
-    r = HubRig(tmp_path, db_url)
-    try:
-        yield r
-    finally:
-        r.close()
+    backend = "sqlite" if db_url.startswith("sqlite") else "postgresql"
+    yield from database_url(request, backend, tmp_path / "restored.db")
 
 
 def test_backup_restore_verify_and_resume_without_duplicates(

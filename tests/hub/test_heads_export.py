@@ -29,7 +29,8 @@ from cryod.integrity import entry_hash, parse_heads
 
 from .conftest import NODE, T0
 from .fake_room import FakeRoom, raw
-from .test_received import PROFILES, register
+from .followup_study import register
+from .test_received import PROFILES
 
 ROOM = "unnamed"  # the node id of a room database made without a config
 

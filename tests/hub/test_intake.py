@@ -24,7 +24,8 @@ from cryod.hub.store.models import Gap, Held, Quarantined, ReceivedBlock, Receiv
 
 from .conftest import T0
 from .fake_room import PROFILE, FakeRoom, raw
-from .test_received import PROFILES, count, register, verify
+from .followup_study import register
+from .test_received import PROFILES, count, verify
 
 
 def topic(room: FakeRoom) -> str:

@@ -14,7 +14,6 @@ import pytest
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
-from cryod.hub import admin
 from cryod.hub.ingest import Accept, Decision, Hold, Quarantine, decide, malformed
 from cryod.hub.messages import MessageError, parse_message
 from cryod.hub.store import received
@@ -29,8 +28,9 @@ from cryod.hub.store.models import (
 )
 from cryod.hub.verify import check_room_copy
 
-from .conftest import NODE, T0
+from .conftest import T0
 from .fake_room import PROFILE, FakeRoom, raw
+from .followup_study import register
 
 PROFILES = {(PROFILE["id"], PROFILE["version"]): PROFILE["hash"]}
 
@@ -56,23 +56,6 @@ def ingest(engine: Engine, data: bytes, now: dt.datetime = T0) -> list[Decision]
             held = received.held_message(s, msg.node, nxt)
             assert held is not None
             msg = parse_message(held)
-
-
-def register(engine: Engine, room: FakeRoom, **kw: Any) -> None:
-    with Session(writer(engine)) as s, s.begin():
-        actor = admin.Actor("tester", (admin.Grant(admin.Role.ADMIN),))
-        admin.add_room(
-            s,
-            actor,
-            room=room.node,
-            site=room.site,
-            credential=room.node,
-            cert_sha256=None,
-            first_seq=kw.get("first_seq", 1),
-            first_hash=kw.get("first_hash"),
-            now=T0,
-            node=NODE,
-        )
 
 
 def count(engine: Engine, model: Any) -> int:

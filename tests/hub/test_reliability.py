@@ -22,8 +22,6 @@ import asyncio
 import datetime as dt
 import random
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -33,15 +31,6 @@ from cryod.hub.store.models import Held, ReceivedEntry
 from .rig import HubRig, chain, live_room, messages_of, publish, run_publish, wait_until
 
 pytestmark = [pytest.mark.needs_mosquitto, pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-@pytest.fixture
-def rig(tmp_path: Path, db_url: str) -> Iterator[HubRig]:
-    r = HubRig(tmp_path, db_url)
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 def verified(rig: HubRig) -> None:

@@ -16,9 +16,8 @@ import datetime as dt
 import io
 import json
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine
@@ -27,9 +26,7 @@ from sqlalchemy.orm import Session
 from cryod.daemon.record_channel.message import RecordEncoder, record_document
 from cryod.daemon.record_channel.source import content_of, head_seq, profile_of, read_entries
 from cryod.daemon.store import migrate, records
-from cryod.daemon.store.chain import ChainedSession
 from cryod.daemon.store.db import make_engine
-from cryod.daemon.store.models import Cycle, Outcome
 from cryod.daemon.store.redaction import redact_row
 from cryod.hub import admin
 from cryod.hub.exports import FollowUpEvent, StudyData, export_files
@@ -43,25 +40,19 @@ from cryod.integrity import format_time
 from cryod.research.followup import FollowUpAssessment, local_date
 from cryod.research.profile import load_study_profile
 from cryod.research.record import AdverseEventRecord
-from tests.store.conftest import cycle_open, procedure_meta
-from tests.store.test_study_record import ae, study_fields
+from tests.store.conftest import procedure_meta
+from tests.store.test_study_record import ae, baseline_and_cycle, study_fields, write
 
 from .conftest import NODE, T0
 from .fake_room import FakeRoom
 from .followup_study import register
 
-T = TypeVar("T")
 MN = load_study_profile("mortons-neuroma-example")
 #: the collector knows the profile the room recorded under (else it holds the record)
 PROFILES = {(MN.study.id, MN.version): MN.content_hash}
 ROOM, SITE, SUBJECT = "unnamed", "site-a", "MN-0042"
 DAY_TERM = "blanching of the skin over the probe entry site"
 LATER_TERM = "wound infection at the entry site"
-
-
-def _write(engine: Engine, fn: Callable[[Session], T]) -> T:
-    with ChainedSession(engine) as s, s.begin():
-        return fn(s)
 
 
 def build_room(path: Path) -> tuple[Engine, int]:
@@ -71,40 +62,22 @@ def build_room(path: Path) -> tuple[Engine, int]:
     engine = make_engine(path)
     study = records.prepare_study(MN, **study_fields())
     meta = procedure_meta(study_id=None, patient_ref=SUBJECT)
-    pid = _write(engine, lambda s: records.open_procedure(s, meta, study=study))
-    _write(engine, lambda s: records.record_baseline_pain(s, pid, {"score": 7}, by="op-a"))
-    cid = _write(engine, lambda s: records.open_cycle(s, cycle_open(pid)))
-    started = _write(engine, lambda s: s.get(Cycle, cid).started_at)  # type: ignore[union-attr]
-    _write(
-        engine,
-        lambda s: records.close_cycle(
-            s,
-            records.CycleClose(
-                cycle_id=cid,
-                outcome=Outcome.COMPLETED,
-                ended_at=started + dt.timedelta(seconds=90),
-                ended_mono=None,
-                min_tip_c=-80.0,
-                time_to_target_s=20.0,
-                time_below_m20_s=80.0,
-                time_below_m40_s=70.0,
-            ),
-        ),
-    )
+    pid = write(engine, lambda s: records.open_procedure(s, meta, study=study))
+    baseline_and_cycle(engine, pid)
     today = local_date(dt.datetime.now(dt.UTC), MN.zone).isoformat()
-    kept = _write(engine, lambda s: records.add_adverse_event(s, pid, ae(onset=today), by="op-a"))
-    _write(engine, lambda s: records.update_adverse_event(s, kept, {"ctcae_grade": 2}, by="op-a"))
-    gone = _write(
+    kept = write(engine, lambda s: records.add_adverse_event(s, pid, ae(onset=today), by="op-a"))
+    write(engine, lambda s: records.update_adverse_event(s, kept, {"ctcae_grade": 2}, by="op-a"))
+    gone = write(
         engine,
         lambda s: records.add_adverse_event(
             s, pid, ae(onset=today, verbatim_term="entered in error"), by="op-a"
         ),
     )
-    _write(
+    write(
         engine,
         lambda s: redact_row(s, "adverse_events", {"id": gone}, by="op-a", reason="in error"),
     )
-    _write(
+    write(
         engine,
         lambda s: records.close_procedure(
             s, records.ProcedureClose(procedure_id=pid, closed_by="op-a")

@@ -12,7 +12,6 @@ import json
 import shutil
 import ssl
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,15 +29,6 @@ from .fake_room import raw
 from .rig import HubRig, chain, live_room, messages_of, run_publish, topic, wait_until
 
 pytestmark = [pytest.mark.needs_mosquitto, pytest.mark.timeout(240)]
-
-
-@pytest.fixture
-def rig(tmp_path: Path, db_url: str) -> Iterator[HubRig]:
-    r = HubRig(tmp_path, db_url)
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 def test_run_ingests_notifies_and_stops_cleanly(

@@ -3,12 +3,9 @@ same thing in the models and in the migration that baselined them."""
 
 from __future__ import annotations
 
-import importlib.util
-from typing import Any
-
-from cryod.daemon.store import migrate
 from cryod.daemon.store.chained import NOT_ROW_COVERED, RESEARCH
 from cryod.daemon.store.models import metadata
+from tests.store.legacy import migration_module
 
 
 def test_every_table_holding_study_data_is_covered() -> None:
@@ -20,23 +17,13 @@ def test_every_table_holding_study_data_is_covered() -> None:
             )
 
 
-def _migration(name: str) -> Any:
-    path = migrate.MIGRATIONS_DIR / "versions" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"m_{name}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_migrations_cover_the_tables_as_the_models_describe_them() -> None:
     """0004 baselined the tables as they were; each later revision that changes a
     research table spells out the table before and after it (a revision that adds
     one updates this)."""
-    m0004, m0005 = _migration("0004_integrity"), _migration("0005_figures_note")
+    m0004, m0005 = migration_module("0004_integrity"), migration_module("0005_figures_note")
     frozen = {s.name: s for s in m0004.RESEARCH_0004}
     assert frozen["cycles"] == m0005.CYCLES_0004
     frozen["cycles"] = m0005.CYCLES_0005
-    frozen.update({s.name: s for s in _migration("0007_research_record").RESEARCH_0007})
+    frozen.update({s.name: s for s in migration_module("0007_research_record").RESEARCH_0007})
     assert frozen == RESEARCH.by_name

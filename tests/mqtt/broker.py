@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -144,6 +145,27 @@ def running_broker(workdir: Path, **kwargs: object) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.stop()
+
+
+#: the shipped broker configuration (docs/mqtt.md)
+SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "config" / "mosquitto"
+
+
+def install_shipped_files(etc: Path, pki: dict[str, Path], users: dict[str, str]) -> Path:
+    """What the shipped config reads under /etc/mosquitto/, made under ``etc``: the
+    ``make_pki`` CA and server certificate in certs/, the shipped ACL, and a password
+    file (mosquitto_passwd, mode 0600) holding ``users`` (name -> password). Returns ``etc``."""
+    passwd_tool = require_binary("mosquitto_passwd")
+    (etc / "certs").mkdir(parents=True)
+    for name in ("ca.crt", "server.crt", "server.key"):
+        shutil.copy(pki[name.replace(".", "_")], etc / "certs" / name)
+    shutil.copy(SHIPPED_CONFIG / "cryod.acl", etc / "cryod.acl")
+    passwd = etc / "cryod.passwd"
+    for i, (user, pw) in enumerate(users.items()):
+        flags = ["-c"] if i == 0 else []
+        subprocess.run([passwd_tool, *flags, "-b", str(passwd), user, pw], check=True, timeout=10)
+    os.chmod(passwd, 0o600)
+    return etc
 
 
 def make_pki(workdir: Path) -> dict[str, Path]:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import ssl
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,11 +23,15 @@ import pytest
 from cryod.daemon.telemetry.config import MqttConfig
 from cryod.daemon.telemetry.payloads import state_body
 from cryod.daemon.telemetry.publisher import MemoryOutbox, Publisher
-from tests.conftest import require_binary
-from tests.mqtt.broker import Collector, Mosquitto, free_port, make_pki
+from tests.mqtt.broker import (
+    SHIPPED_CONFIG,
+    Collector,
+    Mosquitto,
+    free_port,
+    install_shipped_files,
+    make_pki,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO / "config" / "mosquitto"
 USERS = {"cryod-demo-c1": "daemon-pw", "dashboard": "dash-pw", "intruder": "intruder-pw"}
 
 
@@ -41,19 +43,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture
 def secure_broker(tmp_path: Path, pki: dict[str, Path]) -> Iterator[Mosquitto]:
     """mosquitto with the shipped config/mosquitto files; only paths and port changed."""
-    passwd_tool = require_binary("mosquitto_passwd")
-    etc = tmp_path / "etc"
-    (etc / "certs").mkdir(parents=True)
-    for name in ("ca.crt", "server.crt", "server.key"):
-        shutil.copy(pki[name.replace(".", "_")], etc / "certs" / name)
-    shutil.copy(SAMPLE / "cryod.acl", etc / "cryod.acl")
-    passwd = etc / "cryod.passwd"
-    for i, (user, pw) in enumerate(USERS.items()):
-        flags = ["-c"] if i == 0 else []
-        subprocess.run([passwd_tool, *flags, "-b", str(passwd), user, pw], check=True, timeout=10)
-    os.chmod(passwd, 0o600)
+    etc = install_shipped_files(tmp_path / "etc", pki, USERS)
     port = free_port()
-    conf = (SAMPLE / "cryod.conf").read_text().replace("/etc/mosquitto/", f"{etc}/")
+    conf = (SHIPPED_CONFIG / "cryod.conf").read_text().replace("/etc/mosquitto/", f"{etc}/")
     conf, n = re.subn(r"^listener 8883$", f"listener {port} 127.0.0.1", conf, flags=re.M)
     assert n == 1, "the sample config's listener line changed; update this test"
     broker = Mosquitto(tmp_path / "broker", port=port, config_text=conf)

@@ -5,15 +5,10 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
-from tests.conftest import require_binary
-from tests.mqtt.broker import Mosquitto, free_port
+from tests.mqtt.broker import SHIPPED_CONFIG, Mosquitto, free_port, install_shipped_files
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO / "config" / "mosquitto"
 USERS = {
     "unnamed": "node-pw",  # the record channel's node (the test store's chain node)
     "ws-other": "other-pw",  # another node
@@ -32,19 +27,9 @@ def password_file(path: Path, user: str) -> Path:
 def shipped_broker(workdir: Path, pki: dict[str, Path], *, extra: str = "") -> Mosquitto:
     """Not started. ``.port``: the loopback listener; ``.tls_port``: the TLS one;
     ``extra``: more configuration (a bridge) appended."""
-    passwd_tool = require_binary("mosquitto_passwd")
-    etc = workdir / "etc"
-    (etc / "certs").mkdir(parents=True)
-    for name in ("ca.crt", "server.crt", "server.key"):
-        shutil.copy(pki[name.replace(".", "_")], etc / "certs" / name)
-    shutil.copy(SAMPLE / "cryod.acl", etc / "cryod.acl")
-    passwd = etc / "cryod.passwd"
-    for i, (user, pw) in enumerate(USERS.items()):
-        flags = ["-c"] if i == 0 else []
-        subprocess.run([passwd_tool, *flags, "-b", str(passwd), user, pw], check=True, timeout=10)
-    os.chmod(passwd, 0o600)
+    etc = install_shipped_files(workdir / "etc", pki, USERS)
     port, tls_port = free_port(), free_port()
-    text = (SAMPLE / "cryod.conf").read_text() + "\n" + (SAMPLE / "cryod-record.conf").read_text()
+    text = "\n".join((SHIPPED_CONFIG / n).read_text() for n in ("cryod.conf", "cryod-record.conf"))
     text = text.replace("/etc/mosquitto/", f"{etc}/")
     # the test wrapper names its own directory as persistence_location (mosquitto refuses
     # two), so the shipped one goes; ``persistence true`` after the wrapper's false wins
@@ -61,7 +46,7 @@ def shipped_broker(workdir: Path, pki: dict[str, Path], *, extra: str = "") -> M
 
 def shipped_bridge(central: Mosquitto, pki: dict[str, Path], *, user: str = "unnamed") -> str:
     """The shipped bridge drop-in pointed at ``central``'s TLS listener, as node ``user``."""
-    text = (SAMPLE / "cryod-record-bridge.conf").read_text()
+    text = (SHIPPED_CONFIG / "cryod-record-bridge.conf").read_text()
     swaps = {
         r"^address .*$": f"address 127.0.0.1:{central.tls_port}",  # type: ignore[attr-defined]
         r"^remote_username .*$": f"remote_username {user}",

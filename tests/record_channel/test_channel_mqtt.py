@@ -18,7 +18,7 @@ from cryod.daemon.record_channel.source import head_seq
 from cryod.daemon.store import export
 from cryod.daemon.store.records import ProcedureLog
 from cryod.daemon.store.writer import Writer
-from tests.mqtt.broker import Collector, Mosquitto
+from tests.mqtt.broker import Collector, running_broker
 
 from .receiver import Receiver, compare_with_export
 from .rig import TOPIC, running_channel
@@ -56,9 +56,7 @@ async def test_every_entry_arrives_in_order_and_the_receiver_rebuilds_the_export
 ) -> None:
     await record_procedure(writer)
     head = chain_head(engine)
-    broker = Mosquitto(tmp_path / "mq")
-    broker.start()
-    try:
+    with running_broker(tmp_path / "mq") as broker:
         rx = Receiver()
         async with Collector(broker.port, "cryod-record/v1/#", client_id="watch") as col:
             listen = asyncio.create_task(rx.listen(broker.port, TOPIC, head, identifier="rx"))
@@ -77,8 +75,6 @@ async def test_every_entry_arrives_in_order_and_the_receiver_rebuilds_the_export
         n = compare_with_export(rebuilt, room_export)
         assert n >= 1 + 2 + 1  # the procedure, its cycles and its alarm
         assert rebuilt.blocks  # procedure sample batches travelled
-    finally:
-        broker.stop()
 
 
 def _saved(path: Path) -> int | None:
@@ -91,10 +87,8 @@ async def test_new_entries_go_live_and_a_restart_resumes_after_the_cursor(
 ) -> None:
     await record_procedure(writer, cycles=1)
     first_head = chain_head(engine)
-    broker = Mosquitto(tmp_path / "mq")
-    broker.start()
     cursor_path = tmp_path / "cursor"
-    try:
+    with running_broker(tmp_path / "mq") as broker:
         async with Collector(broker.port, "cryod-record/v1/#", client_id="w1") as col:
             async with running_channel(engine, broker.port, cursor_path) as ch:
                 writer._on_head = lambda h, _label: ch.offer_head(h)  # as the service wires it
@@ -109,8 +103,6 @@ async def test_new_entries_go_live_and_a_restart_resumes_after_the_cursor(
             async with running_channel(engine, broker.port, cursor_path):
                 await until(lambda: first_head + 2 in seqs(col2))
             assert seqs(col2) == [first_head + 2]  # nothing before the cursor again
-    finally:
-        broker.stop()
 
 
 async def test_resend_publishes_the_range_again_without_moving_the_cursor(
@@ -118,9 +110,7 @@ async def test_resend_publishes_the_range_again_without_moving_the_cursor(
 ) -> None:
     await record_procedure(writer, cycles=1)
     head = chain_head(engine)
-    broker = Mosquitto(tmp_path / "mq")
-    broker.start()
-    try:
+    with running_broker(tmp_path / "mq") as broker:
         async with (
             Collector(broker.port, "cryod-record/v1/#", client_id="w") as col,
             running_channel(engine, broker.port, tmp_path / "cursor") as ch,
@@ -134,8 +124,6 @@ async def test_resend_publishes_the_range_again_without_moving_the_cursor(
             assert sorted(seqs(col)[head:]) == [3, 4, 5]
             await until(lambda: ch.status()["resent"] == 3)  # the PUBACKs came back
             assert ch.status()["delivered_seq"] == head
-    finally:
-        broker.stop()
 
 
 async def test_a_backlog_drains_no_faster_than_the_configured_rate(
@@ -143,10 +131,8 @@ async def test_a_backlog_drains_no_faster_than_the_configured_rate(
 ) -> None:
     await record_procedure(writer, cycles=4)
     await more_entries(writer, 60)
-    broker = Mosquitto(tmp_path / "mq")
-    broker.start()
     rate, burst = 50.0, 5
-    try:
+    with running_broker(tmp_path / "mq") as broker:
         async with Collector(broker.port, "cryod-record/v1/#", client_id="w") as col:
             t0 = time.monotonic()
             async with running_channel(
@@ -161,8 +147,6 @@ async def test_a_backlog_drains_no_faster_than_the_configured_rate(
             cost = heavy + (got - heavy) * LIGHT_COST
             assert cost <= burst + rate * elapsed + 1, (got, heavy, elapsed)
             assert heavy >= 1  # the bound was tested on batches too
-    finally:
-        broker.stop()
 
 
 async def test_the_broker_restarting_mid_stream_loses_and_reorders_nothing(
@@ -171,9 +155,7 @@ async def test_the_broker_restarting_mid_stream_loses_and_reorders_nothing(
     await record_procedure(writer, cycles=3)
     await more_entries(writer, 40)
     head = chain_head(engine)
-    broker = Mosquitto(tmp_path / "mq", persistence=True)
-    broker.start()
-    try:
+    with running_broker(tmp_path / "mq", persistence=True) as broker:
         async with (
             Collector(
                 broker.port, "cryod-record/v1/#", client_id="coll", clean_session=False,
@@ -190,8 +172,6 @@ async def test_the_broker_restarting_mid_stream_loses_and_reorders_nothing(
         assert first_arrivals(seqs(col)) == list(range(1, head + 1))
         for m in col.messages:
             json.dumps(m.payload)
-    finally:
-        broker.stop()
 
 
 async def test_a_message_the_privacy_check_refuses_stops_the_channel_there(
@@ -209,9 +189,7 @@ async def test_a_message_the_privacy_check_refuses_stops_the_channel_there(
     def refuse(_value: str) -> str:
         raise ValueError("refused by the test")
 
-    broker = Mosquitto(tmp_path / "mq")
-    broker.start()
-    try:
+    with running_broker(tmp_path / "mq") as broker:
         async with (
             Collector(broker.port, "cryod-record/v1/#", client_id="w") as col,
             running_channel(engine, broker.port, tmp_path / "cursor") as ch,
@@ -224,5 +202,3 @@ async def test_a_message_the_privacy_check_refuses_stops_the_channel_there(
             assert "not a pseudonym" in blocked["reason"]
             assert "refused by the test" in blocked["reason"]
         assert max(seqs(col)) == proc_row - 1 < head  # nothing after it was sent
-    finally:
-        broker.stop()

@@ -199,3 +199,12 @@ def test_parse_assessment_raises_every_problem_at_once() -> None:
     with pytest.raises(ResearchDataError) as exc:
         parse_assessment(MN, {**data, "satisfaction": "6"}, opened_at=OPENED, today=TODAY)
     assert "follow_up.satisfaction: input should be less than or equal to 5" in str(exc.value)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_score_that_is_not_a_number_is_refused_by_the_model(value: str) -> None:
+    data = {"time_point": "d7", "assessed_on": "2026-03-27", "status": "done", "mode": "clinic"}
+    for name in ("pain_score", "qol_total", "function_score"):
+        with pytest.raises(ResearchDataError) as exc:
+            parse_assessment(MN, {**data, name: value}, opened_at=OPENED, today=TODAY)
+        assert f"follow_up.{name}:" in str(exc.value)

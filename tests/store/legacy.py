@@ -73,7 +73,7 @@ def downgrade(path: Path, revision: str) -> None:
         eng.dispose()
 
 
-def _migration(name: str) -> Any:
+def migration_module(name: str) -> Any:
     """A migration module, for the tables it spells out as they were."""
     import importlib.util
 
@@ -93,7 +93,7 @@ def make_0004_db(path: Path, *, node: str, cycles: int) -> None:
     from cryod.daemon.store import chain
     from cryod.daemon.store.chained import RESEARCH
 
-    cycles_0004 = _migration("0004_integrity").RESEARCH_0004[1]
+    cycles_0004 = migration_module("0004_integrity").RESEARCH_0004[1]
     assert cycles_0004.name == "cycles"
     migrate.upgrade(path, "0004", node=node)
     con = sqlite3.connect(path)

@@ -26,6 +26,7 @@ from cryod.daemon.store.record_check import check_record
 from cryod.research.problems import ResearchDataError
 from cryod.research.profile import StudyProfile, load_study_profile
 from cryod.research.redcap_rules import check_redcap_files
+from tests.research.examples import adverse_event
 
 from .conftest import cycle_open, procedure_meta
 
@@ -65,20 +66,8 @@ def study_fields(**changes: Any) -> dict[str, Any]:
 
 
 def ae(**changes: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "category": "damage_to_adjacent_structures",
-        "subcategory": "cold_injury",
-        "verbatim_term": "blanching of the skin over the probe entry site",
-        "onset": "2099-01-01",  # after any opening this test makes
-        "ctcae_grade": 1,
-        "serious": False,
-        "relatedness_device": "possibly",
-        "relatedness_procedure": "probably",
-        "outcome": "recovering_resolving",
-        "action_taken": "treatment_given",
-    }
-    data.update(changes)
-    return data
+    """The examples' adverse event, with an onset after any opening this test makes."""
+    return adverse_event(**{"onset": "2099-01-01", **changes})
 
 
 def write(engine: Engine, fn: Callable[[Session], T]) -> T:
@@ -326,8 +315,8 @@ def test_codes_given_at_close_become_rows_with_the_reason(engine: Engine) -> Non
 
 
 # ---- exports -------------------------------------------------------------------------------
-def _full_procedure(engine: Engine) -> int:
-    pid = open_study(engine)
+def baseline_and_cycle(engine: Engine, pid: int) -> None:
+    """Baseline pain 7, then one 90 s completed freeze cycle, on procedure ``pid``."""
     write(engine, lambda s: records.record_baseline_pain(s, pid, {"score": 7}, by="op-a"))
     cid = write(engine, lambda s: records.open_cycle(s, cycle_open(pid)))
     started = write(engine, lambda s: s.get(Cycle, cid).started_at)  # type: ignore[union-attr]
@@ -347,6 +336,11 @@ def _full_procedure(engine: Engine) -> int:
             ),
         ),
     )
+
+
+def _full_procedure(engine: Engine) -> int:
+    pid = open_study(engine)
+    baseline_and_cycle(engine, pid)
     write(engine, lambda s: records.add_adverse_event(s, pid, ae(), by="op-a"))
     write(
         engine,

@@ -33,7 +33,8 @@ from cryod.integrity import (
 )
 from tests.hub.conftest import NODE, T0
 from tests.hub.fake_room import SALT, FakeRoom, raw
-from tests.hub.test_received import ingest, register
+from tests.hub.followup_study import register
+from tests.hub.test_received import ingest
 
 STUDY = "MN-CRYO-EXAMPLE"
 OTHER_STUDY = "OTHER-STUDY"
