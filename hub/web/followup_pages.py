@@ -291,6 +291,7 @@ def followup_routes(ctx: PageContext) -> list[BaseRoute]:
             instruments=profile.instruments,
             form=form,
             errors=errors,
+            first_error=_first(errors, ASSESSMENT_FIELDS),
             choices=CHOICES,
         )
 
@@ -372,6 +373,7 @@ def followup_routes(ctx: PageContext) -> list[BaseRoute]:
             form=form,
             criteria=criteria,
             errors=errors,
+            first_error=_first(errors, (*EVENT_FIELDS, "reason")),
             choices=CHOICES,
         )
 
@@ -492,6 +494,11 @@ def followup_context(ctx: PageContext, who: Viewer, proc: Procedure) -> dict[str
 
 
 # ---- helpers ---------------------------------------------------------------------------------
+def _first(errors: dict[str, str], fields: Iterable[str]) -> str | None:
+    """The first field in error (it gets the focus)."""
+    return next((f for f in fields if f in errors), None)
+
+
 def _recorded(ctx: PageContext, puuid: uuid.UUID, tp: str) -> dict[str, Any] | None:
     from ..followup_store import procedure_followup
 
