@@ -15,7 +15,8 @@
 The forms validate on the server through the store's own calls
 (``followup_store``: the same pure checks as ``cryohub followup``); each
 problem is shown beside its field, what was typed is kept; a success redirects
-to the procedure page. Every change is audited by the store and anchored here.
+to the procedure page. Every change is audited by the store and anchored here;
+every form shown is a subject read (``subject_read``, as the procedure page).
 Monitors (and anyone not covering the study and site) get 403 on every form.
 """
 
@@ -279,6 +280,7 @@ def followup_routes(ctx: PageContext) -> list[BaseRoute]:
                 return back(proc, "assessment")
         else:
             form = _assessment_values(existing)
+        await run_in_threadpool(ctx.log_read, who, proc, "followup_form")
         return ctx.page(
             request,
             "followup_form.html",
@@ -363,6 +365,7 @@ def followup_routes(ctx: PageContext) -> list[BaseRoute]:
             criteria = [str(c) for c in event.content.get("seriousness_criteria") or []]
         else:
             criteria = []
+        await run_in_threadpool(ctx.log_read, who, proc, "event_form")
         return ctx.page(
             request,
             "event_form.html",
@@ -437,6 +440,7 @@ def followup_routes(ctx: PageContext) -> list[BaseRoute]:
                 else:
                     settings.throttle.succeeded(who.name)
                     return back(proc, "signed")
+        await run_in_threadpool(ctx.log_read, who, proc, "event_sign")
         return ctx.page(
             request,
             "event_sign.html",

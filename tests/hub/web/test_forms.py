@@ -73,7 +73,8 @@ def post(c: TestClient, url: str, data: dict[str, Any]) -> Any:
 
 def entries(engine: Engine, kind: str) -> list[dict[str, Any]]:
     with Session(engine) as s:
-        rows = s.execute(select(AuditEntry).where(AuditEntry.kind == kind)).scalars()
+        q = select(AuditEntry).where(AuditEntry.kind == kind).order_by(AuditEntry.seq)
+        rows = s.execute(q).scalars()
         return [dict(r.payload) for r in rows]
 
 
@@ -111,6 +112,13 @@ def test_an_assessment_with_errors_is_shown_back_beside_each_field_then_recorded
     page = c.get(D7)
     assert page.status_code == 200
     assert '<label for="pain_score">' in page.text
+    reads = entries(forms.engine, "subject_read")
+    assert reads[-1] == {
+        "by": "cora",
+        "room": "leeds-th2",
+        "procedure_id": 1,
+        "page": "followup_form",
+    }
     bad = post(
         c,
         D7,
@@ -310,6 +318,30 @@ def test_wrong_signing_passwords_are_throttled(forms: WebSettings) -> None:
     assert "wait" in error_beside(r.text, "password")
     forms.mono.t += 3600  # type: ignore[attr-defined]
     assert post(ivan, sign, {"version": "1", "password": "correct horse battery"}).is_redirect
+    cora.close()
+    ivan.close()
+
+
+def test_a_signature_is_refused_when_the_event_changed_after_it_was_read(
+    forms: WebSettings,
+) -> None:
+    cora = as_user(forms, "cora")
+    assert post(cora, NEW_EVENT, EVENT).status_code == 303
+    (recorded,) = entries(forms.engine, "event_recorded")
+    sign = f"{PROC}/events/{recorded['id']}/sign"
+    ivan = as_user(forms, "ivan")
+    token = csrf_of(ivan.get(sign).text)  # ivan reads version 1
+    changed = post(cora, f"{PROC}/events/{recorded['id']}", {**EVENT, "ctcae_grade": "3"})
+    assert changed.status_code == 303
+    late = ivan.post(
+        sign,
+        data={"csrf": token, "version": "1", "password": "correct horse battery"},
+        follow_redirects=False,
+    )
+    assert late.status_code == 409
+    assert "changed while you were reading it" in late.text
+    assert "version 2" in late.text
+    assert entries(forms.engine, "event_signed") == []
     cora.close()
     ivan.close()
 
