@@ -63,6 +63,7 @@ MAX_TEXT: Final = 10_000
 #: the procedure page's message after a form (``?done=``): only these, never the query's text
 FLASH: Final = {
     "assessment": "Follow-up time point recorded.",
+    "assessment_late": "Follow-up time point recorded, outside its window: a protocol deviation.",
     "event": "Adverse event recorded; an investigator signs it.",
     "changed": "Adverse event changed.",
     "signed": "Adverse event signed.",
@@ -257,7 +258,7 @@ def followup_routes(ctx: PageContext) -> list[BaseRoute]:
             def apply(s: Any, actor: admin.Actor, now: dt.datetime) -> Any:
                 from ..followup_store import record_assessment
 
-                head, _row, _in = record_assessment(
+                head, _row, in_window = record_assessment(
                     s,
                     actor,
                     profile,
@@ -268,16 +269,22 @@ def followup_routes(ctx: PageContext) -> list[BaseRoute]:
                     now=now,
                     node=settings.node,
                 )
-                return head, None
+                return head, in_window
 
             try:
-                await run_in_threadpool(
+                in_window = await run_in_threadpool(
                     change, apply, who, ASSESSMENT_FIELDS, {"reason": "correction"}
                 )
             except _Refusal as r:
-                errors = r.errors
+                shown = [
+                    k
+                    for k in ASSESSMENT_FIELDS
+                    if (k != "correction" or existing is not None)
+                    and (k != "function_score" or profile.instruments.function is not None)
+                ]
+                errors = _placed(r.errors, shown)
             else:
-                return back(proc, "assessment")
+                return back(proc, "assessment" if in_window else "assessment_late")
         else:
             form = _assessment_values(existing)
         await run_in_threadpool(ctx.log_read, who, proc, "followup_form")
@@ -357,7 +364,8 @@ def followup_routes(ctx: PageContext) -> list[BaseRoute]:
             try:
                 await run_in_threadpool(change, apply, who, (*EVENT_FIELDS, "reason"))
             except _Refusal as r:
-                errors = r.errors
+                shown = [*EVENT_FIELDS, *(["reason"] if event is not None else [])]
+                errors = _placed(r.errors, shown)
             else:
                 return back(proc, "event" if event_id is None else "changed")
         elif event is not None:
@@ -498,6 +506,18 @@ def followup_context(ctx: PageContext, who: Viewer, proc: Procedure) -> dict[str
 
 
 # ---- helpers ---------------------------------------------------------------------------------
+def _placed(errors: dict[str, str], shown: Iterable[str]) -> dict[str, str]:
+    """Errors of fields the form does not show go to the form's summary (``""``)."""
+    visible = set(shown)
+    out = {k: v for k, v in errors.items() if k in visible}
+    rest = [
+        f"{k.replace('_', ' ')}: {v}" if k else v for k, v in errors.items() if k not in visible
+    ]
+    if rest:
+        out[""] = "; ".join(rest)
+    return out
+
+
 def _first(errors: dict[str, str], fields: Iterable[str]) -> str | None:
     """The first field in error (it gets the focus)."""
     return next((f for f in fields if f in errors), None)

@@ -437,3 +437,26 @@ def test_the_due_list_links_to_the_form_for_those_who_record(forms: WebSettings)
     anon = TestClient(create_app(forms), base_url="http://testserver")
     assert anon.get(D7, follow_redirects=False).status_code == 303
     cora.close()
+
+
+def test_a_time_point_outside_its_window_is_recorded_and_called_a_deviation(
+    forms: WebSettings,
+) -> None:
+    c = as_user(forms, "cora")
+    early = (T0 + dt.timedelta(days=3)).date().isoformat()  # the d7 window opens on day 5
+    r = post(c, D7, {"assessed_on": early, "status": "done", "mode": "clinic", "pain_score": "1"})
+    assert r.status_code == 303
+    assert r.headers["location"] == f"{PROC}?done=assessment_late"
+    assert "outside its window: a protocol deviation" in c.get(r.headers["location"]).text
+    # the page says only what the app wrote, never the query's text
+    assert "<b>" not in c.get(f"{PROC}?done=<b>x</b>").text.split("<main")[1]
+    c.close()
+
+
+def test_an_error_of_a_field_the_form_does_not_show_goes_to_its_summary() -> None:
+    from cryod.hub.web.followup_pages import _placed
+
+    placed = _placed(
+        {"pain_score": "too high", "function_score": "no such", "": "x"}, ["pain_score"]
+    )
+    assert placed == {"pain_score": "too high", "": "function score: no such; x"}
