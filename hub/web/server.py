@@ -49,6 +49,8 @@ def broker_settings(loaded: LoadedConfig) -> BrokerSettings | None:
         cert_file=None if tls is None else tls.cert_file,
         key_file=None if tls is None else tls.key_file,
         client_id=f"{b.client_id}-web",
+        session_expiry_s=0,  # a clean session: the board wants what is live, not a backlog
+        keepalive_s=10,
     )
 
 
