@@ -7,15 +7,13 @@ import asyncio
 import contextlib
 import json
 import ssl
-import subprocess
 from pathlib import Path
 
 from cryod.hub.subscriber import BrokerSettings, broker_password, broker_tls
 from cryod.hub.web.board import Board
 from cryod.hub.web.telemetry import TelemetryFeed
-from tests.conftest import require_binary
 from tests.hub.rig import publish
-from tests.mqtt.broker import Mosquitto, free_port, make_pki
+from tests.mqtt.broker import locked_broker, make_pki
 from tests.timing import until
 
 
@@ -43,23 +41,9 @@ def test_tls_needs_at_least_version_1_2(tmp_path: Path) -> None:
 def test_the_board_watches_a_broker_that_needs_a_password_and_a_client_certificate(
     tmp_path: Path,
 ) -> None:
-    passwd_tool = require_binary("mosquitto_passwd")
-    pki = make_pki(tmp_path / "pki")
-    passwd = tmp_path / "mosquitto.passwd"
     users = {"cryohub": "hub-secret-pw", "room-t": "room-secret-pw"}
-    for i, (user, pw) in enumerate(users.items()):
-        flags = ["-c"] if i == 0 else []
-        subprocess.run([passwd_tool, *flags, "-b", str(passwd), user, pw], check=True, timeout=10)
-    port = free_port()
-    broker = Mosquitto(
-        tmp_path / "mq",
-        port=port,
-        config_text=(
-            f"per_listener_settings false\nallow_anonymous false\npassword_file {passwd}\n"
-            f"listener {port} 127.0.0.1\ncafile {pki['ca_crt']}\ncertfile {pki['server_crt']}\n"
-            f"keyfile {pki['server_key']}\nrequire_certificate true\n"
-        ),
-    )
+    broker, pki = locked_broker(tmp_path, users)
+    port = broker.port
     secret = tmp_path / "broker.password"
     secret.write_text(users["cryohub"] + "\n")
     secret.chmod(0o600)
