@@ -448,30 +448,8 @@ def record_event(
     session.add(row)
     session.flush()
     content = _event_content(ae, row.id)
-    salt = new_salt()
-    row.content, row.salt = content, salt.hex()
-    row.digest = content_digest(EVENT_TABLE, row.id, content, salt)
-    head = _append(
-        session,
-        node=node,
-        kind="event_recorded",
-        payload={
-            "table": EVENT_TABLE,
-            "id": row.id,
-            "op": "insert",
-            "version": 1,
-            "study": study,
-            "procedure": str(proc.procedure_uuid),
-            "category": ae.category.value,
-            "digest": row.digest,
-            "fields": sorted(content),
-            "by": actor.name,
-            "reason": None,
-        },
-        now=now,
-    )
-    row.audit_seq = head.seq
-    session.flush()
+    head = _seal_event(session, row, content, ae, actor, node=node, now=now,
+                       kind="event_recorded", fields=sorted(content), reason=None)  # fmt: skip
     return head, row.id
 
 
@@ -539,34 +517,52 @@ def change_event(
     changed = sorted(k for k in set(old) | set(content) if old.get(k) != content.get(k))
     if not changed:
         raise Refused("event: nothing changed")
-    salt = new_salt()
-    row.content, row.salt = content, salt.hex()
     row.version += 1
     row.recorded_at, row.recorded_by = now, actor.name
+    head = _seal_event(session, row, content, ae, actor, node=node, now=now,
+                       kind="event_changed", fields=changed, reason=reason,
+                       was_signed=signed)  # fmt: skip
+    return head, row.version
+
+
+def _seal_event(
+    session: Session,
+    row: FollowUpEventRow,
+    content: dict[str, Any],
+    ae: AdverseEventRecord,
+    actor: Actor,
+    *,
+    node: str,
+    now: dt.datetime,
+    kind: str,
+    fields: list[str],
+    reason: str | None,
+    was_signed: bool | None = None,
+) -> Head:
+    """Store ``content`` in the event row with a fresh salt and its digest, and append the
+    chain entry (``event_recorded`` for version 1, ``event_changed`` after) that covers it."""
+    salt = new_salt()
+    row.content, row.salt = content, salt.hex()
     row.digest = content_digest(EVENT_TABLE, row.id, content, salt)
-    head = _append(
-        session,
-        node=node,
-        kind="event_changed",
-        payload={
-            "table": EVENT_TABLE,
-            "id": row.id,
-            "op": "update",
-            "version": row.version,
-            "study": row.study,
-            "procedure": row.procedure_uuid,
-            "category": ae.category.value,
-            "digest": row.digest,
-            "fields": changed,
-            "by": actor.name,
-            "reason": reason,
-            "was_signed": signed,
-        },
-        now=now,
-    )
+    payload: dict[str, Any] = {
+        "table": EVENT_TABLE,
+        "id": row.id,
+        "op": "insert" if row.version == 1 else "update",
+        "version": row.version,
+        "study": row.study,
+        "procedure": row.procedure_uuid,
+        "category": ae.category.value,
+        "digest": row.digest,
+        "fields": fields,
+        "by": actor.name,
+        "reason": reason,
+    }
+    if was_signed is not None:
+        payload["was_signed"] = was_signed
+    head = _append(session, node=node, kind=kind, payload=payload, now=now)
     row.audit_seq = head.seq
     session.flush()
-    return head, row.version
+    return head
 
 
 @dataclass(frozen=True, slots=True)
