@@ -193,6 +193,13 @@ def test_hostile_text_in_the_assessments_text_fields_is_kept_as_text(
     forms: WebSettings, typed: str
 ) -> None:
     c = as_user(forms, "cora")
+    numbers = ("assessed_on", "pain_score", "qol_total", "function_score")
+    r = post(c, D7, {"status": "missed", "reason": typed, **dict.fromkeys(numbers, typed)})
+    assert r.status_code == 400  # not a date, nor numbers: refused beside each, kept as text
+    for field in numbers:
+        assert error_beside(r.text, field)
+        assert value_of(r.text, field) == str(escape(typed))
+    shown_as_text(r.text, typed)
     r = post(c, D7, {"assessed_on": IN_WINDOW, "status": "missed", "reason": typed})
     if len(typed) > 500:
         assert r.status_code == 400
