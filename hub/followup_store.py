@@ -73,11 +73,15 @@ from .store.models import (
 )
 
 __all__ = [
+    "EventView",
+    "ProcedureFollowUp",
     "SignedEvent",
     "StudySnapshot",
     "WithdrawalReport",
     "change_event",
+    "event_view",
     "find_procedure",
+    "procedure_followup",
     "record_assessment",
     "record_event",
     "record_export",
@@ -615,6 +619,84 @@ def sign_event(
     sig.audit_seq = head.seq
     session.flush()
     return SignedEvent(head, row.id, row.version, meaning)
+
+
+# ---- what one procedure has (the web app's procedure page and forms) -----------------------
+@dataclass(frozen=True, slots=True)
+class EventView:
+    """An event after close as it stands: its current version and that version's signature."""
+
+    id: int
+    study: str
+    site: str
+    procedure_uuid: str
+    version: int
+    content: dict[str, Any]
+    recorded_at: dt.datetime
+    recorded_by: str
+    signed_by: str | None  # of the current version
+    signed_at: dt.datetime | None
+    was_signed: bool  # some version was (a change to it needs a reason)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcedureFollowUp:
+    #: time point -> the recorded assessment's content (with who and when)
+    assessments: dict[str, dict[str, Any]]
+    events: list[EventView]
+
+
+def _event_view(session: Session, row: FollowUpEventRow) -> EventView:
+    sig = _signature(session, row)
+    return EventView(
+        id=row.id,
+        study=row.study,
+        site=row.site,
+        procedure_uuid=row.procedure_uuid,
+        version=row.version,
+        content=dict(row.content or {}),
+        recorded_at=row.recorded_at,
+        recorded_by=row.recorded_by,
+        signed_by=None if sig is None else sig.signer,
+        signed_at=None if sig is None else sig.signed_at,
+        was_signed=sig is not None or _was_signed(session, row),
+    )
+
+
+def procedure_followup(session: Session, procedure_uuid: uuid.UUID) -> ProcedureFollowUp:
+    """The follow-up recorded for one procedure (redacted rows left out)."""
+    key = str(procedure_uuid)
+    assessments: dict[str, dict[str, Any]] = {}
+    for a in session.execute(
+        select(FollowUpAssessmentRow).where(
+            FollowUpAssessmentRow.procedure_uuid == key,
+            FollowUpAssessmentRow.redacted_seq.is_(None),
+        )
+    ).scalars():
+        if isinstance(a.content, dict):
+            assessments[a.time_point] = {
+                **a.content,
+                "recorded_at": a.recorded_at,
+                "recorded_by": a.recorded_by,
+            }
+    events = [
+        _event_view(session, row)
+        for row in session.execute(
+            select(FollowUpEventRow)
+            .where(
+                FollowUpEventRow.procedure_uuid == key,
+                FollowUpEventRow.redacted_seq.is_(None),
+                FollowUpEventRow.content.is_not(None),
+            )
+            .order_by(FollowUpEventRow.id)
+        ).scalars()
+    ]
+    return ProcedureFollowUp(assessments, events)
+
+
+def event_view(session: Session, event_id: int) -> EventView:
+    """One event (``Refused`` if there is none or it was redacted)."""
+    return _event_view(session, _event(session, event_id))
 
 
 # ---- withdrawal ---------------------------------------------------------------------------
