@@ -157,6 +157,9 @@ def load(path: Path, *, version: str | None = None) -> Recording:
     if not 0 <= rec.freeze_from < len(messages):
         raise RecordingError(f"{path}: no freeze part (freeze_from {rec.freeze_from})")
     validate(messages)
+    seqs = [json.loads(m.payload)["entry"]["seq"] for m in messages]
+    if seqs != list(range(1, len(seqs) + 1)):
+        raise RecordingError(f"{path}: the messages are not one chain from entry 1 without a gap")
     return rec
 
 
@@ -226,7 +229,12 @@ async def _record(seconds: float, workdir: Path, say: Any) -> Recording:
         if sim is not None:
             await asyncio.to_thread(sim.stop)
         broker.stop()
-    kept = [g for g in got if g[0] <= stop_at]
+    kept, seen = [], set()
+    for g in got:  # QoS 1: a message can arrive twice; the first arrival is kept
+        seq = json.loads(g[2])["entry"]["seq"]
+        if g[0] <= stop_at and seq not in seen:
+            seen.add(seq)
+            kept.append(g)
     if not kept:
         raise RecordingError("no record message arrived")
     t0 = kept[0][0]
