@@ -1,6 +1,6 @@
 """``make bench-hub``: how many rooms the collector sustains on PostgreSQL (benchmark, not a test).
 
-    python -m tests.hub.bench                       # rooms 25, 50, 100, 200, 300, 500; 30 s each
+    python -m tests.hub.bench              # rooms 25 ... 500, 1000, 1500, 2000; 30 s each
     python -m tests.hub.bench --rooms 100 --seconds 20
 
 Every process is real and started here: a PostgreSQL cluster of its own
@@ -575,7 +575,9 @@ def _load() -> list[float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.hub.bench")
     p.add_argument(
-        "--rooms", default="25,50,100,200,300,500", help="comma-separated room counts, ascending"
+        "--rooms",
+        default="25,50,100,200,300,500,1000,1500,2000",
+        help="comma-separated room counts, ascending",
     )
     p.add_argument("--seconds", type=float, default=30.0, help="real-rate window per step")
     p.add_argument("--drain-s", type=float, default=30.0)

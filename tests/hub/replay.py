@@ -61,7 +61,9 @@ def values_of(doc: dict[str, Any]) -> int:
         return len(rows)
     if encoding == SAMPLES_V2:
         polls = [
-            StoredPoll(*p[:14], tuple(tuple(x) for x in p[14]), tuple(tuple(x) for x in p[15]))
+            StoredPoll._make(
+                [*p[:14], tuple(tuple(x) for x in p[14]), tuple(tuple(x) for x in p[15])]
+            )
             for p in rows
         ]
         return sum(1 for _ in unpack_polls(polls))
