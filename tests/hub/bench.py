@@ -52,7 +52,8 @@ batches' canonical bytes) and as sent (the MQTT payloads).
 ``--validate`` checks every replayed message against docs/asyncapi.yaml in
 the generator (the smoke test's setting: it costs the generator CPU). The
 machine is shared: the load average is in the result; do not tune against
-one run. The last line printed is the JSON result.
+one run. The last line printed is the JSON result. Exit status: 0 the sweep
+ran (whatever it sustained), 1 no valid recording, 2 a bad option.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.hub.record_traffic import RecordingError, cached, load, summary
+from tests.hub.record_traffic import MAX_SECONDS, RecordingError, cached, load, summary
 from tests.hub.replay import Room, Track
 
 REPO = Path(__file__).resolve().parents[2]
@@ -603,6 +604,13 @@ def main(argv: list[str] | None = None) -> int:
         rooms = [int(x) for x in args.rooms.split(",")]
     except ValueError:
         print(f"bench-hub: --rooms: not a list of numbers: {args.rooms!r}", file=sys.stderr)
+        return 2
+    if not 0 < args.recording_s <= MAX_SECONDS:
+        print(f"bench-hub: --recording-s: {args.recording_s:g} is not between 0 and "
+              f"{MAX_SECONDS:g} (the protocol's freeze is 150 s)", file=sys.stderr)  # fmt: skip
+        return 2
+    if args.seconds <= 0 or min(rooms) < 1:
+        print("bench-hub: --seconds and --rooms: must be more than 0", file=sys.stderr)
         return 2
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     try:

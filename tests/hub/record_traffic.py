@@ -23,6 +23,9 @@ message against docs/asyncapi.yaml again and refuses a recording with one that
 fails (``RecordingError``, one line naming the message and the reason), or one
 made with other code than this checkout's (``code_version``).
 
+Exit status of the command: 0 recorded (a summary as JSON on stdout), 1 the
+room did not give a valid recording (the reason on one line), 2 a bad option.
+
 ``cached`` is what the bench calls: the recording for this code version from
 ``.cache/bench-hub/`` if it is there, else made now (about ``seconds`` + 15 s:
 the daemon's start, the procedure's opening, the freeze's first seconds).
@@ -51,6 +54,8 @@ PROBES = tuple(range(1, 9))
 PROTOCOL = "morton-neuroma-cazzato2016"  # one 150 s freeze: longer than any recording here
 #: the freeze's steady part starts this long after the ``run`` call returned
 STEADY_AFTER_S = 2.0
+#: the most freeze a recording can hold: the protocol's one freeze is 150 s
+MAX_SECONDS = 140.0
 #: what the recording depends on: the room's code, its configuration, the contract
 _VERSIONED = ("daemon", "drivers", "simulators", "integrity", "common", "config")
 _VERSIONED_FILES = ("docs/asyncapi.yaml", "tests/hub/record_traffic.py", "tests/e2e/harness.py")
@@ -253,6 +258,8 @@ def _kind(m: Message) -> str:
 
 def record(seconds: float, out: Path, say: Any = print) -> Recording:
     """Run a real room, record ``seconds`` of its freeze, validate, write ``out``."""
+    if not 0 < seconds <= MAX_SECONDS:
+        raise RecordingError(f"seconds: {seconds:g} is not between 0 and {MAX_SECONDS:g}")
     with tempfile.TemporaryDirectory(prefix="record-traffic-") as tmp:
         rec = asyncio.run(_record(seconds, Path(tmp), say))
     save(rec, out)
@@ -269,6 +276,9 @@ def cached(seconds: float, say: Any = print) -> tuple[Recording, Path]:
     t0 = time.monotonic()
     say(f"recording {seconds:g} s of a real room's freeze into {path}")
     record(seconds, path, say)
+    for old in CACHE_DIR.glob("room-*.jsonl"):  # other code versions' recordings
+        if old != path and not old.name.startswith(f"room-{version}-"):
+            old.unlink(missing_ok=True)
     say(f"recorded in {time.monotonic() - t0:.1f} s")
     return load(path, version=version), path
 
@@ -295,8 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=30.0, help="seconds of the freeze recorded")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
-    if args.seconds <= 0:
-        print("record_traffic: --seconds: must be more than 0", file=sys.stderr)
+    if not 0 < args.seconds <= MAX_SECONDS:
+        print(f"record_traffic: --seconds: {args.seconds:g} is not between 0 and "
+              f"{MAX_SECONDS:g} (the protocol's freeze is 150 s)", file=sys.stderr)  # fmt: skip
         return 2
     try:
         rec = record(args.seconds, args.out, lambda s: print(s, file=sys.stderr))
