@@ -85,8 +85,9 @@ def room_views(session: Session, nodes: Iterable[str]) -> dict[str, RoomView]:
     """``room_view`` for many rooms in two queries (the ingest shell, once per batch).
 
     Each room's head is read by a correlated ``ORDER BY seq DESC LIMIT 1`` on the
-    ``(node, seq)`` primary key: one index probe per room on PostgreSQL and SQLite,
-    however long the chains (a ``GROUP BY node`` would read every entry of them).
+    ``(node, seq)`` primary key: two index probes per room (its seq, then its hash) on
+    PostgreSQL and SQLite, however long the chains (a ``GROUP BY node`` would read every
+    entry of them; ``python -m tests.hub.bench_heads`` measures both).
     Nodes that are not registered are left out."""
     wanted = sorted(set(nodes))
     if not wanted:
