@@ -64,6 +64,7 @@ from .board import Board
 from .records import Filters, Procedure, RecordIndex, tip_series
 from .scope import READER_ROLES, may_read_audit, may_read_subject, may_see_room
 from .sessions import LoginSession, SessionStore, new_token, same_token
+from .study_pages import StudyPages
 from .telemetry import BrokerSettings, TelemetryFeed
 from .throttle import LoginThrottle
 
@@ -666,6 +667,7 @@ def create_app(settings: WebSettings) -> Starlette:
         Route("/users", users_page),
         Route("/users/{name}/disable", user_disable, methods=["POST"]),
         Route("/healthz", healthz),
+        *StudyPages(settings, viewer, page, to_login, checked_post).routes(),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
