@@ -94,6 +94,10 @@ CONTRACTS = {
         "hub/web/board.py",
         "import sqlalchemy",
     ),
+    "the web app's route modules sit between create_app and the page plumbing": (
+        "hub/web/pages.py",
+        "from cryod.hub.web import followup_pages",
+    ),
     "the rest of the collector never imports the web app": (
         "hub/admin.py",
         "from cryod.hub.web import app",

@@ -23,23 +23,21 @@ from __future__ import annotations
 import datetime as dt
 import tempfile
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from .. import admin
-from ..anchors import anchor_head
 from ..exports import ExportInvalid, export_files
 from ..followup_store import record_export, snapshot, study_data
-from ..store.db import writer
 from ..summary import Summary, summarise
+from .pages import PageContext, Viewer, WebSettings
 from .study_view import (
     FORMAT_NAMES,
     FORMATS,
@@ -53,10 +51,7 @@ from .study_view import (
     summary_tables,
 )
 
-if TYPE_CHECKING:
-    from .app import Viewer, WebSettings
-
-__all__ = ["StudyPages"]
+__all__ = ["study_routes"]
 
 PLOT_CACHE: Final = 16
 
@@ -65,24 +60,24 @@ class NotFound(Exception):
     pass
 
 
+def study_routes(ctx: PageContext) -> list[BaseRoute]:
+    pages = StudyPages(ctx)
+    return [
+        Route("/studies", pages.studies_page),
+        Route("/studies/{study}", pages.study_page),
+        Route("/studies/{study}/pain.png", pages.pain_plot),
+        Route("/studies/{study}/export", pages.export, methods=["POST"]),
+    ]
+
+
 @dataclass
 class StudyPages:
-    """The routes, given the app's plumbing (who is asking, how a page is rendered)."""
-
-    settings: WebSettings
-    viewer: Callable[[Request], Viewer | None]
-    page: Callable[..., Response]
-    to_login: Callable[[Request], Response]
-    checked_post: Callable[[Request], Awaitable[tuple[Viewer, dict[str, str]] | Response]]
+    ctx: PageContext
     plots: OrderedDict[tuple[Any, ...], bytes] = field(default_factory=OrderedDict)
 
-    def routes(self) -> list[Route]:
-        return [
-            Route("/studies", self.studies_page),
-            Route("/studies/{study}", self.study_page),
-            Route("/studies/{study}/pain.png", self.pain_plot),
-            Route("/studies/{study}/export", self.export, methods=["POST"]),
-        ]
+    @property
+    def settings(self) -> WebSettings:
+        return self.ctx.settings
 
     # ---- the pieces ---------------------------------------------------------------------
     def profiles(self) -> dict[str, Any]:
@@ -120,9 +115,9 @@ class StudyPages:
 
     # ---- pages --------------------------------------------------------------------------
     def studies_page(self, request: Request) -> Response:
-        who = self.viewer(request)
+        who = self.ctx.viewer(request)
         if who is None:
-            return self.to_login(request)
+            return self.ctx.to_login(request)
         studies = [
             {
                 "id": study,
@@ -135,23 +130,25 @@ class StudyPages:
             for study, profile in self.profiles().items()
             if scope_choices(who.grants, study)
         ]
-        return self.page(request, "studies.html", who, studies=studies)
+        return self.ctx.page(request, "studies.html", who, studies=studies)
 
     def study_page(self, request: Request) -> Response:
-        who = self.viewer(request)
+        who = self.ctx.viewer(request)
         if who is None:
-            return self.to_login(request)
+            return self.ctx.to_login(request)
         study = request.path_params["study"]
         q = request.query_params
         try:
             profile, site = self.scoped(who, study, q.get("site"))
         except NotFound:
-            return self.page(request, "error.html", who, 404, message="No such study to show you.")
+            return self.ctx.page(
+                request, "error.html", who, 404, message="No such study to show you."
+            )
         on, on_error = parse_on(q.get("on"), self.today(profile))
         summary = self.summary(profile, site, on)
         tables = summary_tables(summary)
         query = {"on": on.isoformat()} | ({"site": site} if site is not None else {})
-        return self.page(
+        return self.ctx.page(
             request,
             "study.html",
             who,
@@ -168,7 +165,7 @@ class StudyPages:
         )
 
     def pain_plot(self, request: Request) -> Response:
-        who = self.viewer(request)
+        who = self.ctx.viewer(request)
         if who is None:
             return PlainTextResponse("log in first", 401)
         study = request.path_params["study"]
@@ -193,7 +190,7 @@ class StudyPages:
         return Response(png, media_type="image/png")
 
     async def export(self, request: Request) -> Response:
-        checked = await self.checked_post(request)
+        checked = await self.ctx.checked_post(request)
         if isinstance(checked, Response):
             return checked
         who, form = checked
@@ -202,9 +199,11 @@ class StudyPages:
         try:
             profile, site = self.scoped(who, study, form.get("site") or "")
         except NotFound:
-            return self.page(request, "error.html", who, 404, message="No such study to show you.")
+            return self.ctx.page(
+                request, "error.html", who, 404, message="No such study to show you."
+            )
         if fmt not in FORMATS:
-            return self.page(
+            return self.ctx.page(
                 request,
                 "error.html",
                 who,
@@ -214,7 +213,7 @@ class StudyPages:
         try:
             got = await run_in_threadpool(self._export, who, profile, site, fmt)
         except ExportInvalid as exc:
-            return self.page(
+            return self.ctx.page(
                 request,
                 "error.html",
                 who,
@@ -233,7 +232,7 @@ class StudyPages:
         settings = self.settings
         now = settings.wall()
         study = profile.study.id
-        with Session(writer(settings.engine)) as s, s.begin():
+        with self.ctx.write() as s, s.begin():
             snap = snapshot(s, study, site)
             data = study_data(profile, snap, now)
             files = export_files(data, fmt)  # ExportInvalid: nothing recorded
@@ -250,13 +249,7 @@ class StudyPages:
                 now=now,
                 node=settings.node,
             )
-        anchor_head(
-            settings.node,
-            head,
-            anchor_file=settings.anchor_file,
-            journal_socket=settings.journal_socket,
-            at=now,
-        )
+        self.ctx.anchor(head, now)
         return got
 
 

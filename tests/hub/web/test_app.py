@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 
 from cryod.hub.store.models import AuditEntry
 from cryod.hub.web import app as web_app
+from cryod.hub.web import procedure_pages
 from cryod.hub.web.app import CSP, WebSettings, create_app
 
 from .conftest import Clock, csrf_of, login
@@ -417,7 +418,7 @@ def test_the_list_filters_by_study_site_room_date_and_status(settings: WebSettin
 
 
 def test_the_list_is_paged(settings: WebSettings, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(web_app, "PAGE_SIZE", 2)
+    monkeypatch.setattr(procedure_pages, "PAGE_SIZE", 2)
     c = as_user(settings, "ivan")
     first = c.get("/procedures")
     assert "4 procedure(s), page 1 of 2." in first.text

@@ -26,17 +26,10 @@ from cryod.hub.web import study_pages
 from cryod.hub.web.app import WebSettings, create_app
 from cryod.research.fhir_check import validate_bundle
 from cryod.research.fhir_library import library_problems
+from tests.hub.test_followup_cli import journal, study, study_config  # noqa: F401  (fixtures)
 
 from .conftest import csrf_of, login
-from .study_data import (  # noqa: F401  (fixtures)
-    PASSWORDS,
-    STUDY_ID,
-    exports_audited,
-    followed,
-    journal,
-    study,
-    study_config,
-)
+from .study_data import PASSWORDS, STUDY_ID, exports_audited, followed  # noqa: F401
 
 pytestmark = pytest.mark.timeout(300)
 PAGE = f"/studies/{STUDY_ID}"
