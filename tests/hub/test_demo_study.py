@@ -41,7 +41,7 @@ def _web_login(url: str, user: str, password: str) -> tuple[int, str]:
 
     import httpx2 as httpx
 
-    with httpx.Client(base_url=url, timeout=30) as c:
+    with httpx.Client(base_url=url, timeout=30, follow_redirects=True) as c:
         page = c.get("/login")
         m = re.search(r'name="csrf" value="([^"]+)"', page.text)
         assert m is not None, page.text
