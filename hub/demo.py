@@ -840,6 +840,8 @@ def _run(
     say(f"  command log         {hub.log}")
     say(f"  demo passwords      {pw_file} (mode 0600)")
     say(f"  web app             {web[0]} (log {workdir / 'cryohub-web.log'})")
+    say(f"  the study's page    {web[0]}studies/{STUDY_IDS[MORTONS]}?on={as_of.isoformat()} "
+        "(as of the simulated last day)")  # fmt: skip
     say("Research use only (NICE IPG747/HTG652). Demo data, not patients.")
     return 0
 

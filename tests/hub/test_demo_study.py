@@ -35,6 +35,23 @@ def demo_command(workdir: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "cryod.hub.cli", "demo", "--workdir", str(workdir), *extra]
 
 
+def _web_page(url: str, user: str, password: str, page: str) -> str:
+    """``page`` as ``user`` sees it after logging in."""
+    import re
+
+    import httpx2 as httpx
+
+    with httpx.Client(base_url=url, timeout=60, follow_redirects=True) as c:
+        form = c.get("/login")
+        m = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert m is not None, form.text
+        c.post("/login", data={"csrf": m.group(1), "username": user, "password": password,
+                               "next": "/board"})  # fmt: skip
+        r = c.get(page)
+        assert r.status_code == 200, r.text
+        return r.text
+
+
 def _web_login(url: str, user: str, password: str) -> tuple[int, str]:
     """Log in to the demo's web app as a browser does; the status and page landed on."""
     import re
@@ -94,6 +111,12 @@ def test_the_whole_study_on_one_machine(tmp_path: Path, capsys: pytest.CaptureFi
             assert passwords[user] not in shown  # passwords are in the file, never printed
             assert _web_login(url, user, passwords[user]) == (200, f"{url}board")
         assert _web_login(url, "demo-monitor", "wrong")[0] == 401
+        # the study page the demo points at: the summary as of its last simulated day
+        study_url = shown.split("the study's page    ", 1)[1].split()[0]
+        html = _web_page(url, "demo-monitor", passwords["demo-monitor"], study_url)
+        assert "4 subject(s), 4 procedure(s)" in html
+        html = _web_page(url, "demo-site-a-nurse", passwords["demo-site-a-nurse"], study_url)
+        assert "2 subject(s), 2 procedure(s)" in html
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=120) == 0
     finally:
