@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,7 +182,14 @@ class StudyPages:
         key = (study, site, summary.text())
         png = self.plots.get(key)
         if png is None:
-            png = _render_png(summary)
+            try:
+                png = _render_png(summary)
+            except ModuleNotFoundError as exc:
+                if not (exc.name or "").startswith("matplotlib"):
+                    raise
+                return PlainTextResponse(
+                    "the plot needs matplotlib: pip install 'cryod[report]'", 503
+                )
             self.plots[key] = png
             while len(self.plots) > PLOT_CACHE:
                 self.plots.popitem(last=False)
@@ -253,10 +261,14 @@ class StudyPages:
         return got
 
 
+#: pyplot keeps global state: one plot at a time (pages run in a thread pool)
+_PLOTTING: Final = threading.Lock()
+
+
 def _render_png(summary: Summary) -> bytes:
     from ..summary_plot import write_plot
 
-    with tempfile.TemporaryDirectory(prefix="cryohub-plot-") as tmp:
+    with _PLOTTING, tempfile.TemporaryDirectory(prefix="cryohub-plot-") as tmp:
         path = Path(tmp) / "pain.png"
         write_plot(summary, path)
         return path.read_bytes()

@@ -245,3 +245,20 @@ def test_an_export_without_its_token_a_bad_format_or_failing_checks_sends_and_re
         assert "The sdtm export failed its checks; nothing was sent or recorded" in r.text
         assert "dm.csv[1].USUBJID" in r.text
     assert exports_audited(followed.engine) == []
+
+
+def test_without_matplotlib_the_plot_says_so_and_the_tables_show(
+    followed: WebSettings,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cryod.hub import summary_plot
+
+    def missing(*_args: object) -> None:
+        raise ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib")
+
+    monkeypatch.setattr(summary_plot, "write_plot", missing)
+    with client_as(followed, "mon") as c:
+        assert "4 subject(s), 4 procedure(s)" in c.get(PAGE).text
+        r = c.get(f"{PAGE}/pain.png")
+        assert r.status_code == 503
+        assert r.text == "the plot needs matplotlib: pip install 'cryod[report]'"
