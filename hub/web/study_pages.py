@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -104,7 +103,7 @@ class StudyPages:
         return profile, site
 
     def summary(self, profile: Any, site: str | None, on: dt.date) -> Summary:
-        with Session(self.settings.engine) as s:
+        with self.ctx.db() as s:
             snap = snapshot(s, profile.study.id, site)
         data = study_data(profile, snap, self.settings.wall())
         return summarise(data, on, withdrawn=snap.withdrawn)
