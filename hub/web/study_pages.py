@@ -54,6 +54,9 @@ from .study_view import (
 __all__ = ["study_routes"]
 
 PLOT_CACHE: Final = 16
+SUMMARY_CACHE: Final = 16
+#: the Study page's tables and plot are at most this late (exports are always built afresh)
+SUMMARY_TTL_S: Final = 30.0
 
 
 class NotFound(Exception):
@@ -74,6 +77,10 @@ def study_routes(ctx: PageContext) -> list[BaseRoute]:
 class StudyPages:
     ctx: PageContext
     plots: OrderedDict[tuple[Any, ...], bytes] = field(default_factory=OrderedDict)
+    summaries: OrderedDict[tuple[Any, ...], tuple[float, Summary]] = field(
+        default_factory=OrderedDict
+    )
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def settings(self) -> WebSettings:
@@ -103,10 +110,24 @@ class StudyPages:
         return profile, site
 
     def summary(self, profile: Any, site: str | None, on: dt.date) -> Summary:
+        """The summary, reused for SUMMARY_TTL_S (the page and its plot, reloads): building
+        it decodes every procedure of the study (seconds for 10,000)."""
+        key = (profile.study.id, profile.version, site, on)
+        now = self.settings.mono()
+        with self.lock:
+            hit = self.summaries.get(key)
+        if hit is not None and now - hit[0] < SUMMARY_TTL_S:
+            return hit[1]
         with self.ctx.db() as s:
             snap = snapshot(s, profile.study.id, site)
         data = study_data(profile, snap, self.settings.wall())
-        return summarise(data, on, withdrawn=snap.withdrawn)
+        made = summarise(data, on, withdrawn=snap.withdrawn)
+        with self.lock:
+            self.summaries[key] = (now, made)
+            self.summaries.move_to_end(key)
+            while len(self.summaries) > SUMMARY_CACHE:
+                self.summaries.popitem(last=False)
+        return made
 
     def today(self, profile: Any) -> dt.date:
         from cryod.research.followup import local_date
@@ -179,7 +200,8 @@ class StudyPages:
             return PlainTextResponse(f"on: {on_error}", 400)
         summary = self.summary(profile, site, on)
         key = (study, site, summary.text())
-        png = self.plots.get(key)
+        with self.lock:
+            png = self.plots.get(key)
         if png is None:
             try:
                 png = _render_png(summary)
@@ -189,11 +211,11 @@ class StudyPages:
                 return PlainTextResponse(
                     "the plot needs matplotlib: pip install 'cryod[report]'", 503
                 )
+        with self.lock:
             self.plots[key] = png
+            self.plots.move_to_end(key)
             while len(self.plots) > PLOT_CACHE:
                 self.plots.popitem(last=False)
-        else:
-            self.plots.move_to_end(key)
         return Response(png, media_type="image/png")
 
     async def export(self, request: Request) -> Response:

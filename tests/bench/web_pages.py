@@ -385,6 +385,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "record_to_committed": stats.get("record_to_committed"),
                     }
                 plot_ms = _timed(c, f"/procedures/{_node(0)}/1/plot.svg")
+                # the Study page (the summary over every procedure and assessment) and a
+                # JSON export of the whole study: a few times each, quiet (no target)
+                study_ms = [_timed(c, f"/studies/{STUDY}?on=2030-01-01") for _ in range(3)]
+                token = re.search(r'name="csrf" value="([^"]+)"', c.get("/account").text)
+                assert token is not None
+                export_ms = []
+                for _ in range(2):
+                    t = time.perf_counter()
+                    form = {"csrf": token.group(1), "site": "", "format": "json"}
+                    r = c.post(f"/studies/{STUDY}/export", data=form)
+                    export_ms.append((time.perf_counter() - t) * 1000.0)
+                    assert r.status_code == 200, r.text[:500]
         finally:
             if ingest is not None:
                 ingest.stop()
@@ -404,6 +416,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "list_ms": list_p,
         "procedure_page_ms": page_p,
         "plot_first_ms": round(plot_ms, 1),
+        "study_page_ms": ps(study_ms),
+        "export_json_ms": ps(export_ms),
         "ingest": ingest_result,
         "quiet": {"list_ms": ps(quiet[0]), "procedure_page_ms": ps(quiet[1])},
         "target_p95_ms": TARGET_P95_MS,

@@ -262,3 +262,37 @@ def test_without_matplotlib_the_plot_says_so_and_the_tables_show(
         r = c.get(f"{PAGE}/pain.png")
         assert r.status_code == 503
         assert r.text == "the plot needs matplotlib: pip install 'cryod[report]'"
+
+
+def test_the_summary_is_reused_for_its_ttl_then_rebuilt(
+    followed: WebSettings,  # noqa: F811
+    study: Path,  # noqa: F811
+) -> None:
+    """The page and its plot share one summary for SUMMARY_TTL_S; exports are always built
+    afresh. A new assessment shows on the page once the TTL has passed."""
+    import dataclasses
+
+    from tests.hub.test_followup_cli import record
+
+    from .conftest import Clock
+
+    clock = Clock()
+    settings = dataclasses.replace(followed, mono=clock)
+    with client_as(settings, "mon") as c:
+        m1 = re.compile(r"\(m1\)</td><td>(\d+)</td>")
+
+        def n_m1() -> int:
+            m = m1.search(c.get(PAGE).text)
+            assert m is not None
+            return int(m.group(1))
+
+        assert n_m1() == 2
+        assert record(study, "MN-0003", "m1", "2026-04-21", "--mode", "clinic", "--pain", "3") == 0
+        clock.t += study_pages.SUMMARY_TTL_S - 1
+        assert n_m1() == 2  # within the TTL: the same summary
+        _name, body, _media = download(c, "json", "")
+        doc = json.loads(body)
+        s3 = next(s for s in doc["subjects"] if s["subject"] == "MN-0003")
+        assert '"time_point": "m1"' in json.dumps(s3)  # the export is built afresh
+        clock.t += 2
+        assert n_m1() == 3
