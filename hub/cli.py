@@ -670,20 +670,24 @@ def cmd_web(args: argparse.Namespace) -> int:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         _err(f"--timezone {args.timezone!r}: not an IANA time zone")
         return EXIT_BAD_INPUT
-    from .web.server import ServeOptions, serve
+    from .web.server import ListenError, ServeOptions, serve
 
-    serve(
-        load_config(args.config),
-        ServeOptions(
-            host=args.host,
-            port=args.port,
-            behind_tls=args.behind_tls,
-            forwarded_allow_ips=args.forwarded_allow_ips,
-            idle_min=args.idle_min,
-            timezone=args.timezone,
-            telemetry=not args.no_telemetry,
-        ),
-    )
+    try:
+        serve(
+            load_config(args.config),
+            ServeOptions(
+                host=args.host,
+                port=args.port,
+                behind_tls=args.behind_tls,
+                forwarded_allow_ips=args.forwarded_allow_ips,
+                idle_min=args.idle_min,
+                timezone=args.timezone,
+                telemetry=not args.no_telemetry,
+            ),
+        )
+    except ListenError as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
     return 0
 
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import stat
 import tomllib
 from collections.abc import Mapping
@@ -142,6 +143,30 @@ class TlsSection(_Strict):
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together (a client certificate)")
         return self
+
+    @model_validator(mode="after")
+    def _loads(self) -> TlsSection:
+        """The files are what they claim: found at start, not on the first connection."""
+        try:
+            ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(
+                f"ca_file {self.ca_file}: not a PEM CA certificate ({_why(exc)})"
+            ) from None
+        if self.cert_file is not None and self.key_file is not None:
+            try:
+                ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
+            except (ssl.SSLError, OSError) as exc:
+                raise ValueError(
+                    f"cert_file {self.cert_file} with key_file {self.key_file}: not a PEM "
+                    f"certificate and its key ({_why(exc)})"
+                ) from None
+        return self
+
+
+def _why(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None)
+    return str(reason) if reason else str(exc)
 
 
 class BrokerSection(_Strict):

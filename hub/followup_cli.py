@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 import uuid
 from collections.abc import Callable
@@ -201,6 +202,42 @@ def _refused(exc: Any) -> int:
     return EXIT_BAD_INPUT
 
 
+class OutputError(Exception):
+    """An output path that cannot be written: the text names the option, the path and why."""
+
+
+def _writable_dir(option: str, path: Path) -> None:
+    """``path`` is a directory we may write in, or one that can be made there."""
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{option} {path}: exists and is not a directory")
+    ancestor = path
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"{option} {path}: {ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(f"{option} {path}: {ancestor} is not writable by this user")
+
+
+def _writable_file(option: str, path: Path) -> None:
+    """``path`` can be written: not a directory, in an existing directory we may write in."""
+    if path.is_dir():
+        raise OutputError(f"{option} {path}: is a directory")
+    if not path.parent.is_dir():
+        raise OutputError(f"{option} {path}: directory {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK | os.X_OK) or (
+        path.exists() and not os.access(path, os.W_OK)
+    ):
+        raise OutputError(f"{option} {path}: not writable by this user")
+
+
+def _write_text(option: str, path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8", newline="")
+    except OSError as exc:
+        raise OutputError(f"{option} {path}: {exc.strerror or exc}") from None
+
+
 def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         from cryod.research.fhir_library import FhirLibraryMissing
@@ -212,6 +249,9 @@ def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
             return fn(args)
         except (ResearchDataError, ExportInvalid) as exc:
             return _refused(exc)
+        except OutputError as exc:
+            print(f"cryohub: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         except FhirLibraryMissing as exc:
             print(
                 f"cryohub: {exc} (install the extra: pip install 'cryod[research]')",
@@ -561,6 +601,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .followup_store import record_export
 
     _require_actor(args)
+    _writable_dir("--out", args.out)  # before the password prompt and the work
     cli = _cli()
     result: dict[str, Any] = {}
 
@@ -576,11 +617,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         data = study_data(profile, snap, cli._now())
         files = export_files(data, args.format)
         out: Path = args.out
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"--out {out}: {exc.strerror or exc}") from None
         written = {}
         for name, text in files.items():
-            path = out / name
-            path.write_text(text, encoding="utf-8", newline="")
+            _write_text("--out", out / name, text)
             written[name] = _sha256(text)
         result["files"] = [str(out / n) for n in files]
         result["subjects"] = len({p.subject for p in data.procedures})
@@ -618,6 +661,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
     from .summary import summarise
 
+    if args.csv is not None:
+        _writable_file("--csv", args.csv)
+    if args.plot is not None:
+        _writable_file("--plot", args.plot)
     cli = _cli()
     with cli._Open(args.config) as ctx:
         profile = _profile(ctx, args.study)
@@ -626,13 +673,15 @@ def cmd_summary(args: argparse.Namespace) -> int:
     summary = summarise(data, on, withdrawn=withdrawn)
     print(summary.text(), end="")
     if args.csv is not None:
-        args.csv.write_text(summary.csv(), encoding="utf-8", newline="")
+        _write_text("--csv", args.csv, summary.csv())
         print(f"tables: {args.csv}")
     if args.plot is not None:
         from .summary_plot import write_plot
 
         try:
             write_plot(summary, args.plot)
+        except OSError as exc:
+            raise OutputError(f"--plot {args.plot}: {exc.strerror or exc}") from None
         except ModuleNotFoundError as exc:  # pragma: no cover - tests install the report extra
             if not (exc.name or "").startswith("matplotlib"):
                 raise

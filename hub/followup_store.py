@@ -73,11 +73,15 @@ from .store.models import (
 )
 
 __all__ = [
+    "EventView",
+    "ProcedureFollowUp",
     "SignedEvent",
     "StudySnapshot",
     "WithdrawalReport",
     "change_event",
+    "event_view",
     "find_procedure",
+    "procedure_followup",
     "record_assessment",
     "record_event",
     "record_export",
@@ -444,30 +448,8 @@ def record_event(
     session.add(row)
     session.flush()
     content = _event_content(ae, row.id)
-    salt = new_salt()
-    row.content, row.salt = content, salt.hex()
-    row.digest = content_digest(EVENT_TABLE, row.id, content, salt)
-    head = _append(
-        session,
-        node=node,
-        kind="event_recorded",
-        payload={
-            "table": EVENT_TABLE,
-            "id": row.id,
-            "op": "insert",
-            "version": 1,
-            "study": study,
-            "procedure": str(proc.procedure_uuid),
-            "category": ae.category.value,
-            "digest": row.digest,
-            "fields": sorted(content),
-            "by": actor.name,
-            "reason": None,
-        },
-        now=now,
-    )
-    row.audit_seq = head.seq
-    session.flush()
+    head = _seal_event(session, row, content, ae, actor, node=node, now=now,
+                       kind="event_recorded", fields=sorted(content), reason=None)  # fmt: skip
     return head, row.id
 
 
@@ -535,34 +517,52 @@ def change_event(
     changed = sorted(k for k in set(old) | set(content) if old.get(k) != content.get(k))
     if not changed:
         raise Refused("event: nothing changed")
-    salt = new_salt()
-    row.content, row.salt = content, salt.hex()
     row.version += 1
     row.recorded_at, row.recorded_by = now, actor.name
+    head = _seal_event(session, row, content, ae, actor, node=node, now=now,
+                       kind="event_changed", fields=changed, reason=reason,
+                       was_signed=signed)  # fmt: skip
+    return head, row.version
+
+
+def _seal_event(
+    session: Session,
+    row: FollowUpEventRow,
+    content: dict[str, Any],
+    ae: AdverseEventRecord,
+    actor: Actor,
+    *,
+    node: str,
+    now: dt.datetime,
+    kind: str,
+    fields: list[str],
+    reason: str | None,
+    was_signed: bool | None = None,
+) -> Head:
+    """Store ``content`` in the event row with a fresh salt and its digest, and append the
+    chain entry (``event_recorded`` for version 1, ``event_changed`` after) that covers it."""
+    salt = new_salt()
+    row.content, row.salt = content, salt.hex()
     row.digest = content_digest(EVENT_TABLE, row.id, content, salt)
-    head = _append(
-        session,
-        node=node,
-        kind="event_changed",
-        payload={
-            "table": EVENT_TABLE,
-            "id": row.id,
-            "op": "update",
-            "version": row.version,
-            "study": row.study,
-            "procedure": row.procedure_uuid,
-            "category": ae.category.value,
-            "digest": row.digest,
-            "fields": changed,
-            "by": actor.name,
-            "reason": reason,
-            "was_signed": signed,
-        },
-        now=now,
-    )
+    payload: dict[str, Any] = {
+        "table": EVENT_TABLE,
+        "id": row.id,
+        "op": "insert" if row.version == 1 else "update",
+        "version": row.version,
+        "study": row.study,
+        "procedure": row.procedure_uuid,
+        "category": ae.category.value,
+        "digest": row.digest,
+        "fields": fields,
+        "by": actor.name,
+        "reason": reason,
+    }
+    if was_signed is not None:
+        payload["was_signed"] = was_signed
+    head = _append(session, node=node, kind=kind, payload=payload, now=now)
     row.audit_seq = head.seq
     session.flush()
-    return head, row.version
+    return head
 
 
 @dataclass(frozen=True, slots=True)
@@ -619,6 +619,84 @@ def sign_event(
     sig.audit_seq = head.seq
     session.flush()
     return SignedEvent(head, row.id, row.version, meaning)
+
+
+# ---- what one procedure has (the web app's procedure page and forms) -----------------------
+@dataclass(frozen=True, slots=True)
+class EventView:
+    """An event after close as it stands: its current version and that version's signature."""
+
+    id: int
+    study: str
+    site: str
+    procedure_uuid: str
+    version: int
+    content: dict[str, Any]
+    recorded_at: dt.datetime
+    recorded_by: str
+    signed_by: str | None  # of the current version
+    signed_at: dt.datetime | None
+    was_signed: bool  # some version was (a change to it needs a reason)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcedureFollowUp:
+    #: time point -> the recorded assessment's content (with who and when)
+    assessments: dict[str, dict[str, Any]]
+    events: list[EventView]
+
+
+def _event_view(session: Session, row: FollowUpEventRow) -> EventView:
+    sig = _signature(session, row)
+    return EventView(
+        id=row.id,
+        study=row.study,
+        site=row.site,
+        procedure_uuid=row.procedure_uuid,
+        version=row.version,
+        content=dict(row.content or {}),
+        recorded_at=row.recorded_at,
+        recorded_by=row.recorded_by,
+        signed_by=None if sig is None else sig.signer,
+        signed_at=None if sig is None else sig.signed_at,
+        was_signed=sig is not None or _was_signed(session, row),
+    )
+
+
+def procedure_followup(session: Session, procedure_uuid: uuid.UUID) -> ProcedureFollowUp:
+    """The follow-up recorded for one procedure (redacted rows left out)."""
+    key = str(procedure_uuid)
+    assessments: dict[str, dict[str, Any]] = {}
+    for a in session.execute(
+        select(FollowUpAssessmentRow).where(
+            FollowUpAssessmentRow.procedure_uuid == key,
+            FollowUpAssessmentRow.redacted_seq.is_(None),
+        )
+    ).scalars():
+        if isinstance(a.content, dict):
+            assessments[a.time_point] = {
+                **a.content,
+                "recorded_at": a.recorded_at,
+                "recorded_by": a.recorded_by,
+            }
+    events = [
+        _event_view(session, row)
+        for row in session.execute(
+            select(FollowUpEventRow)
+            .where(
+                FollowUpEventRow.procedure_uuid == key,
+                FollowUpEventRow.redacted_seq.is_(None),
+                FollowUpEventRow.content.is_not(None),
+            )
+            .order_by(FollowUpEventRow.id)
+        ).scalars()
+    ]
+    return ProcedureFollowUp(assessments, events)
+
+
+def event_view(session: Session, event_id: int) -> EventView:
+    """One event (``Refused`` if there is none or it was redacted)."""
+    return _event_view(session, _event(session, event_id))
 
 
 # ---- withdrawal ---------------------------------------------------------------------------

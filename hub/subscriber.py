@@ -1,4 +1,10 @@
-"""The record channel's subscriber: the one module of the collector that imports aiomqtt.
+"""The collector's MQTT client: the one module of the collector that imports aiomqtt.
+
+Two users: the record channel's subscriber (``Subscriber``, below) and the
+web app's read-only telemetry watch (``watch``: QoS 0, clean session, a
+client id of its own per connection; it never publishes). Both take the
+broker's address, credentials and TLS from ``[broker]`` through the same
+``BrokerSettings``, ``broker_password`` and ``broker_tls``.
 
 - MQTT v5 with a **fixed client id** and **clean start off**, the session
   expiry from ``[broker] session_expiry_s``: the broker keeps the collector's
@@ -31,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import secrets
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -44,7 +51,15 @@ from paho.mqtt.reasoncodes import ReasonCode
 from .intake import Incoming
 from .messages import TOPIC_PREFIX
 
-__all__ = ["RECORD_TOPICS", "BrokerSettings", "Subscriber"]
+__all__ = [
+    "RECORD_TOPICS",
+    "BrokerSettings",
+    "BrokerUnavailable",
+    "Subscriber",
+    "broker_password",
+    "broker_tls",
+    "watch",
+]
 
 RECORD_TOPICS = f"{TOPIC_PREFIX}/+/+/chain"
 _log = logging.getLogger("cryohub.subscriber")
@@ -67,6 +82,33 @@ class BrokerSettings:
 
 
 Handler = Callable[[Sequence[Incoming]], Awaitable[None]]
+
+
+class BrokerUnavailable(Exception):
+    """The broker could not be reached or dropped the connection (the reason is the text)."""
+
+
+def broker_password(settings: BrokerSettings) -> str | None:
+    """The password file's content without surrounding white space; None without a file."""
+    if settings.password_file is None:
+        return None
+    return settings.password_file.read_text(encoding="utf-8").strip()
+
+
+def broker_tls(settings: BrokerSettings) -> ssl.SSLContext | None:
+    """TLS 1.2 or newer against the configured CA, with the client certificate if set.
+
+    None without a CA (plain MQTT).
+    """
+    if settings.ca_file is None:
+        return None
+    tls = ssl.create_default_context(cafile=str(settings.ca_file))
+    tls.minimum_version = ssl.TLSVersion.TLSv1_2
+    if settings.cert_file is not None:
+        tls.load_cert_chain(
+            str(settings.cert_file), None if settings.key_file is None else str(settings.key_file)
+        )
+    return tls
 
 
 class Subscriber:
@@ -92,16 +134,6 @@ class Subscriber:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = s.session_expiry_s
         props.ReceiveMaximum = s.receive_maximum
-        password = (
-            None if s.password_file is None else s.password_file.read_text(encoding="utf-8").strip()
-        )
-        tls = None
-        if s.ca_file is not None:
-            tls = ssl.create_default_context(cafile=str(s.ca_file))
-            if s.cert_file is not None:
-                tls.load_cert_chain(
-                    str(s.cert_file), None if s.key_file is None else str(s.key_file)
-                )
         client = aiomqtt.Client(
             s.host,
             s.port,
@@ -110,8 +142,8 @@ class Subscriber:
             clean_start=False,
             properties=props,
             username=s.username,
-            password=password,
-            tls_context=tls,
+            password=broker_password(s),
+            tls_context=broker_tls(s),
             keepalive=s.keepalive_s,
         )
         # acknowledge after the COMMIT (aiomqtt#345): before connecting, so messages
@@ -165,3 +197,45 @@ class Subscriber:
             for m in batch:
                 if m.qos > 0:
                     client._client.ack(m.mid, m.qos)
+
+
+MessageHandler = Callable[[str, bytes, bool], None]
+
+
+async def watch(
+    settings: BrokerSettings,
+    topic: str,
+    handle: MessageHandler,
+    *,
+    on_connected: Callable[[], None] = lambda: None,
+) -> None:
+    """Subscribe to ``topic`` at QoS 0 on a clean session and hand each message to
+    ``handle(topic, payload, retained)`` until cancelled or the connection ends.
+
+    The client id is ``settings.client_id`` with a random suffix (two web app
+    processes never take each other's session). A broker that cannot be reached
+    or drops the connection raises ``BrokerUnavailable``: the caller retries.
+    """
+    try:
+        client = aiomqtt.Client(
+            settings.host,
+            settings.port,
+            identifier=f"{settings.client_id}-{secrets.token_hex(4)}",
+            username=settings.username,
+            password=broker_password(settings),
+            tls_context=broker_tls(settings),
+            clean_session=True,
+            keepalive=settings.keepalive_s,
+            timeout=5.0,
+            logger=logging.getLogger("cryohub.watch.paho"),
+        )
+        async with client:
+            await client.subscribe(topic, qos=0)
+            on_connected()
+            async for message in client.messages:
+                payload = message.payload
+                if isinstance(payload, (bytes, bytearray)):
+                    handle(message.topic.value, bytes(payload), message.retain)
+    except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:
+        raise BrokerUnavailable(str(exc)) from exc
+    raise BrokerUnavailable("the broker ended the subscription")

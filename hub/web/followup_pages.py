@@ -1,37 +1,583 @@
-"""Follow-up: what is due and overdue in the viewer's studies and sites."""
+"""Follow-up: the due list, and the forms of the study team (docs/web.md, "Follow-up forms").
+
+- ``/followup``: what is due and overdue in the viewer's studies and sites, each
+  with a link to its form for those who may record.
+- ``/procedures/{node}/{pid}/followup/{time point}``: a coordinator (or an
+  investigator) covering the study and site records, or corrects with a reason,
+  one time point.
+- ``/procedures/{node}/{pid}/events/new`` and ``…/events/{id}``: an adverse
+  event or further intervention found after close, added and changed (a reason
+  once signed).
+- ``…/events/{id}/sign``: an investigator covering the study and site signs the
+  event's current version, the meaning shown, their password re-entered
+  (wrong passwords throttled as logins are).
+
+The forms validate on the server through the store's own calls
+(``followup_store``: the same pure checks as ``cryohub followup``); each
+problem is shown beside its field, what was typed is kept; a success redirects
+to the procedure page. Every change is audited by the store and anchored here;
+every form shown is a subject read (``subject_read``, as the procedure page).
+Monitors (and anyone not covering the study and site) get 403 on every form.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+import math
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any, Final
 
-from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from cryod.research.followup import FollowedProcedure, due_state, local_date, window_for
+from cryod.research.problems import ResearchDataError
+from cryod.research.vocab import (
+    ActionTaken,
+    AeCategory,
+    AeOutcome,
+    AeSubcategory,
+    FurtherIntervention,
+    Relatedness,
+    SeriousnessCriterion,
+    VisitMode,
+    VisitStatus,
+)
+
+from .. import admin
 from ..access import Grant
-from .pages import PageContext, WebSettings
+from ..followup import may_record, may_sign, signature_meaning
+from .pages import Forbidden, PageContext, Viewer, WebSettings
+from .records import Procedure
 from .scope import READER_ROLES, may_read_subject
 
-__all__ = ["followup_routes"]
+__all__ = ["FLASH", "MAX_TEXT", "followup_context", "followup_routes"]
+
+#: a form's text fields are kept up to this many characters (the store refuses what is
+#: longer than a field allows, and the form shows it back)
+MAX_TEXT: Final = 10_000
+
+#: the procedure page's message after a form (``?done=``): only these, never the query's text
+FLASH: Final = {
+    "assessment": "Follow-up time point recorded.",
+    "assessment_late": "Follow-up time point recorded, outside its window: a protocol deviation.",
+    "event": "Adverse event recorded; an investigator signs it.",
+    "changed": "Adverse event changed.",
+    "signed": "Adverse event signed.",
+}
+
+ASSESSMENT_FIELDS: Final = (
+    "assessed_on",
+    "status",
+    "reason",
+    "mode",
+    "pain_score",
+    "qol_total",
+    "function_score",
+    "satisfaction",
+    "correction",
+)
+EVENT_FIELDS: Final = (
+    "category",
+    "subcategory",
+    "verbatim_term",
+    "onset",
+    "resolution",
+    "ctcae_grade",
+    "serious",
+    "seriousness_criteria",
+    "relatedness_device",
+    "relatedness_procedure",
+    "outcome",
+    "action_taken",
+    "further_intervention",
+    "further_intervention_date",
+    "yellow_card_ref",
+)
+
+CHOICES: Final = {
+    "status": VisitStatus.choices(),
+    "mode": VisitMode.choices(),
+    "category": AeCategory.choices(),
+    "subcategory": AeSubcategory.choices(),
+    "seriousness_criteria": SeriousnessCriterion.choices(),
+    "relatedness_device": Relatedness.choices(),
+    "relatedness_procedure": Relatedness.choices(),
+    "outcome": AeOutcome.choices(),
+    "action_taken": ActionTaken.choices(),
+    "further_intervention": FurtherIntervention.choices(),
+    "serious": [("yes", "Yes"), ("no", "No")],
+    "ctcae_grade": [(str(g), str(g)) for g in range(1, 6)],
+    "satisfaction": [
+        ("1", "1 very dissatisfied"),
+        ("2", "2 dissatisfied"),
+        ("3", "3 neither"),
+        ("4", "4 satisfied"),
+        ("5", "5 very satisfied"),
+    ],
+}
+
+
+class _Refusal(Exception):
+    """Problems to show: field -> message ("" for the form as a whole)."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def form_errors(
+    exc: Exception, fields: Iterable[str], renames: dict[str, str] | None = None
+) -> dict[str, str]:
+    """A store refusal as messages beside the form's fields (``""``: the whole form).
+
+    ``ResearchDataError`` carries problems (``follow_up.pain_score: …``);
+    ``Refused`` and ``NotPermitted`` one line, starting with the field when it
+    names one (``reason: …``; ``renames`` maps it to the form's name).
+    """
+    known = set(fields)
+    if isinstance(exc, ResearchDataError):
+        pairs = [(p.field, p.message) for p in exc.problems]
+    else:
+        field, sep, message = str(exc).partition(": ")
+        named = sep and " " not in field
+        pairs = [((renames or {}).get(field, field), message)] if named else [("", str(exc))]
+    out: dict[str, str] = {}
+    for path, text in pairs:
+        message = text.replace("needs --reason", "needs a reason")
+        name = next((p for p in reversed(path.split(".")) if p in known), "")
+        if name == "" and path not in ("", "follow_up", "event"):
+            message = f"{path}: {message}"
+        out[name] = f"{out[name]}; {message}" if name in out else message
+    return out
 
 
 def followup_routes(ctx: PageContext) -> list[BaseRoute]:
     settings = ctx.settings
 
+    # ---- lookups --------------------------------------------------------------------------
+    def newest_profile(study: str | None) -> Any:
+        matching = [p for p in settings.profiles if study is not None and p.study.id == study]
+        return max(matching, key=lambda p: p.version) if matching else None
+
+    def target(
+        request: Request, who: Viewer, allowed: Callable[[tuple[Grant, ...], str, str], bool]
+    ) -> tuple[Procedure, Any] | Response:
+        """The procedure of the path, its study's profile, once ``allowed`` (else 403/404)."""
+        node, pid = request.path_params["node"], request.path_params["pid"]
+        try:
+            proc = ctx.find_procedure(who, node, pid)
+        except Forbidden:
+            return ctx.error(request, who, 404, "No such procedure to show you.")
+        profile = newest_profile(proc.study)
+        if profile is None or not isinstance(proc.values.get("uuid"), str) or not proc.opened_at:
+            return ctx.error(request, who, 404, "This procedure is in no configured study.")
+        assert proc.study is not None
+        if not allowed(who.grants, proc.study, proc.site):
+            return ctx.error(
+                request, who, 403, "Your roles do not allow this form for this study and site."
+            )
+        return proc, profile
+
+    def back(proc: Procedure, done: str) -> Response:
+        return RedirectResponse(f"/procedures/{proc.node}/{proc.id}?done={done}", status_code=303)
+
+    def change(
+        fn: Callable[[Any, admin.Actor, dt.datetime], Any],
+        who: Viewer,
+        fields: Iterable[str],
+        renames: dict[str, str] | None = None,
+    ) -> Any:
+        """``fn(session, actor, now)`` in one transaction, its head anchored; the result."""
+        now = settings.wall()
+        try:
+            with ctx.write() as s, s.begin():
+                head, result = fn(s, admin.Actor(who.name, who.grants), now)
+        except (ResearchDataError, admin.Refused, admin.NotPermitted) as exc:
+            raise _Refusal(form_errors(exc, fields, renames)) from None
+        ctx.anchor(head, now)
+        return result
+
+    # ---- due list -------------------------------------------------------------------------
     def followup_page(request: Request) -> Response:
         """What is due and overdue (cryod.hub.followup), in the viewer's studies and sites."""
         who = ctx.viewer(request)
         if who is None:
             return ctx.to_login(request)
         items = _due_items(settings, who.grants)
+        by_uuid = {
+            p.values.get("uuid"): p for p in ctx.refreshed_index().procedures(ctx.readable(who))
+        }
+        for i in items:
+            proc = by_uuid.get(i["procedure"])
+            i["page"] = None if proc is None else f"/procedures/{proc.node}/{proc.id}"
+            i["form"] = (
+                f"{i['page']}/followup/{i['time_point']}"
+                if proc is not None and may_record(who.grants, i["study"], i["site"])
+                else None
+            )
         return ctx.page(request, "followup.html", who, items=items)
 
-    return [Route("/followup", followup_page)]
+    # ---- assessment -----------------------------------------------------------------------
+    async def assessment(request: Request) -> Response:
+        post = request.method == "POST"
+        if post:
+            checked = await ctx.checked_post(request, MAX_TEXT)
+            if isinstance(checked, Response):
+                return checked
+            who, form = checked
+        else:
+            found = await run_in_threadpool(ctx.viewer, request)
+            if found is None:
+                return ctx.to_login(request)
+            who, form = found, {}
+        got = await run_in_threadpool(target, request, who, may_record)
+        if isinstance(got, Response):
+            return got
+        proc, profile = got
+        tp_id = request.path_params["tp"]
+        tp = next((t for t in profile.follow_up_points if t.id == tp_id), None)
+        if tp is None:
+            return ctx.error(request, who, 404, "No such time point in this study.")
+        subject, puuid = str(proc.values.get("patient_ref")), uuid.UUID(proc.values["uuid"])
+        assert proc.opened_at is not None
+        window = window_for(FollowedProcedure(puuid, subject, proc.opened_at), tp, profile.zone)
+        existing = await run_in_threadpool(_recorded, ctx, puuid, tp_id)
+        errors: dict[str, str] = {}
+        if post:
+            data = {
+                "time_point": tp_id,
+                **{k: form.get(k, "").strip() for k in ASSESSMENT_FIELDS if k != "correction"},
+            }
+            data = {k: v for k, v in data.items() if v != ""}
+            correction = form.get("correction", "").strip() or None
+
+            def apply(s: Any, actor: admin.Actor, now: dt.datetime) -> Any:
+                from ..followup_store import record_assessment
+
+                head, _row, in_window = record_assessment(
+                    s,
+                    actor,
+                    profile,
+                    subject=subject,
+                    procedure=puuid,
+                    data=data,
+                    reason=correction,
+                    now=now,
+                    node=settings.node,
+                )
+                return head, in_window
+
+            try:
+                in_window = await run_in_threadpool(
+                    change, apply, who, ASSESSMENT_FIELDS, {"reason": "correction"}
+                )
+            except _Refusal as r:
+                shown = [
+                    k
+                    for k in ASSESSMENT_FIELDS
+                    if (k != "correction" or existing is not None)
+                    and (k != "function_score" or profile.instruments.function is not None)
+                ]
+                errors = _placed(r.errors, shown)
+            else:
+                return back(proc, "assessment" if in_window else "assessment_late")
+        else:
+            form = _assessment_values(existing)
+        await run_in_threadpool(ctx.log_read, who, proc, "followup_form")
+        return ctx.page(
+            request,
+            "followup_form.html",
+            who,
+            400 if errors else 200,
+            proc=proc,
+            tp=tp,
+            window=window,
+            existing=existing,
+            instruments=profile.instruments,
+            form=form,
+            errors=errors,
+            first_error=_first(errors, ASSESSMENT_FIELDS),
+            choices=CHOICES,
+        )
+
+    # ---- adverse events -------------------------------------------------------------------
+    async def event_form(request: Request) -> Response:
+        post = request.method == "POST"
+        if post:
+            checked = await ctx.checked_post(request, MAX_TEXT)
+            if isinstance(checked, Response):
+                return checked
+            who, form = checked
+            lists = await ctx.form_lists(request, MAX_TEXT)
+        else:
+            found = await run_in_threadpool(ctx.viewer, request)
+            if found is None:
+                return ctx.to_login(request)
+            who, form, lists = found, {}, {}
+        got = await run_in_threadpool(target, request, who, may_record)
+        if isinstance(got, Response):
+            return got
+        proc, profile = got
+        event_id: int | None = request.path_params.get("eid")
+        event = None
+        if event_id is not None:
+            event = await run_in_threadpool(_event_of, ctx, event_id, proc)
+            if event is None:
+                return ctx.error(request, who, 404, "No such adverse event of this procedure.")
+        errors: dict[str, str] = {}
+        criteria: list[str]
+        if post:
+            criteria = [c for c in lists.get("seriousness_criteria", []) if c]
+            data = _event_data(form, criteria)
+            reason = form.get("reason", "").strip() or None
+            subject, puuid = str(proc.values.get("patient_ref")), uuid.UUID(proc.values["uuid"])
+
+            def apply(s: Any, actor: admin.Actor, now: dt.datetime) -> Any:
+                from ..followup_store import change_event, record_event
+
+                if event_id is None:
+                    return record_event(
+                        s,
+                        actor,
+                        profile,
+                        subject=subject,
+                        procedure=puuid,
+                        data={k: v for k, v in data.items() if v is not None},
+                        now=now,
+                        node=settings.node,
+                    )
+                return change_event(
+                    s,
+                    actor,
+                    profile,
+                    event_id=event_id,
+                    changes=data,
+                    reason=reason,
+                    now=now,
+                    node=settings.node,
+                )
+
+            try:
+                await run_in_threadpool(change, apply, who, (*EVENT_FIELDS, "reason"))
+            except _Refusal as r:
+                shown = [*EVENT_FIELDS, *(["reason"] if event is not None else [])]
+                errors = _placed(r.errors, shown)
+            else:
+                return back(proc, "event" if event_id is None else "changed")
+        elif event is not None:
+            form = _event_values(event.content)
+            criteria = [str(c) for c in event.content.get("seriousness_criteria") or []]
+        else:
+            criteria = []
+        await run_in_threadpool(ctx.log_read, who, proc, "event_form")
+        return ctx.page(
+            request,
+            "event_form.html",
+            who,
+            400 if errors else 200,
+            proc=proc,
+            event=event,
+            form=form,
+            criteria=criteria,
+            errors=errors,
+            first_error=_first(errors, (*EVENT_FIELDS, "reason")),
+            choices=CHOICES,
+        )
+
+    async def event_sign(request: Request) -> Response:
+        post = request.method == "POST"
+        if post:
+            checked = await ctx.checked_post(request)
+            if isinstance(checked, Response):
+                return checked
+            who, form = checked
+        else:
+            found = await run_in_threadpool(ctx.viewer, request)
+            if found is None:
+                return ctx.to_login(request)
+            who, form = found, {}
+        got = await run_in_threadpool(target, request, who, may_sign)
+        if isinstance(got, Response):
+            return got
+        proc, _profile = got
+        event_id: int = request.path_params["eid"]
+        event = await run_in_threadpool(_event_of, ctx, event_id, proc)
+        if event is None:
+            return ctx.error(request, who, 404, "No such adverse event of this procedure.")
+        errors: dict[str, str] = {}
+        status = 200
+        if post:
+            address = request.client.host if request.client else "?"
+            wait = settings.throttle.wait_s(who.name, address, settings.mono())
+            version = form.get("version", "")
+            if wait > 0:
+                errors["password"] = (
+                    f"too many wrong passwords: wait {math.ceil(wait)} s before trying again"
+                )
+                status = 429
+            elif version != str(event.version):
+                errors[""] = (
+                    "the event changed while you were reading it; read this version, then sign"
+                )
+                status = 409
+            else:
+                password = form.get("password", "")
+
+                def apply(s: Any, _actor: admin.Actor, now: dt.datetime) -> Any:
+                    from ..followup_store import sign_event
+
+                    try:
+                        signer = admin.authenticate(s, who.name, password)
+                    except admin.NotPermitted:
+                        raise _Refusal({"password": "the password is wrong"}) from None
+                    signed = sign_event(s, signer, event_id=event_id, now=now, node=settings.node)
+                    return signed.head, signed
+
+                try:
+                    await run_in_threadpool(change, apply, who, ())
+                except _Refusal as r:
+                    errors = r.errors
+                    status = 400
+                    if "password" in errors:
+                        settings.throttle.failed(who.name, address, settings.mono())
+                        status = 401
+                else:
+                    settings.throttle.succeeded(who.name)
+                    return back(proc, "signed")
+        await run_in_threadpool(ctx.log_read, who, proc, "event_sign")
+        return ctx.page(
+            request,
+            "event_sign.html",
+            who,
+            status,
+            proc=proc,
+            event=event,
+            fields=_event_values(event.content),
+            meaning=signature_meaning(who.name, event.id, event.version),
+            errors=errors,
+        )
+
+    base = "/procedures/{node}/{pid:int}"
+    both = ["GET", "POST"]
+    return [
+        Route("/followup", followup_page),
+        Route(base + "/followup/{tp}", assessment, methods=both),
+        Route(base + "/events/new", event_form, methods=both),
+        Route(base + "/events/{eid:int}", event_form, methods=both),
+        Route(base + "/events/{eid:int}/sign", event_sign, methods=both),
+    ]
+
+
+# ---- the procedure page's follow-up ---------------------------------------------------------
+def followup_context(ctx: PageContext, who: Viewer, proc: Procedure) -> dict[str, Any]:
+    """The follow-up timeline and the events after close of one procedure (if in a study)."""
+    from ..followup_store import procedure_followup
+
+    settings = ctx.settings
+    matching = [p for p in settings.profiles if proc.study is not None and p.study.id == proc.study]
+    puuid = proc.values.get("uuid")
+    if not matching or not isinstance(puuid, str) or proc.opened_at is None:
+        return {"timeline": None, "followup_events": None}
+    assert proc.study is not None
+    profile = max(matching, key=lambda p: p.version)
+    with ctx.db() as s:
+        recorded = procedure_followup(s, uuid.UUID(puuid))
+    today = local_date(settings.wall(), profile.zone)
+    followed = FollowedProcedure(
+        uuid.UUID(puuid), str(proc.values.get("patient_ref")), proc.opened_at
+    )
+    timeline = []
+    for tp in profile.follow_up_points:
+        w = window_for(followed, tp, profile.zone)
+        a = recorded.assessments.get(tp.id)
+        state = str(a.get("status", "recorded")) if a is not None else due_state(w, today).value
+        timeline.append({"tp": tp, "window": w, "state": state, "values": a})
+    return {
+        "timeline": timeline,
+        "followup_events": recorded.events,
+        "may_record": may_record(who.grants, proc.study, proc.site),
+        "may_sign": may_sign(who.grants, proc.study, proc.site),
+        "instruments": profile.instruments,
+    }
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+def _placed(errors: dict[str, str], shown: Iterable[str]) -> dict[str, str]:
+    """Errors of fields the form does not show go to the form's summary (``""``)."""
+    visible = set(shown)
+    out = {k: v for k, v in errors.items() if k in visible}
+    rest = [
+        f"{k.replace('_', ' ')}: {v}" if k else v for k, v in errors.items() if k not in visible
+    ]
+    if rest:
+        out[""] = "; ".join(rest)
+    return out
+
+
+def _first(errors: dict[str, str], fields: Iterable[str]) -> str | None:
+    """The first field in error (it gets the focus)."""
+    return next((f for f in fields if f in errors), None)
+
+
+def _recorded(ctx: PageContext, puuid: uuid.UUID, tp: str) -> dict[str, Any] | None:
+    from ..followup_store import procedure_followup
+
+    with ctx.db() as s:
+        return procedure_followup(s, puuid).assessments.get(tp)
+
+
+def _event_of(ctx: PageContext, event_id: int, proc: Procedure) -> Any:
+    """The event, if it is one of this procedure's (else None)."""
+    from ..followup_store import event_view
+
+    with ctx.db() as s:
+        try:
+            e = event_view(s, event_id)
+        except admin.Refused:
+            return None
+    return e if e.procedure_uuid == proc.values.get("uuid") else None
+
+
+def _text(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _assessment_values(existing: dict[str, Any] | None) -> dict[str, str]:
+    if existing is None:
+        return {"status": "done"}
+    return {k: _text(existing.get(k)) for k in ASSESSMENT_FIELDS if k != "correction"}
+
+
+def _event_values(content: dict[str, Any]) -> dict[str, str]:
+    return {k: _text(content.get(k)) for k in EVENT_FIELDS if k != "seriousness_criteria"}
+
+
+def _event_data(form: dict[str, str], criteria: list[str]) -> dict[str, Any]:
+    """The form as ``record_event``/``change_event`` take it (None: empty, cleared)."""
+    data: dict[str, Any] = {}
+    for k in EVENT_FIELDS:
+        if k == "seriousness_criteria":
+            data[k] = criteria
+            continue
+        v = form.get(k, "").strip()
+        data[k] = None if v == "" else v
+    if data["serious"] is not None:
+        data["serious"] = {"yes": True, "no": False}.get(data["serious"], data["serious"])
+    return data
 
 
 def _due_items(settings: WebSettings, grants: tuple[Grant, ...]) -> list[dict[str, Any]]:
-    from cryod.research.followup import local_date
+    from sqlalchemy.orm import Session
 
     from ..followup import due_list
     from ..followup_store import snapshot, study_data
@@ -64,6 +610,7 @@ def _due_items(settings: WebSettings, grants: tuple[Grant, ...]) -> list[dict[st
                     "study": study,
                     "site": site,
                     "subject": w.subject,
+                    "procedure": str(w.procedure_uuid),
                     "time_point": w.time_point,
                     "label": w.label,
                     "target": w.target_on,

@@ -14,6 +14,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from . import plot as plotting
+from .followup_pages import FLASH, followup_context
 from .pages import Forbidden, PageContext, when
 from .records import Filters, Procedure, parse_time, tip_series
 
@@ -95,6 +96,7 @@ def procedure_routes(ctx: PageContext) -> list[BaseRoute]:
         cycles = index.children(node, "cycles", pid)
         alarms = index.children(node, "alarms", pid)
         events = proc.values.get("adverse_events")
+        done = request.query_params.get("done", "")
         return ctx.page(
             request,
             "procedure.html",
@@ -105,6 +107,8 @@ def procedure_routes(ctx: PageContext) -> list[BaseRoute]:
             events=events if isinstance(events, list) else None,
             events_recorded=isinstance(events, list),
             details=_details(proc.values),
+            flash=FLASH.get(done),
+            **followup_context(ctx, who, proc),
         )
 
     def procedure_plot(request: Request) -> Response:

@@ -10,6 +10,7 @@ at one of ``--forwarded-allow-ips`` (default: loopback only).
 from __future__ import annotations
 
 import datetime as dt
+import socket
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -21,7 +22,7 @@ from ..store.migrate import require_head
 from .app import WebSettings, create_app
 from .telemetry import BrokerSettings
 
-__all__ = ["ServeOptions", "broker_settings", "serve"]
+__all__ = ["ListenError", "ServeOptions", "broker_settings", "listen", "serve"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,8 @@ def broker_settings(loaded: LoadedConfig) -> BrokerSettings | None:
         cert_file=None if tls is None else tls.cert_file,
         key_file=None if tls is None else tls.key_file,
         client_id=f"{b.client_id}-web",
+        session_expiry_s=0,  # a clean session: the board wants what is live, not a backlog
+        keepalive_s=10,
     )
 
 
@@ -73,20 +76,50 @@ def settings_for(loaded: LoadedConfig, opts: ServeOptions) -> WebSettings:
     )
 
 
+class ListenError(Exception):
+    """The address cannot be listened on (the text says which and why)."""
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A bound, listening TCP socket for ``host:port``, or ``ListenError`` naming the problem."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenError(
+            f"--host {host!r}: not an address of this machine ({exc.strerror})"
+        ) from None
+    family, kind, proto, _name, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
 def serve(loaded: LoadedConfig, opts: ServeOptions) -> None:
-    settings = settings_for(loaded, opts)
+    """Listen first (a bad address is ``ListenError`` before anything else starts), then serve."""
+    sock = listen(opts.host, opts.port)
+    try:
+        settings = settings_for(loaded, opts)
+    except BaseException:
+        sock.close()
+        raise
     app = create_app(settings)
     print(f"cryohub web: http://{opts.host}:{opts.port}/ (read-only; Ctrl-C stops)", flush=True)
+    config = uvicorn.Config(
+        app,
+        proxy_headers=opts.behind_tls,
+        forwarded_allow_ips=opts.forwarded_allow_ips,
+        server_header=False,
+        log_level="warning",
+        access_log=False,
+    )
     try:
-        uvicorn.run(
-            app,
-            host=opts.host,
-            port=opts.port,
-            proxy_headers=opts.behind_tls,
-            forwarded_allow_ips=opts.forwarded_allow_ips,
-            server_header=False,
-            log_level="warning",
-            access_log=False,
-        )
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
+        sock.close()
         settings.engine.dispose()

@@ -10,6 +10,7 @@ import pytest
 from cryod.hub.cli import main
 from cryod.hub.config import ConfigError, load_config
 from cryod.research.profile import builtin_study_path
+from tests.mqtt.broker import make_pki
 
 
 def secret(path: Path, mode: int = 0o600, content: str = "s3cret\n") -> Path:
@@ -26,9 +27,10 @@ def good(tmp_path: Path) -> Path:
     shutil.copy(builtin_study_path("mortons-neuroma-example"), studies / "mn.toml")
     secret(tmp_path / "db.password")
     secret(tmp_path / "broker.password")
-    secret(tmp_path / "client.key")
-    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
-    (tmp_path / "client.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    pki = make_pki(tmp_path / "pki")
+    secret(tmp_path / "client.key", content=pki["client_key"].read_text())
+    shutil.copy(pki["ca_crt"], tmp_path / "ca.pem")
+    shutil.copy(pki["client_crt"], tmp_path / "client.pem")
     cfg = tmp_path / "cryohub.toml"
     cfg.write_text(
         """
@@ -141,6 +143,29 @@ def test_specific_refusals(good: Path, edit: tuple[str, str], expect: str) -> No
     with pytest.raises(ConfigError) as exc:
         load_config(good)
     assert any(expect in p for p in exc.value.problems), exc.value.problems
+
+
+def test_tls_files_that_do_not_load_are_refused_at_start(
+    good: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A CA or client certificate that is not what it claims is a config problem (exit 2, one
+    line naming the key and file), not a traceback at the first connection."""
+    assert main(["check-config", str(good)]) == 0
+    capsys.readouterr()
+    folder = good.parent
+    other = make_pki(folder / "other")
+    secret(folder / "client.key", content=other["client_key"].read_text())  # not client.pem's key
+    assert main(["check-config", str(good)]) == 2
+    err = capsys.readouterr().err
+    assert f"{good}: broker.tls: cert_file {folder / 'client.pem'} with key_file" in err
+    (folder / "ca.pem").write_text("not a certificate\n")
+    assert main(["run", "--config", str(good)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"{good}: broker.tls: ca_file {folder / 'ca.pem'}: not a PEM CA certificate "
+        "(NO_CERTIFICATE_OR_CRL_FOUND)"
+    )
+    assert "Traceback" not in err
 
 
 def test_a_missing_or_unparsable_file_is_one_line(

@@ -20,11 +20,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select, update
+from sqlalchemy import create_engine, func, select, update
 from sqlalchemy.orm import Session
 
 from cryod.hub import cli
-from cryod.hub.store.models import FollowUpAssessmentRow, FollowUpEventRow
+from cryod.hub.store.models import AuditEntry, FollowUpAssessmentRow, FollowUpEventRow
 from cryod.research.profile import builtin_study_path
 
 from .followup_study import STUDY, build_study, procedure_uuid
@@ -506,3 +506,35 @@ def test_verify_names_a_follow_up_row_edited_behind_cryohub(
         engine.dispose()
     assert run(study, "verify", "--self") == 4
     assert "followup_assessments 1: content edited after entry" in out(capsys)[0]
+
+
+def test_an_output_path_that_cannot_be_written_is_one_line_and_records_nothing(
+    study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], db_url: str
+) -> None:
+    """summary --csv/--plot and export --out are checked before the work (and the password
+    prompt); a write that fails anyway is one line too. A refused export is not recorded."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    cases = [
+        (("summary", "--study", STUDY, "--csv", str(tmp_path / "no" / "t.csv")),
+         f"cryohub: --csv {tmp_path / 'no' / 't.csv'}: directory {tmp_path / 'no'} does not exist"),
+        (("summary", "--study", STUDY, "--plot", str(tmp_path)),
+         f"cryohub: --plot {tmp_path}: is a directory"),
+        (("export", "--study", STUDY, "--format", "csv", "--out", str(a_file / "x"), "--as", "mon"),
+         f"cryohub: --out {a_file / 'x'}: {a_file} is not a directory"),
+        (("export", "--study", STUDY, "--format", "csv", "--out", str(a_file), "--as", "mon"),
+         f"cryohub: --out {a_file}: exists and is not a directory"),
+    ]  # fmt: skip
+    engine = create_engine(db_url)
+    with Session(engine) as s:
+        entries = s.execute(select(func.count()).select_from(AuditEntry)).scalar_one()
+    for argv, message in cases:
+        pw = [MON_PW] if argv[0] == "export" else None
+        assert run(study, *argv, passwords=pw) == 2, argv
+        got, err = out(capsys)
+        assert err.strip() == message
+        assert "Traceback" not in err
+        assert "subjects" not in got  # refused before the summary was printed
+    with Session(engine) as s:
+        assert s.execute(select(func.count()).select_from(AuditEntry)).scalar_one() == entries
+    engine.dispose()

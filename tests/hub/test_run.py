@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,8 +20,7 @@ from cryod.hub.store.db import make_engine
 from cryod.hub.store.migrate import upgrade
 from cryod.hub.store.models import Held, Quarantined, ReceivedEntry
 from cryod.research.profile import builtin_study_path, load_study_profile
-from tests.conftest import require_binary
-from tests.mqtt.broker import Mosquitto, free_port, make_pki
+from tests.mqtt.broker import locked_broker
 
 from .conftest import T0
 from .fake_room import raw
@@ -131,24 +129,9 @@ def test_a_config_without_broker_is_exit_2_and_no_database_is_exit_3(tmp_path: P
 def test_run_over_tls_with_a_client_certificate_and_a_password(tmp_path: Path) -> None:
     """[broker] username, password_file and tls (CA, client certificate and key) are used:
     against a broker that refuses anonymous and certificate-less clients."""
-    passwd_tool = require_binary("mosquitto_passwd")
-    pki = make_pki(tmp_path / "pki")
-    passwd = tmp_path / "mosquitto.passwd"
     users = {"cryohub": "hub-secret-pw", "room-t": "room-secret-pw"}
-    for i, (user, pw) in enumerate(users.items()):
-        flags = ["-c"] if i == 0 else []
-        subprocess.run([passwd_tool, *flags, "-b", str(passwd), user, pw], check=True, timeout=10)
-    port = free_port()
-    broker = Mosquitto(
-        tmp_path / "mq",
-        port=port,
-        persistence=True,
-        config_text=(
-            f"per_listener_settings false\nallow_anonymous false\npassword_file {passwd}\n"
-            f"listener {port} 127.0.0.1\ncafile {pki['ca_crt']}\ncertfile {pki['server_crt']}\n"
-            f"keyfile {pki['server_key']}\nrequire_certificate true\n"
-        ),
-    )
+    broker, pki = locked_broker(tmp_path, users, persistence=True)
+    port = broker.port
     secret = tmp_path / "broker.password"
     secret.write_text(users["cryohub"] + "\n")
     secret.chmod(0o600)

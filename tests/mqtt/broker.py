@@ -147,6 +147,31 @@ def running_broker(workdir: Path, **kwargs: object) -> Iterator[Mosquitto]:
         broker.stop()
 
 
+def locked_broker(
+    workdir: Path, users: dict[str, str], *, persistence: bool = False
+) -> tuple[Mosquitto, dict[str, Path]]:
+    """A broker (not started) on a free port that wants a password (``users``: name ->
+    password) AND a client certificate of the ``make_pki`` CA, over TLS; and that PKI."""
+    passwd_tool = require_binary("mosquitto_passwd")
+    pki = make_pki(workdir / "pki")
+    passwd = workdir / "mosquitto.passwd"
+    for i, (user, pw) in enumerate(users.items()):
+        flags = ["-c"] if i == 0 else []
+        subprocess.run([passwd_tool, *flags, "-b", str(passwd), user, pw], check=True, timeout=10)
+    port = free_port()
+    broker = Mosquitto(
+        workdir / "mq",
+        port=port,
+        persistence=persistence,
+        config_text=(
+            f"per_listener_settings false\nallow_anonymous false\npassword_file {passwd}\n"
+            f"listener {port} 127.0.0.1\ncafile {pki['ca_crt']}\ncertfile {pki['server_crt']}\n"
+            f"keyfile {pki['server_key']}\nrequire_certificate true\n"
+        ),
+    )
+    return broker, pki
+
+
 #: the shipped broker configuration (docs/mqtt.md)
 SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "config" / "mosquitto"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,6 +40,26 @@ def test_bad_options_and_an_unmigrated_database(
     err = capsys.readouterr().err
     assert "cryohub migrate" in err
     assert "Traceback" not in err
+
+
+def test_an_address_it_cannot_listen_on_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checked before the database or the app: no uvicorn log line, no URL printed."""
+    cfg = write_config(tmp_path)
+    assert main(["migrate", "--config", str(cfg)]) == 0
+    capsys.readouterr()
+    assert main(["web", "--config", str(cfg), "--host", "256.1.1.1"]) == 2
+    out = capsys.readouterr()
+    assert out.err.strip().startswith("cryohub: --host '256.1.1.1': not an address of this machine")
+    assert "http://" not in out.out
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert main(["web", "--config", str(cfg), "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"cryohub: cannot listen on 127.0.0.1:{port}: Address already in use"
 
 
 @pytest.mark.timeout(300)

@@ -16,9 +16,9 @@ import httpx2
 import pytest
 from sqlalchemy import Engine
 
+from cryod.hub.subscriber import BrokerSettings
 from cryod.hub.web.app import WebSettings, create_app
 from cryod.hub.web.board import OFFLINE_AFTER_S
-from cryod.hub.web.telemetry import BrokerSettings
 from tests.hub.conftest import NODE
 from tests.mqtt.broker import Mosquitto, running_broker
 
@@ -38,7 +38,9 @@ def live_settings(engine: Engine, tmp_path: Path, broker: Mosquitto) -> WebSetti
         node=NODE,
         anchor_file=tmp_path / "anchors.jsonl",
         journal_socket=None,
-        broker=BrokerSettings(host="127.0.0.1", port=broker.port, client_id="cryohub-web"),
+        broker=BrokerSettings(
+            host="127.0.0.1", port=broker.port, client_id="cryohub-web", session_expiry_s=0
+        ),
     )
 
 
