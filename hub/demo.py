@@ -9,7 +9,11 @@ collector, the rooms and the collector stop, follow-up is entered for the
 time points (some missed, one subject lost to follow-up), a day-7 infection
 is recorded and signed by an investigator, then the summary and every export
 (json, csv, fhir, redcap, sdtm) are written and ``verify --all`` and
-``verify --self`` run.
+``verify --self`` run. ``cryohub web`` serves the collector's database from
+the start (the live board while the rooms run) to the end: once the outputs
+are written it keeps serving, with the broker, until Ctrl-C (or not, with
+``--exit-when-done``). The demo's users' passwords are written to
+``demo-passwords.json`` (mode 0600), never printed.
 
 The collector imports nothing of the daemon (import-linter): the rooms are
 processes, driven over their control sockets with the same one-line JSON
@@ -30,6 +34,7 @@ import contextlib
 import datetime as dt
 import io
 import json
+import math
 import os
 import secrets
 import shutil
@@ -70,6 +75,9 @@ ADMIN, NURSE, INVESTIGATOR, MONITOR = (
     "demo-investigator",
     "demo-monitor",
 )
+#: a coordinator of one study at one site (the web app shows only that site's subjects)
+SITE_NURSE = "demo-site-a-nurse"
+SITE_NURSE_SCOPE = ("MN-CRYO-EXAMPLE", "site-a")
 
 
 @dataclass(frozen=True)
@@ -581,13 +589,33 @@ def _enter_follow_up(
 
 
 # ---- the whole run ---------------------------------------------------------------------------
+def argument_problem(speed: float, workdir: Path | None) -> str | None:
+    """Why the demo's arguments cannot be used (one line), or None."""
+    if not math.isfinite(speed) or speed <= 0:
+        return f"--speed {speed:g}: give a finite speed-up greater than 0 (default {SPEED:g})"
+    if workdir is None:
+        return None
+    if workdir.exists() and not workdir.is_dir():
+        return f"--workdir {workdir}: is not a directory"
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"--workdir {workdir}: cannot be created ({exc.strerror or exc})"
+    if not os.access(workdir, os.W_OK | os.X_OK):
+        return f"--workdir {workdir}: is not writable"
+    if any(workdir.iterdir()):
+        return f"--workdir {workdir}: is not empty; give an empty or new directory"
+    return None
+
+
 def run_demo(args: argparse.Namespace, say: Callable[[str], None] = print) -> int:
+    """The demo; exit 0 when done, 2 for a bad argument, 1 on an error, 130 on Ctrl-C."""
+    problem = argument_problem(args.speed, Path(args.workdir) if args.workdir else None)
+    if problem is not None:
+        say(f"cryohub demo: {problem}")
+        return 2
     workdir = Path(args.workdir).resolve() if args.workdir else Path(
         tempfile.mkdtemp(prefix="cryohub-demo-"))  # fmt: skip
-    workdir.mkdir(parents=True, exist_ok=True)
-    if any(workdir.iterdir()):
-        say(f"cryohub demo: {workdir} is not empty; give an empty or new --workdir")
-        return 2
     mosquitto = shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
     )
@@ -603,11 +631,25 @@ def run_demo(args: argparse.Namespace, say: Callable[[str], None] = print) -> in
     if _main_thread():
         signal.signal(signal.SIGTERM, on_term)
     started = time.monotonic()
+    web: list[str] = []  # the web app's address once it serves
+    rc: int | None = None
+    took_said = False
     try:
-        rc = _run(args, workdir, mosquitto, procs, say)
+        rc = _run(args, workdir, mosquitto, procs, say, web)
+        say(f"demo took {time.monotonic() - started:.0f} s; everything is under {workdir}")
+        took_said = True
+        if rc == 0 and web and not args.exit_when_done:
+            say(f"web app still serving at {web[0]} (users and passwords above); "
+                "Ctrl-C stops it and the broker")  # fmt: skip
+            _serve_until_stopped(procs)
     except KeyboardInterrupt:
-        say("cryohub demo: interrupted; stopping the rooms, the collector and the broker")
-        rc = 130
+        if rc == 0:  # the demo had finished; only the web app was serving
+            say("cryohub demo: stopping the web app and the broker")
+            rc = 0
+        else:
+            say("cryohub demo: interrupted; stopping the rooms, the collector, the web app and "
+                "the broker")  # fmt: skip
+            rc = 130
     except DemoError as exc:
         say(f"cryohub demo: {exc}")
         rc = 1
@@ -615,8 +657,17 @@ def run_demo(args: argparse.Namespace, say: Callable[[str], None] = print) -> in
         procs.stop_all()
         if _main_thread():
             signal.signal(signal.SIGTERM, previous)
-    say(f"demo took {time.monotonic() - started:.0f} s; everything is under {workdir}")
-    return rc
+    if not took_said:
+        say(f"demo took {time.monotonic() - started:.0f} s; everything is under {workdir}")
+    return 1 if rc is None else rc
+
+
+def _serve_until_stopped(procs: Processes) -> None:
+    """Wait for Ctrl-C (or SIGTERM); a child that dies meanwhile ends the wait."""
+    while all(p.poll() is None for _name, p in procs.procs):
+        time.sleep(0.5)
+    dead = [name for name, p in procs.procs if p.poll() is not None]
+    raise DemoError(f"{', '.join(dead)} exited while the web app was serving")
 
 
 def _main_thread() -> bool:
@@ -629,6 +680,7 @@ def _run(
     mosquitto: str,
     procs: Processes,
     say: Callable[[str], None],
+    web: list[str],
 ) -> int:
     from cryod.research.profile import builtin_study_path
 
@@ -653,7 +705,9 @@ def _run(
     config.write_text(_hub_config(workdir, broker_port))
     journal = JournalSink(workdir / "journal.sock", workdir / "anchors" / "journal.log")
     procs.on_stop.append(journal.close)
-    passwords = {u: secrets.token_urlsafe(12) for u in (ADMIN, NURSE, INVESTIGATOR, MONITOR)}
+    passwords = {
+        u: secrets.token_urlsafe(12) for u in (ADMIN, NURSE, INVESTIGATOR, MONITOR, SITE_NURSE)
+    }
     pw_file = workdir / "demo-passwords.json"
     pw_file.touch(mode=0o600)
     pw_file.write_text(json.dumps(passwords, indent=2) + "\n")
@@ -663,6 +717,9 @@ def _run(
     for user, role in ((NURSE, "coordinator"), (INVESTIGATOR, "investigator"),
                        (MONITOR, "monitor")):  # fmt: skip
         hub.run("user", "add", user, "--role", role, as_user=ADMIN, new_password=passwords[user])
+    study, site = SITE_NURSE_SCOPE
+    hub.run("user", "add", SITE_NURSE, "--role", "coordinator", "--study", study, "--site", site,
+            as_user=ADMIN, new_password=passwords[SITE_NURSE])  # fmt: skip
     for plan in ROOMS:
         hub.run("room", "add", plan.node, "--site", plan.site, "--credential", plan.node,
                 as_user=ADMIN)  # fmt: skip
@@ -679,8 +736,11 @@ def _run(
 
     wait_until(subscribed, 60, "cryohub run connected to the broker")
     say(f"           cryohub run ingesting (log {hub_log})")
-    # hook: the web app (issue 23, hub/web, `cryohub web`) is started here once it is on main
-    say("web app:   not started (cryohub web is not on this branch yet)")
+    web.append(_start_web(config, workdir, procs))
+    say(f"web app:   {web[0]} (log {workdir / 'cryohub-web.log'})")
+    say(f"           users {ADMIN} (admin), {NURSE} (coordinator), {INVESTIGATOR} "
+        f"(investigator), {MONITOR} (monitor), {SITE_NURSE} (coordinator of {study} at "
+        f"{site}); their passwords are in {pw_file} (mode 0600), not printed")  # fmt: skip
 
     # ---- the rooms
     rooms = [Room(plan=p, dir=workdir / "rooms" / p.node) for p in ROOMS]
@@ -779,8 +839,35 @@ def _run(
     say(f"  room databases      {workdir / 'rooms'}/<room>/cryod.db")
     say(f"  command log         {hub.log}")
     say(f"  demo passwords      {pw_file} (mode 0600)")
+    say(f"  web app             {web[0]} (log {workdir / 'cryohub-web.log'})")
+    say(f"  the study's page    {web[0]}studies/{STUDY_IDS[MORTONS]}?on={as_of.isoformat()} "
+        "(as of the simulated last day)")  # fmt: skip
     say("Research use only (NICE IPG747/HTG652). Demo data, not patients.")
     return 0
+
+
+def _start_web(config: Path, workdir: Path, procs: Processes) -> str:
+    """``cryohub web`` on the collector's config and a free loopback port; its URL once
+    ``/healthz`` answers."""
+    import urllib.request
+
+    port = free_port()
+    log = workdir / "cryohub-web.log"
+    proc = procs.start("cryohub web", [PY, "-m", "cryod.hub.cli", "web", "--config", str(config),
+                       "--port", str(port)], log)  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise DemoError(f"cryohub web exited {proc.returncode} (see {log})")
+        try:
+            with urllib.request.urlopen(f"{url}healthz", timeout=2) as resp:  # noqa: S310
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    wait_until(healthy, 60, "cryohub web answering /healthz")
+    return url
 
 
 def _room_procedures(room: Room, say: Callable[[str], None]) -> None:
@@ -800,6 +887,12 @@ def add_parser(sub: Any) -> None:
     )
     demo.add_argument(
         "--speed", type=float, default=SPEED, help=f"simulated time speed-up ({SPEED:g})"
+    )
+    demo.add_argument(
+        "--exit-when-done",
+        action="store_true",
+        help="stop the web app and the broker once the outputs are written (default: the web "
+        "app serves until Ctrl-C)",
     )
 
 

@@ -124,15 +124,22 @@ def _superseded(view: ProcedureView, a: FollowUpAssessment, profile: StudyProfil
     )
 
 
+def _by_procedure(data: StudyData) -> dict[uuid.UUID, list[FollowUpAssessment]]:
+    """Each procedure's assessments, in the order the collector holds them (one pass: a
+    scan per procedure made a 10,000-procedure export quadratic, minutes long)."""
+    out: dict[uuid.UUID, list[FollowUpAssessment]] = {}
+    for u, a in data.assessments:
+        out.setdefault(u, []).append(a)
+    return out
+
+
 def _collector_follow_up(
-    data: StudyData, view: ProcedureView
+    data: StudyData, view: ProcedureView, by_procedure: dict[uuid.UUID, list[FollowUpAssessment]]
 ) -> tuple[tuple[FollowUpAssessment, ...], list[FollowUpAssessment]]:
     """(the procedure's follow-up as exported, the collector baselines superseded)."""
     kept: list[FollowUpAssessment] = []
     superseded: list[FollowUpAssessment] = []
-    for u, a in data.assessments:
-        if u != view.procedure_uuid:
-            continue
+    for a in by_procedure.get(view.procedure_uuid, ()):
         if _superseded(view, a, data.profile):
             superseded.append(a)
             a = a.model_copy(update={"pain_score": None})
@@ -151,6 +158,10 @@ def study_procedures(data: StudyData) -> list[StudyProcedure]:
         procs.sort(key=lambda p: p.opened_at)
         for i, p in enumerate(procs):
             numbers[p.procedure_uuid] = (i + 1, procs[i - 1].procedure_uuid if i else None)
+    assessments = _by_procedure(data)
+    events: dict[uuid.UUID, list[AdverseEventRecord]] = {}
+    for e in data.events:
+        events.setdefault(e.procedure_uuid, []).append(e.event)
     out = []
     for p in data.procedures:
         number, repeat_of = numbers[p.procedure_uuid]
@@ -191,8 +202,8 @@ def study_procedures(data: StudyData) -> list[StudyProcedure]:
             probes=[ProbeFacts(probe=n, model=p.probe_model, lot=p.probe_lot) for n in probes],
             cycles=list(p.cycles),
         )
-        follow, _superseded_baselines = _collector_follow_up(data, p)
-        later = tuple(e.event for e in data.events if e.procedure_uuid == p.procedure_uuid)
+        follow, _superseded_baselines = _collector_follow_up(data, p, assessments)
+        later = tuple(events.get(p.procedure_uuid, ()))
         out.append(StudyProcedure(record, facts, follow, later))
     return out
 
@@ -229,9 +240,13 @@ def _room_record_json(sp: StudyProcedure, view: ProcedureView) -> dict[str, Any]
 def export_json(data: StudyData) -> str:
     p = data.profile
     subjects: dict[str, list[dict[str, Any]]] = {}
+    assessments = _by_procedure(data)
+    later: dict[uuid.UUID, list[FollowUpEvent]] = {}
+    for e in data.events:
+        later.setdefault(e.procedure_uuid, []).append(e)
     for sp, view in zip(study_procedures(data), data.procedures, strict=True):
         f = sp.facts
-        _kept, superseded = _collector_follow_up(data, view)
+        _kept, superseded = _collector_follow_up(data, view, assessments)
         subjects.setdefault(f.patient_ref, []).append(
             {
                 "procedure_uuid": str(f.procedure_uuid),
@@ -248,9 +263,7 @@ def export_json(data: StudyData) -> str:
                     e.model_dump(mode="json", exclude_none=True) for e in sp.record.adverse_events
                 ],
                 "follow_up": [_assessment_json(a, p) for a in sp.follow_up],
-                "later_adverse_events": [
-                    _event_json(e) for e in data.events if e.procedure_uuid == f.procedure_uuid
-                ],
+                "later_adverse_events": [_event_json(e) for e in later.get(f.procedure_uuid, ())],
             }
         )
     doc = {

@@ -43,6 +43,7 @@ from .followup_pages import followup_routes
 from .login_pages import login_routes
 from .pages import HERE, PageContext, WebSettings
 from .procedure_pages import procedure_routes
+from .study_pages import study_routes
 
 __all__ = ["CSP", "WebSettings", "create_app"]
 
@@ -121,6 +122,7 @@ def create_app(settings: WebSettings) -> Starlette:
     routes += followup_routes(ctx)
     routes += audit_routes(ctx)
     routes += account_routes(ctx)
+    routes += study_routes(ctx)
     routes += [
         Route("/healthz", healthz),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),

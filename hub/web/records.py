@@ -129,7 +129,10 @@ class RecordIndex:
             ):
                 return
             for node, site in session.execute(select(Room.node, Room.site)):
-                self._rooms.setdefault(node, _Room(site)).site = site
+                room = self._rooms.setdefault(node, _Room(site))
+                if room.site != site:
+                    room.site = site
+                    self._sorted = None
             for node, room in self._rooms.items():
                 # one index lookup per room (a GROUP BY would scan every entry)
                 head = session.execute(
@@ -137,11 +140,14 @@ class RecordIndex:
                 ).scalar_one_or_none()
                 if head is None or head <= room.folded_to:
                     continue
-                self._fold(session, node, room, head)
-                self._sorted = None
+                # the sorted list is rebuilt only when a procedure row changed (a room
+                # streaming sample blocks changes none)
+                if self._fold(session, node, room, head):
+                    self._sorted = None
             self._refreshed = now_mono
 
-    def _fold(self, session: Session, node: str, room: _Room, head: int) -> None:
+    def _fold(self, session: Session, node: str, room: _Room, head: int) -> bool:
+        """Fold the room's entries up to ``head``; whether a procedure row changed."""
         events: list[tuple[int, int, str, Any]] = []  # (seq, position, op, payload)
         for seq, pos, table, canonical in session.execute(
             select(
@@ -164,6 +170,7 @@ class RecordIndex:
         ):
             if isinstance(payload, dict) and payload.get("op") == "redact":
                 events.append((seq, -1, "redact", payload))
+        procedures_changed = False
         for _seq, _pos, op, data in sorted(events, key=lambda e: (e[0], e[1])):
             if op == "row":
                 table, canonical = data
@@ -176,12 +183,15 @@ class RecordIndex:
                 rid = values.get("id")
                 if isinstance(rid, int):
                     room.rows[table][rid] = values
+                    procedures_changed |= table == "procedures"
             else:
                 key = data.get("key")
                 table = data.get("table")
                 if table in room.rows and isinstance(key, dict) and isinstance(key.get("id"), int):
-                    room.rows[table].pop(key["id"], None)
+                    gone = room.rows[table].pop(key["id"], None)
+                    procedures_changed |= gone is not None and table == "procedures"
         room.folded_to = head
+        return procedures_changed
 
     def procedures(self, scope_ok: Callable[[str | None, str], bool]) -> list[Procedure]:
         """Every procedure whose (study, site) ``scope_ok`` allows, newest opened first."""

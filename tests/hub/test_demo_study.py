@@ -31,8 +31,40 @@ SUBJECTS = ("MN-0001", "MN-0002", "MN-0003", "MN-0004", "SN-0001", "SN-0002")
 TERM = "Wound infection at the probe entry site"
 
 
-def demo_command(workdir: Path) -> list[str]:
-    return [sys.executable, "-m", "cryod.hub.cli", "demo", "--workdir", str(workdir)]
+def demo_command(workdir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "cryod.hub.cli", "demo", "--workdir", str(workdir), *extra]
+
+
+def _web_page(url: str, user: str, password: str, page: str) -> str:
+    """``page`` as ``user`` sees it after logging in."""
+    import re
+
+    import httpx2 as httpx
+
+    with httpx.Client(base_url=url, timeout=60, follow_redirects=True) as c:
+        form = c.get("/login")
+        m = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert m is not None, form.text
+        c.post("/login", data={"csrf": m.group(1), "username": user, "password": password,
+                               "next": "/board"})  # fmt: skip
+        r = c.get(page)
+        assert r.status_code == 200, r.text
+        return r.text
+
+
+def _web_login(url: str, user: str, password: str) -> tuple[int, str]:
+    """Log in to the demo's web app as a browser does; the status and page landed on."""
+    import re
+
+    import httpx2 as httpx
+
+    with httpx.Client(base_url=url, timeout=30, follow_redirects=True) as c:
+        page = c.get("/login")
+        m = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert m is not None, page.text
+        r = c.post("/login", data={"csrf": m.group(1), "username": user, "password": password,
+                                   "next": "/board"})  # fmt: skip
+        return r.status_code, str(r.url)
 
 
 def processes_under(workdir: Path) -> list[str]:
@@ -55,11 +87,48 @@ def files(folder: Path) -> dict[str, str]:
 
 
 def test_the_whole_study_on_one_machine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import httpx2 as httpx
+
     work = tmp_path / "demo"
-    done = subprocess.run(demo_command(work), capture_output=True, text=True, timeout=840,
-                          cwd=REPO)  # fmt: skip
-    shown = done.stdout + done.stderr
-    assert done.returncode == 0, shown[-6000:]
+    log = tmp_path / "demo.out"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(demo_command(work), stdout=fh, stderr=subprocess.STDOUT, cwd=REPO,
+                                preexec_fn=_sigint_default)  # fmt: skip
+    try:
+        # the demo is done and its web app keeps serving until Ctrl-C
+        deadline = time.monotonic() + 840
+        while "web app still serving at" not in log.read_text(errors="replace"):
+            assert proc.poll() is None, log.read_text()[-6000:]
+            assert time.monotonic() < deadline, log.read_text()[-6000:]
+            time.sleep(0.2)
+        shown = log.read_text()
+        url = shown.split("web app still serving at ", 1)[1].split()[0]
+        assert httpx.get(f"{url}healthz", timeout=30).text == "ok"
+        passwords = json.loads((work / "demo-passwords.json").read_text())
+        assert (work / "demo-passwords.json").stat().st_mode & 0o777 == 0o600
+        for user in ("demo-monitor", "demo-site-a-nurse"):
+            assert user in shown
+            assert passwords[user] not in shown  # passwords are in the file, never printed
+            assert _web_login(url, user, passwords[user]) == (200, f"{url}board")
+        assert _web_login(url, "demo-monitor", "wrong")[0] == 401
+        # the study page the demo points at: the summary as of its last simulated day
+        study_url = shown.split("the study's page    ", 1)[1].split()[0]
+        html = _web_page(url, "demo-monitor", passwords["demo-monitor"], study_url)
+        assert "4 subject(s), 4 procedure(s)" in html
+        html = _web_page(url, "demo-site-a-nurse", passwords["demo-site-a-nurse"], study_url)
+        assert "2 subject(s), 2 procedure(s)" in html
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    shown = log.read_text()
+    assert "stopping the web app and the broker" in shown
     assert processes_under(work) == []
     # where everything is; and no subject pseudonym or verbatim term on the terminal
     for where in ("work directory", "collector database", "summaries, exports", "room databases"):
@@ -157,7 +226,9 @@ def test_ctrl_c_stops_every_process_of_the_demo(tmp_path: Path) -> None:
             assert proc.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
-        assert len(processes_under(work)) >= 7  # mosquitto, cryohub run, 3 x (cryosim, cryod)
+        # mosquitto, cryohub run, cryohub web, 3 x (cryosim, cryod)
+        assert len(processes_under(work)) >= 8
+        assert any(" web --config " in p for p in processes_under(work))
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=120) == 130
     finally:
@@ -168,5 +239,38 @@ def test_ctrl_c_stops_every_process_of_the_demo(tmp_path: Path) -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    assert "interrupted; stopping the rooms, the collector and the broker" in log.read_text()
+    assert "interrupted; stopping the rooms, the collector, the web app and the broker" in (
+        log.read_text()
+    )
     assert processes_under(work) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "why"),
+    [
+        (["--speed", "nan"], "--speed nan: give a finite speed-up greater than 0"),
+        (["--speed", "0"], "--speed 0: give a finite speed-up greater than 0"),
+        (["--speed", "-3"], "--speed -3: give a finite speed-up greater than 0"),
+        (["--speed", "inf"], "--speed inf: give a finite speed-up greater than 0"),
+        (["--workdir", "{file}"], "--workdir {file}: is not a directory"),
+        (["--workdir", "{file}/sub"], "--workdir {file}/sub: cannot be created (Not a directory)"),
+        (["--workdir", "/proc/cryohub-demo"], "--workdir /proc/cryohub-demo: cannot be created"),
+        (["--workdir", "{full}"], "--workdir {full}: is not empty"),
+    ],
+)
+def test_a_bad_argument_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], why: str
+) -> None:
+    names = {"file": str(tmp_path / "a-file"), "full": str(tmp_path / "full")}
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "something").write_text("x")
+    argv = [a.format(**names) for a in argv]
+    if "--workdir" not in argv:
+        argv += ["--workdir", str(tmp_path / "new")]
+    assert main(["demo", *argv]) == 2
+    out = capsys.readouterr()
+    lines = (out.out + out.err).splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"cryohub demo: {why.format(**names)}"), lines
+    assert not (tmp_path / "new").exists()  # nothing started, nothing made

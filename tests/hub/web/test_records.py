@@ -61,3 +61,30 @@ def test_the_index_and_the_samples_on_both_databases(migrated: Engine) -> None:
     with Session(migrated) as s:
         _n, series2, _d = tip_series(s, other, dt.datetime.now(dt.UTC))
     assert len(series2[1]) == 200
+
+
+def test_sample_blocks_arriving_leave_the_sorted_procedures_alone(migrated: Engine) -> None:
+    """A room streaming samples changes no procedure: the sorted list is not rebuilt (it
+    was on every refresh, a page's p95 under ingest); a new procedure row rebuilds it."""
+    from .study import send
+
+    rooms = build_study(migrated)
+    index = RecordIndex()
+    with Session(migrated) as s:
+        index.refresh(s)
+    before = index.procedures(lambda study, site: True)
+    built = index._sorted
+    assert built is not None
+    leeds = rooms["leeds1"]
+    send(migrated, leeds, leeds.tips(2, leeds.now, [(300.0, 1, 20.0), (300.5, 1, 19.0)]))
+    with Session(migrated) as s:
+        index.refresh(s)
+    assert index._sorted is built
+    assert index.procedures(lambda study, site: True) == before
+    send(migrated, leeds, leeds.procedure(3, study=STUDY, patient_ref="MN-0009", opened=leeds.now))
+    with Session(migrated) as s:
+        index.refresh(s)
+    assert index._sorted is None
+    now = [(p.node, p.id) for p in index.procedures(lambda study, site: True)]
+    assert ("leeds-th2", 3) in now
+    assert len(now) == len(before) + 1
