@@ -224,16 +224,10 @@ def followup_routes(ctx: PageContext) -> list[BaseRoute]:
     # ---- assessment -----------------------------------------------------------------------
     async def assessment(request: Request) -> Response:
         post = request.method == "POST"
-        if post:
-            checked = await ctx.checked_post(request, MAX_TEXT)
-            if isinstance(checked, Response):
-                return checked
-            who, form = checked
-        else:
-            found = await run_in_threadpool(ctx.viewer, request)
-            if found is None:
-                return ctx.to_login(request)
-            who, form = found, {}
+        asked = await ctx.form_request(request, MAX_TEXT)
+        if isinstance(asked, Response):
+            return asked
+        who, form = asked
         got = await run_in_threadpool(target, request, who, may_record)
         if isinstance(got, Response):
             return got
@@ -390,16 +384,10 @@ def followup_routes(ctx: PageContext) -> list[BaseRoute]:
 
     async def event_sign(request: Request) -> Response:
         post = request.method == "POST"
-        if post:
-            checked = await ctx.checked_post(request)
-            if isinstance(checked, Response):
-                return checked
-            who, form = checked
-        else:
-            found = await run_in_threadpool(ctx.viewer, request)
-            if found is None:
-                return ctx.to_login(request)
-            who, form = found, {}
+        asked = await ctx.form_request(request)
+        if isinstance(asked, Response):
+            return asked
+        who, form = asked
         got = await run_in_threadpool(target, request, who, may_sign)
         if isinstance(got, Response):
             return got

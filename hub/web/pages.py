@@ -195,6 +195,18 @@ class PageContext:
             return PlainTextResponse("refused: the form's CSRF token is missing or wrong", 403)
         return who, form
 
+    async def form_request(
+        self, request: Request, limit: int = MAX_FIELD
+    ) -> tuple[Viewer, dict[str, str]] | Response:
+        """A page that is a form: who asks and, on a POST, the checked form (empty on a GET);
+        or the response that ends the request (to the login page, or the CSRF refusal)."""
+        if request.method == "POST":
+            return await self.checked_post(request, limit)
+        who = await run_in_threadpool(self.viewer, request)
+        if who is None:
+            return self.to_login(request)
+        return who, {}
+
     # ---- subjects -------------------------------------------------------------------------
     def log_read(self, who: Viewer, proc: Procedure, what: str) -> None:
         """Every read of a subject's page: an audit entry, anchored."""
