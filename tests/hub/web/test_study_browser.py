@@ -5,7 +5,6 @@ parsed as in the TestClient tests. axe-core: no serious or critical violation.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +16,12 @@ from tests.hub.test_followup_cli import journal, study, study_config  # noqa: F4
 
 from .live import serving
 from .study_data import PASSWORDS, STUDY_ID, exports_audited, followed  # noqa: F401
-from .test_browser import CHROMIUM, TIMEOUT_MS, axe_serious, log_in, require_chromium
+from .test_browser import TIMEOUT_MS, axe_serious, browser, log_in
 from .test_study_pages import check_export
 
+__all__ = ["browser"]  # the fixture, shared with test_browser
+
 SUBJECTS = {"MN-0001", "MN-0002", "MN-0003", "MN-0004"}
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM))
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.mark.timeout(600)
