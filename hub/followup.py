@@ -320,11 +320,13 @@ def may_sign(grants: Iterable[Grant], study: str, site: str) -> bool:
 
 
 def may_read(grants: Iterable[Grant], study: str, site: str | None) -> bool:
-    roles = set(Role)
+    """One grant covers ``study`` at ``site`` (None: the whole study, which needs a grant
+    not scoped to a site; a site grant of this study and an unscoped one of another study
+    are not the whole study)."""
     return any(
-        g.role in roles and g.study in (None, study) and (site is None or g.site in (None, site))
+        g.study in (None, study) and (g.site is None or (site is not None and g.site == site))
         for g in grants
-    ) and (site is not None or any(g.site is None for g in grants))
+    )
 
 
 # ---- verification of the follow-up tables ---------------------------------------------

@@ -90,6 +90,18 @@ def test_who_may_record_sign_and_read() -> None:
     assert not may_record(admin, STUDY, "site-a")
 
 
+def test_the_whole_study_needs_one_grant_covering_it_not_two_halves() -> None:
+    """A site-scoped grant of this study plus an unscoped grant of another study (or a
+    grant of this study at another site) does not make the whole study readable."""
+    nurse_a = Grant(Role.COORDINATOR, STUDY, "site-a")
+    assert not may_read((nurse_a, Grant(Role.MONITOR, "OTHER")), STUDY, None)
+    assert not may_read((nurse_a, Grant(Role.MONITOR, "OTHER", None)), STUDY, "site-b")
+    assert may_read((nurse_a, Grant(Role.MONITOR, "OTHER")), STUDY, "site-a")
+    assert may_read((nurse_a, Grant(Role.MONITOR, "OTHER")), "OTHER", None)
+    assert may_read((Grant(Role.INVESTIGATOR, STUDY),), STUDY, None)
+    assert may_read((Grant(Role.INVESTIGATOR),), STUDY, "site-b")  # every study, every site
+
+
 def test_procedures_come_from_the_rooms_rows_and_a_room_redaction_removes_one(
     migrated: Engine,
 ) -> None:
