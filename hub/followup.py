@@ -59,6 +59,7 @@ __all__ = [
     "may_read",
     "may_record",
     "may_sign",
+    "newest_profiles",
     "procedure_from_columns",
     "room_record",
     "signature_meaning",
@@ -302,6 +303,15 @@ def content_digest(table: str, row_id: int, content: Any, salt: bytes) -> str:
         table, ["id"], {"id": (Kind.INT, row_id), "content": (Kind.JSON, content)}
     )
     return row_digest(salt, canonical)
+
+
+def newest_profiles(profiles: Iterable[StudyProfile]) -> dict[str, StudyProfile]:
+    """Study id -> its newest configured profile (the one new data follows), by study id."""
+    newest: dict[str, StudyProfile] = {}
+    for p in profiles:
+        if p.study.id not in newest or p.version > newest[p.study.id].version:
+            newest[p.study.id] = p
+    return dict(sorted(newest.items()))
 
 
 # ---- who may --------------------------------------------------------------------------------

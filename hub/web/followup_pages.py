@@ -49,7 +49,7 @@ from cryod.research.vocab import (
 
 from .. import admin
 from ..access import Grant
-from ..followup import may_record, may_sign, signature_meaning
+from ..followup import may_record, may_sign, newest_profiles, signature_meaning
 from .pages import Forbidden, PageContext, Viewer, WebSettings
 from .records import Procedure
 from .scope import READER_ROLES, may_read_subject
@@ -160,8 +160,7 @@ def followup_routes(ctx: PageContext) -> list[BaseRoute]:
 
     # ---- lookups --------------------------------------------------------------------------
     def newest_profile(study: str | None) -> Any:
-        matching = [p for p in settings.profiles if study is not None and p.study.id == study]
-        return max(matching, key=lambda p: p.version) if matching else None
+        return None if study is None else newest_profiles(settings.profiles).get(study)
 
     def target(
         request: Request, who: Viewer, allowed: Callable[[tuple[Grant, ...], str, str], bool]
@@ -466,12 +465,11 @@ def followup_context(ctx: PageContext, who: Viewer, proc: Procedure) -> dict[str
     from ..followup_store import procedure_followup
 
     settings = ctx.settings
-    matching = [p for p in settings.profiles if proc.study is not None and p.study.id == proc.study]
+    profile = None if proc.study is None else newest_profiles(settings.profiles).get(proc.study)
     puuid = proc.values.get("uuid")
-    if not matching or not isinstance(puuid, str) or proc.opened_at is None:
+    if profile is None or not isinstance(puuid, str) or proc.opened_at is None:
         return {"timeline": None, "followup_events": None}
     assert proc.study is not None
-    profile = max(matching, key=lambda p: p.version)
     with ctx.db() as s:
         recorded = procedure_followup(s, uuid.UUID(puuid))
     today = local_date(settings.wall(), profile.zone)
@@ -571,13 +569,9 @@ def _due_items(settings: WebSettings, grants: tuple[Grant, ...]) -> list[dict[st
     from ..followup_store import snapshot, study_data
     from ..summary import final_statuses
 
-    newest: dict[str, Any] = {}
-    for p in settings.profiles:
-        if p.study.id not in newest or p.version > newest[p.study.id].version:
-            newest[p.study.id] = p
     out: list[dict[str, Any]] = []
     now = settings.wall()
-    for study, profile in sorted(newest.items()):
+    for study, profile in newest_profiles(settings.profiles).items():
         if not any(g.role in READER_ROLES and g.study in (None, study) for g in grants):
             continue
         with Session(settings.engine) as s:

@@ -24,6 +24,7 @@ from cryod.hub.followup import (
     may_read,
     may_record,
     may_sign,
+    newest_profiles,
 )
 from cryod.hub.followup_store import study_procedures
 from cryod.hub.summary import summarise
@@ -197,3 +198,17 @@ def test_a_vas_study_without_restart_exports_and_validates() -> None:
     assert f"SN-0001,{tps[1]}_arm_1,," in visit
     qs = export_files(data, "sdtm")["qs.csv"]
     assert ",42.5,mm,42.5,42.5,mm," in qs
+
+
+def test_newest_profiles_takes_each_studys_highest_version() -> None:
+    from types import SimpleNamespace
+
+    def prof(study: str, version: int) -> Any:
+        return SimpleNamespace(study=SimpleNamespace(id=study), version=version)
+
+    b1, a2, a1, b3 = prof("B", 1), prof("A", 2), prof("A", 1), prof("B", 3)
+    got = newest_profiles([b1, a2, a1, b3])
+    assert list(got) == ["A", "B"]
+    assert got["A"] is a2
+    assert got["B"] is b3
+    assert newest_profiles([]) == {}
