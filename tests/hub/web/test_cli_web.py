@@ -42,14 +42,17 @@ def test_bad_options_and_an_unmigrated_database(
     assert "Traceback" not in err
 
 
+IDLE_WHY = "give minutes more than 0, at most 1440"
+
+
 @pytest.mark.parametrize(
     ("argv", "line"),
     [
         (["--port", "70000"], "cryohub: --port 70000: give a port from 1 to 65535"),
         (["--port", "0"], "cryohub: --port 0: give a port from 1 to 65535"),
-        (["--idle-min", "0"], "cryohub: --idle-min 0: give minutes more than 0, at most 1440"),
-        (["--idle-min", "nan"], "cryohub: --idle-min nan: give minutes more than 0, at most 1440"),
-        (["--idle-min", "1441"], "cryohub: --idle-min 1441: give minutes more than 0, at most 1440"),
+        (["--idle-min", "0"], f"cryohub: --idle-min 0: {IDLE_WHY}"),
+        (["--idle-min", "nan"], f"cryohub: --idle-min nan: {IDLE_WHY}"),
+        (["--idle-min", "1441"], f"cryohub: --idle-min 1441: {IDLE_WHY}"),
     ],
 )
 def test_a_bad_port_or_idle_time_is_one_line_naming_it(
