@@ -316,9 +316,7 @@ def newest_profiles(profiles: Iterable[StudyProfile]) -> dict[str, StudyProfile]
 
 # ---- who may --------------------------------------------------------------------------------
 def _covers(grants: Iterable[Grant], roles: set[Role], study: str, site: str) -> bool:
-    return any(
-        g.role in roles and g.study in (None, study) and g.site in (None, site) for g in grants
-    )
+    return any(g.role in roles and g.covers_scope(study, site) for g in grants)
 
 
 def may_record(grants: Iterable[Grant], study: str, site: str) -> bool:
@@ -333,10 +331,7 @@ def may_read(grants: Iterable[Grant], study: str, site: str | None) -> bool:
     """One grant covers ``study`` at ``site`` (None: the whole study, which needs a grant
     not scoped to a site; a site grant of this study and an unscoped one of another study
     are not the whole study)."""
-    return any(
-        g.study in (None, study) and (g.site is None or (site is not None and g.site == site))
-        for g in grants
-    )
+    return any(g.covers_scope(study, site) for g in grants)
 
 
 # ---- verification of the follow-up tables ---------------------------------------------
