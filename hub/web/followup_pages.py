@@ -51,7 +51,7 @@ from .followup_form import (
     form_errors,
     placed,
 )
-from .pages import Forbidden, PageContext, Viewer, WebSettings
+from .pages import Forbidden, PageContext, Viewer
 from .records import Procedure
 from .scope import READER_ROLES, may_read_subject
 
@@ -130,7 +130,7 @@ def followup_routes(ctx: PageContext) -> list[BaseRoute]:
         who = ctx.viewer(request)
         if who is None:
             return ctx.to_login(request)
-        items = _due_items(settings, who.grants)
+        items = _due_items(ctx, who.grants)
         by_uuid = {
             p.values.get("uuid"): p for p in ctx.refreshed_index().procedures(ctx.readable(who))
         }
@@ -435,19 +435,18 @@ def _event_of(ctx: PageContext, event_id: int, proc: Procedure) -> Any:
     return e if e.procedure_uuid == proc.values.get("uuid") else None
 
 
-def _due_items(settings: WebSettings, grants: tuple[Grant, ...]) -> list[dict[str, Any]]:
-    from sqlalchemy.orm import Session
-
+def _due_items(ctx: PageContext, grants: tuple[Grant, ...]) -> list[dict[str, Any]]:
     from ..followup import due_list
     from ..followup_store import snapshot, study_data
     from ..summary import final_statuses
 
+    settings = ctx.settings
     out: list[dict[str, Any]] = []
     now = settings.wall()
     for study, profile in newest_profiles(settings.profiles).items():
         if not any(g.role in READER_ROLES and g.study in (None, study) for g in grants):
             continue
-        with Session(settings.engine) as s:
+        with ctx.db() as s:
             snap = snapshot(s, study, None)
         data = study_data(profile, snap, now)
         on = local_date(now, profile.zone)
