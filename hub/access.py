@@ -52,8 +52,13 @@ class Grant:
 
     def covers(self, other: Grant) -> bool:
         """Is ``other``'s scope inside this grant's scope?"""
-        return (self.study is None or self.study == other.study) and (
-            self.site is None or self.site == other.site
+        return self.covers_scope(other.study, other.site)
+
+    def covers_scope(self, study: str | None, site: str | None) -> bool:
+        """Does this grant cover ``study`` at ``site``? ``None`` asks for every study or
+        every site, which only a grant not scoped to one covers."""
+        return (self.study is None or self.study == study) and (
+            self.site is None or self.site == site
         )
 
     def __str__(self) -> str:

@@ -661,8 +661,11 @@ def cmd_web(args: argparse.Namespace) -> int:
 
     from .config import load_config
 
-    if not 0 < args.port < 65536 or not 0 < args.idle_min <= 24 * 60:
-        _err("--port 1-65535, --idle-min more than 0 and at most 1440")
+    if not 0 < args.port < 65536:
+        _err(f"--port {args.port}: give a port from 1 to 65535")
+        return EXIT_BAD_INPUT
+    if not 0 < args.idle_min <= 24 * 60:
+        _err(f"--idle-min {args.idle_min:g}: give minutes more than 0, at most {24 * 60}")
         return EXIT_BAD_INPUT
     try:
         if args.timezone != "UTC":

@@ -612,7 +612,7 @@ def run_demo(args: argparse.Namespace, say: Callable[[str], None] = print) -> in
     """The demo; exit 0 when done, 2 for a bad argument, 1 on an error, 130 on Ctrl-C."""
     problem = argument_problem(args.speed, Path(args.workdir) if args.workdir else None)
     if problem is not None:
-        say(f"cryohub demo: {problem}")
+        print(f"cryohub demo: {problem}", file=sys.stderr)
         return 2
     workdir = Path(args.workdir).resolve() if args.workdir else Path(
         tempfile.mkdtemp(prefix="cryohub-demo-"))  # fmt: skip

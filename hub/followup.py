@@ -59,6 +59,7 @@ __all__ = [
     "may_read",
     "may_record",
     "may_sign",
+    "newest_profiles",
     "procedure_from_columns",
     "room_record",
     "signature_meaning",
@@ -304,11 +305,18 @@ def content_digest(table: str, row_id: int, content: Any, salt: bytes) -> str:
     return row_digest(salt, canonical)
 
 
+def newest_profiles(profiles: Iterable[StudyProfile]) -> dict[str, StudyProfile]:
+    """Study id -> its newest configured profile (the one new data follows), by study id."""
+    newest: dict[str, StudyProfile] = {}
+    for p in profiles:
+        if p.study.id not in newest or p.version > newest[p.study.id].version:
+            newest[p.study.id] = p
+    return dict(sorted(newest.items()))
+
+
 # ---- who may --------------------------------------------------------------------------------
 def _covers(grants: Iterable[Grant], roles: set[Role], study: str, site: str) -> bool:
-    return any(
-        g.role in roles and g.study in (None, study) and g.site in (None, site) for g in grants
-    )
+    return any(g.role in roles and g.covers_scope(study, site) for g in grants)
 
 
 def may_record(grants: Iterable[Grant], study: str, site: str) -> bool:
@@ -320,11 +328,10 @@ def may_sign(grants: Iterable[Grant], study: str, site: str) -> bool:
 
 
 def may_read(grants: Iterable[Grant], study: str, site: str | None) -> bool:
-    roles = set(Role)
-    return any(
-        g.role in roles and g.study in (None, study) and (site is None or g.site in (None, site))
-        for g in grants
-    ) and (site is not None or any(g.site is None for g in grants))
+    """One grant covers ``study`` at ``site`` (None: the whole study, which needs a grant
+    not scoped to a site; a site grant of this study and an unscoped one of another study
+    are not the whole study)."""
+    return any(g.covers_scope(study, site) for g in grants)
 
 
 # ---- verification of the follow-up tables ---------------------------------------------

@@ -177,16 +177,17 @@ def _profile_for(args: argparse.Namespace, study: str | None) -> Any:
 
 def _profile_of(profiles: Any, study: str | None) -> Any:
     from .admin import Refused
+    from .followup import newest_profiles
 
     ids = sorted({p.study.id for p in profiles})
     if study is None:
         if len(ids) != 1:
             raise Refused(f"--study: name one ({', '.join(ids) or 'no study profiles configured'})")
         study = ids[0]
-    matching = [p for p in profiles if p.study.id == study]
-    if not matching:
+    newest = newest_profiles(profiles).get(study)
+    if newest is None:
         raise Refused(f"--study: {study!r} is not a configured study ({', '.join(ids) or 'none'})")
-    return sorted(matching, key=lambda p: p.version)[-1]
+    return newest
 
 
 def _require_actor(args: argparse.Namespace) -> None:

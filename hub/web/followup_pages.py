@@ -14,7 +14,8 @@
 
 The forms validate on the server through the store's own calls
 (``followup_store``: the same pure checks as ``cryohub followup``); each
-problem is shown beside its field, what was typed is kept; a success redirects
+problem is shown beside its field (``followup_form``: the fields, their
+choices and the conversions, pure), what was typed is kept; a success redirects
 to the procedure page. Every change is audited by the store and anchored here;
 every form shown is a subject read (``subject_read``, as the procedure page).
 Monitors (and anyone not covering the study and site) get 403 on every form.
@@ -35,22 +36,22 @@ from starlette.routing import BaseRoute, Route
 
 from cryod.research.followup import FollowedProcedure, due_state, local_date, window_for
 from cryod.research.problems import ResearchDataError
-from cryod.research.vocab import (
-    ActionTaken,
-    AeCategory,
-    AeOutcome,
-    AeSubcategory,
-    FurtherIntervention,
-    Relatedness,
-    SeriousnessCriterion,
-    VisitMode,
-    VisitStatus,
-)
 
 from .. import admin
 from ..access import Grant
-from ..followup import may_record, may_sign, signature_meaning
-from .pages import Forbidden, PageContext, Viewer, WebSettings
+from ..followup import may_record, may_sign, newest_profiles, signature_meaning
+from .followup_form import (
+    ASSESSMENT_FIELDS,
+    CHOICES,
+    EVENT_FIELDS,
+    assessment_values,
+    event_data,
+    event_values,
+    first_error,
+    form_errors,
+    placed,
+)
+from .pages import Forbidden, PageContext, Viewer
 from .records import Procedure
 from .scope import READER_ROLES, may_read_subject
 
@@ -69,57 +70,6 @@ FLASH: Final = {
     "signed": "Adverse event signed.",
 }
 
-ASSESSMENT_FIELDS: Final = (
-    "assessed_on",
-    "status",
-    "reason",
-    "mode",
-    "pain_score",
-    "qol_total",
-    "function_score",
-    "satisfaction",
-    "correction",
-)
-EVENT_FIELDS: Final = (
-    "category",
-    "subcategory",
-    "verbatim_term",
-    "onset",
-    "resolution",
-    "ctcae_grade",
-    "serious",
-    "seriousness_criteria",
-    "relatedness_device",
-    "relatedness_procedure",
-    "outcome",
-    "action_taken",
-    "further_intervention",
-    "further_intervention_date",
-    "yellow_card_ref",
-)
-
-CHOICES: Final = {
-    "status": VisitStatus.choices(),
-    "mode": VisitMode.choices(),
-    "category": AeCategory.choices(),
-    "subcategory": AeSubcategory.choices(),
-    "seriousness_criteria": SeriousnessCriterion.choices(),
-    "relatedness_device": Relatedness.choices(),
-    "relatedness_procedure": Relatedness.choices(),
-    "outcome": AeOutcome.choices(),
-    "action_taken": ActionTaken.choices(),
-    "further_intervention": FurtherIntervention.choices(),
-    "serious": [("yes", "Yes"), ("no", "No")],
-    "ctcae_grade": [(str(g), str(g)) for g in range(1, 6)],
-    "satisfaction": [
-        ("1", "1 very dissatisfied"),
-        ("2", "2 dissatisfied"),
-        ("3", "3 neither"),
-        ("4", "4 satisfied"),
-        ("5", "5 very satisfied"),
-    ],
-}
-
 
 class _Refusal(Exception):
     """Problems to show: field -> message ("" for the form as a whole)."""
@@ -129,39 +79,12 @@ class _Refusal(Exception):
         self.errors = errors
 
 
-def form_errors(
-    exc: Exception, fields: Iterable[str], renames: dict[str, str] | None = None
-) -> dict[str, str]:
-    """A store refusal as messages beside the form's fields (``""``: the whole form).
-
-    ``ResearchDataError`` carries problems (``follow_up.pain_score: …``);
-    ``Refused`` and ``NotPermitted`` one line, starting with the field when it
-    names one (``reason: …``; ``renames`` maps it to the form's name).
-    """
-    known = set(fields)
-    if isinstance(exc, ResearchDataError):
-        pairs = [(p.field, p.message) for p in exc.problems]
-    else:
-        field, sep, message = str(exc).partition(": ")
-        named = sep and " " not in field
-        pairs = [((renames or {}).get(field, field), message)] if named else [("", str(exc))]
-    out: dict[str, str] = {}
-    for path, text in pairs:
-        message = text.replace("needs --reason", "needs a reason")
-        name = next((p for p in reversed(path.split(".")) if p in known), "")
-        if name == "" and path not in ("", "follow_up", "event"):
-            message = f"{path}: {message}"
-        out[name] = f"{out[name]}; {message}" if name in out else message
-    return out
-
-
 def followup_routes(ctx: PageContext) -> list[BaseRoute]:
     settings = ctx.settings
 
     # ---- lookups --------------------------------------------------------------------------
     def newest_profile(study: str | None) -> Any:
-        matching = [p for p in settings.profiles if study is not None and p.study.id == study]
-        return max(matching, key=lambda p: p.version) if matching else None
+        return None if study is None else newest_profiles(settings.profiles).get(study)
 
     def target(
         request: Request, who: Viewer, allowed: Callable[[tuple[Grant, ...], str, str], bool]
@@ -207,7 +130,7 @@ def followup_routes(ctx: PageContext) -> list[BaseRoute]:
         who = ctx.viewer(request)
         if who is None:
             return ctx.to_login(request)
-        items = _due_items(settings, who.grants)
+        items = _due_items(ctx, who.grants)
         by_uuid = {
             p.values.get("uuid"): p for p in ctx.refreshed_index().procedures(ctx.readable(who))
         }
@@ -276,11 +199,11 @@ def followup_routes(ctx: PageContext) -> list[BaseRoute]:
                     if (k != "correction" or existing is not None)
                     and (k != "function_score" or profile.instruments.function is not None)
                 ]
-                errors = _placed(r.errors, shown)
+                errors = placed(r.errors, shown)
             else:
                 return back(proc, "assessment" if in_window else "assessment_late")
         else:
-            form = _assessment_values(existing)
+            form = assessment_values(existing)
         await run_in_threadpool(ctx.log_read, who, proc, "followup_form")
         return ctx.page(
             request,
@@ -294,7 +217,7 @@ def followup_routes(ctx: PageContext) -> list[BaseRoute]:
             instruments=profile.instruments,
             form=form,
             errors=errors,
-            first_error=_first(errors, ASSESSMENT_FIELDS),
+            first_error=first_error(errors, ASSESSMENT_FIELDS),
             choices=CHOICES,
         )
 
@@ -326,7 +249,7 @@ def followup_routes(ctx: PageContext) -> list[BaseRoute]:
         criteria: list[str]
         if post:
             criteria = [c for c in lists.get("seriousness_criteria", []) if c]
-            data = _event_data(form, criteria)
+            data = event_data(form, criteria)
             reason = form.get("reason", "").strip() or None
             subject, puuid = str(proc.values.get("patient_ref")), uuid.UUID(proc.values["uuid"])
 
@@ -359,11 +282,11 @@ def followup_routes(ctx: PageContext) -> list[BaseRoute]:
                 await run_in_threadpool(change, apply, who, (*EVENT_FIELDS, "reason"))
             except _Refusal as r:
                 shown = [*EVENT_FIELDS, *(["reason"] if event is not None else [])]
-                errors = _placed(r.errors, shown)
+                errors = placed(r.errors, shown)
             else:
                 return back(proc, "event" if event_id is None else "changed")
         elif event is not None:
-            form = _event_values(event.content)
+            form = event_values(event.content)
             criteria = [str(c) for c in event.content.get("seriousness_criteria") or []]
         else:
             criteria = []
@@ -378,7 +301,7 @@ def followup_routes(ctx: PageContext) -> list[BaseRoute]:
             form=form,
             criteria=criteria,
             errors=errors,
-            first_error=_first(errors, (*EVENT_FIELDS, "reason")),
+            first_error=first_error(errors, (*EVENT_FIELDS, "reason")),
             choices=CHOICES,
         )
 
@@ -444,7 +367,7 @@ def followup_routes(ctx: PageContext) -> list[BaseRoute]:
             status,
             proc=proc,
             event=event,
-            fields=_event_values(event.content),
+            fields=event_values(event.content),
             meaning=signature_meaning(who.name, event.id, event.version),
             errors=errors,
         )
@@ -466,12 +389,11 @@ def followup_context(ctx: PageContext, who: Viewer, proc: Procedure) -> dict[str
     from ..followup_store import procedure_followup
 
     settings = ctx.settings
-    matching = [p for p in settings.profiles if proc.study is not None and p.study.id == proc.study]
+    profile = None if proc.study is None else newest_profiles(settings.profiles).get(proc.study)
     puuid = proc.values.get("uuid")
-    if not matching or not isinstance(puuid, str) or proc.opened_at is None:
+    if profile is None or not isinstance(puuid, str) or proc.opened_at is None:
         return {"timeline": None, "followup_events": None}
     assert proc.study is not None
-    profile = max(matching, key=lambda p: p.version)
     with ctx.db() as s:
         recorded = procedure_followup(s, uuid.UUID(puuid))
     today = local_date(settings.wall(), profile.zone)
@@ -494,23 +416,6 @@ def followup_context(ctx: PageContext, who: Viewer, proc: Procedure) -> dict[str
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-def _placed(errors: dict[str, str], shown: Iterable[str]) -> dict[str, str]:
-    """Errors of fields the form does not show go to the form's summary (``""``)."""
-    visible = set(shown)
-    out = {k: v for k, v in errors.items() if k in visible}
-    rest = [
-        f"{k.replace('_', ' ')}: {v}" if k else v for k, v in errors.items() if k not in visible
-    ]
-    if rest:
-        out[""] = "; ".join(rest)
-    return out
-
-
-def _first(errors: dict[str, str], fields: Iterable[str]) -> str | None:
-    """The first field in error (it gets the focus)."""
-    return next((f for f in fields if f in errors), None)
-
-
 def _recorded(ctx: PageContext, puuid: uuid.UUID, tp: str) -> dict[str, Any] | None:
     from ..followup_store import procedure_followup
 
@@ -530,57 +435,18 @@ def _event_of(ctx: PageContext, event_id: int, proc: Procedure) -> Any:
     return e if e.procedure_uuid == proc.values.get("uuid") else None
 
 
-def _text(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v)
-
-
-def _assessment_values(existing: dict[str, Any] | None) -> dict[str, str]:
-    if existing is None:
-        return {"status": "done"}
-    return {k: _text(existing.get(k)) for k in ASSESSMENT_FIELDS if k != "correction"}
-
-
-def _event_values(content: dict[str, Any]) -> dict[str, str]:
-    return {k: _text(content.get(k)) for k in EVENT_FIELDS if k != "seriousness_criteria"}
-
-
-def _event_data(form: dict[str, str], criteria: list[str]) -> dict[str, Any]:
-    """The form as ``record_event``/``change_event`` take it (None: empty, cleared)."""
-    data: dict[str, Any] = {}
-    for k in EVENT_FIELDS:
-        if k == "seriousness_criteria":
-            data[k] = criteria
-            continue
-        v = form.get(k, "").strip()
-        data[k] = None if v == "" else v
-    if data["serious"] is not None:
-        data["serious"] = {"yes": True, "no": False}.get(data["serious"], data["serious"])
-    return data
-
-
-def _due_items(settings: WebSettings, grants: tuple[Grant, ...]) -> list[dict[str, Any]]:
-    from sqlalchemy.orm import Session
-
+def _due_items(ctx: PageContext, grants: tuple[Grant, ...]) -> list[dict[str, Any]]:
     from ..followup import due_list
     from ..followup_store import snapshot, study_data
     from ..summary import final_statuses
 
-    newest: dict[str, Any] = {}
-    for p in settings.profiles:
-        if p.study.id not in newest or p.version > newest[p.study.id].version:
-            newest[p.study.id] = p
+    settings = ctx.settings
     out: list[dict[str, Any]] = []
     now = settings.wall()
-    for study, profile in sorted(newest.items()):
+    for study, profile in newest_profiles(settings.profiles).items():
         if not any(g.role in READER_ROLES and g.study in (None, study) for g in grants):
             continue
-        with Session(settings.engine) as s:
+        with ctx.db() as s:
             snap = snapshot(s, study, None)
         data = study_data(profile, snap, now)
         on = local_date(now, profile.zone)

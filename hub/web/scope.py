@@ -27,13 +27,9 @@ __all__ = [
 READER_ROLES = frozenset({Role.COORDINATOR, Role.INVESTIGATOR, Role.MONITOR})
 
 
-def _covers(g: Grant, study: str | None, site: str) -> bool:
-    return (g.study is None or g.study == study) and (g.site is None or g.site == site)
-
-
 def may_read_subject(grants: Iterable[Grant], study: str | None, site: str) -> bool:
     """A procedure of ``study`` recorded in a room of ``site``."""
-    return any(g.role in READER_ROLES and _covers(g, study, site) for g in grants)
+    return any(g.role in READER_ROLES and g.covers_scope(study, site) for g in grants)
 
 
 def may_see_room(grants: Iterable[Grant], site: str) -> bool:

@@ -35,6 +35,7 @@ from starlette.routing import BaseRoute, Route
 
 from .. import admin
 from ..exports import ExportInvalid, export_files
+from ..followup import newest_profiles
 from ..followup_store import record_export, snapshot, study_data
 from ..summary import Summary, summarise
 from .pages import PageContext, Viewer, WebSettings
@@ -89,11 +90,7 @@ class StudyPages:
     # ---- the pieces ---------------------------------------------------------------------
     def profiles(self) -> dict[str, Any]:
         """Study id -> its newest configured profile."""
-        newest: dict[str, Any] = {}
-        for p in self.settings.profiles:
-            if p.study.id not in newest or p.version > newest[p.study.id].version:
-                newest[p.study.id] = p
-        return dict(sorted(newest.items()))
+        return newest_profiles(self.settings.profiles)
 
     def scoped(self, who: Viewer, study: str, site_text: str | None) -> tuple[Any, str | None]:
         """The study's profile and the scope asked for (default: the first the viewer may

@@ -50,12 +50,7 @@ _SINGLE_MEDIA: Final = {"json": "application/json", "fhir": "application/fhir+js
 
 def covers(grants: Iterable[Grant], study: str, site: str | None) -> bool:
     """A reader grant covering ``study`` at ``site`` (None: every site of the study)."""
-    return any(
-        g.role in READER_ROLES
-        and g.study in (None, study)
-        and (g.site is None or (site is not None and g.site == site))
-        for g in grants
-    )
+    return any(g.role in READER_ROLES and g.covers_scope(study, site) for g in grants)
 
 
 def scope_choices(grants: Iterable[Grant], study: str) -> list[str | None]:

@@ -270,7 +270,8 @@ def test_a_bad_argument_is_one_line_and_exit_2(
         argv += ["--workdir", str(tmp_path / "new")]
     assert main(["demo", *argv]) == 2
     out = capsys.readouterr()
-    lines = (out.out + out.err).splitlines()
+    assert out.out == ""  # a refusal is an error: on stderr, as the other commands'
+    lines = out.err.splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"cryohub demo: {why.format(**names)}"), lines
     assert not (tmp_path / "new").exists()  # nothing started, nothing made

@@ -24,6 +24,7 @@ from cryod.hub.followup import (
     may_read,
     may_record,
     may_sign,
+    newest_profiles,
 )
 from cryod.hub.followup_store import study_procedures
 from cryod.hub.summary import summarise
@@ -88,6 +89,18 @@ def test_who_may_record_sign_and_read() -> None:
     assert may_read(mon, STUDY, "site-b")
     assert not may_read(mon, STUDY, None)  # the whole study: a site-scoped grant is not enough
     assert not may_record(admin, STUDY, "site-a")
+
+
+def test_the_whole_study_needs_one_grant_covering_it_not_two_halves() -> None:
+    """A site-scoped grant of this study plus an unscoped grant of another study (or a
+    grant of this study at another site) does not make the whole study readable."""
+    nurse_a = Grant(Role.COORDINATOR, STUDY, "site-a")
+    assert not may_read((nurse_a, Grant(Role.MONITOR, "OTHER")), STUDY, None)
+    assert not may_read((nurse_a, Grant(Role.MONITOR, "OTHER", None)), STUDY, "site-b")
+    assert may_read((nurse_a, Grant(Role.MONITOR, "OTHER")), STUDY, "site-a")
+    assert may_read((nurse_a, Grant(Role.MONITOR, "OTHER")), "OTHER", None)
+    assert may_read((Grant(Role.INVESTIGATOR, STUDY),), STUDY, None)
+    assert may_read((Grant(Role.INVESTIGATOR),), STUDY, "site-b")  # every study, every site
 
 
 def test_procedures_come_from_the_rooms_rows_and_a_room_redaction_removes_one(
@@ -185,3 +198,17 @@ def test_a_vas_study_without_restart_exports_and_validates() -> None:
     assert f"SN-0001,{tps[1]}_arm_1,," in visit
     qs = export_files(data, "sdtm")["qs.csv"]
     assert ",42.5,mm,42.5,42.5,mm," in qs
+
+
+def test_newest_profiles_takes_each_studys_highest_version() -> None:
+    from types import SimpleNamespace
+
+    def prof(study: str, version: int) -> Any:
+        return SimpleNamespace(study=SimpleNamespace(id=study), version=version)
+
+    b1, a2, a1, b3 = prof("B", 1), prof("A", 2), prof("A", 1), prof("B", 3)
+    got = newest_profiles([b1, a2, a1, b3])
+    assert list(got) == ["A", "B"]
+    assert got["A"] is a2
+    assert got["B"] is b3
+    assert newest_profiles([]) == {}

@@ -42,6 +42,29 @@ def test_bad_options_and_an_unmigrated_database(
     assert "Traceback" not in err
 
 
+IDLE_WHY = "give minutes more than 0, at most 1440"
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["--port", "70000"], "cryohub: --port 70000: give a port from 1 to 65535"),
+        (["--port", "0"], "cryohub: --port 0: give a port from 1 to 65535"),
+        (["--idle-min", "0"], f"cryohub: --idle-min 0: {IDLE_WHY}"),
+        (["--idle-min", "nan"], f"cryohub: --idle-min nan: {IDLE_WHY}"),
+        (["--idle-min", "1441"], f"cryohub: --idle-min 1441: {IDLE_WHY}"),
+    ],
+)
+def test_a_bad_port_or_idle_time_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], line: str
+) -> None:
+    cfg = write_config(tmp_path)
+    assert main(["web", "--config", str(cfg), *argv]) == 2
+    out = capsys.readouterr()
+    assert out.err.splitlines() == [line]
+    assert out.out == ""
+
+
 def test_an_address_it_cannot_listen_on_is_one_line_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -461,7 +461,7 @@ def test_a_time_point_outside_its_window_is_recorded_and_called_a_deviation(
 
 
 def test_an_error_of_a_field_the_form_does_not_show_goes_to_its_summary() -> None:
-    from cryod.hub.web.followup_pages import _placed
+    from cryod.hub.web.followup_form import placed as _placed
 
     placed = _placed(
         {"pain_score": "too high", "function_score": "no such", "": "x"}, ["pain_score"]

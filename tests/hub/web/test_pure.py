@@ -108,6 +108,29 @@ def test_site_staff_see_only_their_sites_and_admins_no_subjects() -> None:
     assert not may_read_audit(ivan)
 
 
+def test_a_study_scope_is_covered_by_one_grant_the_same_way_everywhere() -> None:
+    """Grant.covers_scope is the one rule behind the subject pages, the Study page's
+    scopes, the follow-up forms and the exports; None asks for every site."""
+    from cryod.hub.followup import may_read, may_record
+    from cryod.hub.web.study_view import covers
+
+    cora = Grant(Role.COORDINATOR, "S1", "leeds")
+    assert cora.covers_scope("S1", "leeds")
+    assert not cora.covers_scope("S1", None)  # the whole study is more than leeds
+    assert not cora.covers_scope("S2", "leeds")
+    assert not cora.covers_scope(None, "leeds")
+    assert Grant(Role.MONITOR).covers_scope(None, None)
+    assert Grant(Role.MONITOR, "S1").covers_scope("S1", None)
+    two = (cora, Grant(Role.MONITOR, "S2"))  # no single grant covers S1 everywhere
+    assert not covers(two, "S1", None)
+    assert not may_read(two, "S1", None)
+    assert covers(two, "S1", "leeds")
+    assert may_read(two, "S1", "leeds")
+    assert may_record(two, "S1", "leeds")
+    assert may_read_subject(two, "S1", "leeds")
+    assert not may_read_subject(two, "S1", "york")
+
+
 # ---- board --------------------------------------------------------------------------------
 def telemetry(tip: float | None, supply: float = 5200.0) -> dict[str, object]:
     return {
