@@ -85,4 +85,3 @@ def _change_password(ctx: PageContext, who: Viewer, current: str, new: str) -> s
         return "the current password is wrong"
     ctx.anchor(head, now)
     return None
-
