@@ -39,7 +39,7 @@ __all__ = ["FLASH", "USER_FIELDS", "admin_routes", "new_user"]
 #: the users page's message after a change (``?done=``): only these, never the query's text
 FLASH: Final = {"added": "User added.", "disabled": "User disabled."}
 
-#: the add-user form's fields, in the order shown (an error elsewhere goes to the summary)
+#: the add-user form's fields, in the order shown (the first one in error has the focus)
 USER_FIELDS: Final = ("name", "role", "study", "site", "password", "again")
 
 ROLES: Final = tuple((r.value, r.value) for r in Role)

@@ -66,7 +66,7 @@ def selected_of(html: str, field: str) -> str:
     assert select is not None, f"no select {field}"
     chosen = re.findall(r'<option value="([^"]*)" selected>', select.group(0))
     assert len(chosen) == 1, chosen
-    return chosen[0]
+    return str(chosen[0])
 
 
 def added(settings: WebSettings) -> list[str]:
