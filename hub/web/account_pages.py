@@ -1,8 +1,7 @@
-"""The viewer's account (password, sessions) and the users (admins)."""
+"""The viewer's account (password, sessions); the users are ``admin_pages``'."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -10,7 +9,6 @@ from starlette.routing import BaseRoute, Route
 
 from .. import admin
 from ..passwords import PasswordError, hash_password, password_problem
-from ..store.models import User
 from .pages import PageContext, Viewer, set_cookie
 
 __all__ = ["account_routes"]
@@ -64,40 +62,9 @@ def account_routes(ctx: PageContext) -> list[BaseRoute]:
             errors=errors,
         )
 
-    def users_page(request: Request) -> Response:
-        who = ctx.viewer(request)
-        if who is None:
-            return ctx.to_login(request)
-        if not any(g.role.value == "admin" for g in who.grants):
-            return ctx.error(request, who, 403, "Users are managed by admins.")
-        with ctx.db() as s:
-            users = [
-                {
-                    "name": u.name,
-                    "grants": [str(g) for g in admin.grants_of(s, u)],
-                    "disabled": u.disabled_at is not None,
-                }
-                for u in s.execute(select(User).order_by(User.name)).scalars()
-            ]
-        return ctx.page(request, "users.html", who, users=users, error=None)
-
-    async def user_disable(request: Request) -> Response:
-        checked = await ctx.checked_post(request)
-        if isinstance(checked, Response):
-            return checked
-        who, _form = checked
-        name = request.path_params["name"]
-        error = await run_in_threadpool(_disable, ctx, who, name)
-        if error is None:
-            sessions.end_all(name)
-            return RedirectResponse("/users", status_code=303)
-        return ctx.error(request, who, 403, error)
-
     return [
         Route("/account", account_page, methods=["GET"]),
         Route("/account/password", account_password, methods=["POST"]),
-        Route("/users", users_page),
-        Route("/users/{name}/disable", user_disable, methods=["POST"]),
     ]
 
 
@@ -116,17 +83,5 @@ def _change_password(ctx: PageContext, who: Viewer, current: str, new: str) -> s
             )
     except admin.NotPermitted:
         return "the current password is wrong"
-    ctx.anchor(head, now)
-    return None
-
-
-def _disable(ctx: PageContext, who: Viewer, name: str) -> str | None:
-    now = ctx.settings.wall()
-    try:
-        with ctx.write() as s, s.begin():
-            actor = admin.Actor(who.name, who.grants)
-            head = admin.disable_user(s, actor, name=name, now=now, node=ctx.settings.node)
-    except (admin.NotPermitted, admin.Refused) as exc:
-        return str(exc)
     ctx.anchor(head, now)
     return None

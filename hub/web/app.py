@@ -15,8 +15,9 @@
   token, or from another origin, is refused (403).
 - **Roles** (``scope``): subjects' pages for readers covering the procedure's
   study and site; the board per site; the audit for monitors and admins;
-  users for admins. Every read of a subject's page is an audit entry
-  (``subject_read``: who, room, procedure, page), anchored like every other.
+  users and the study profiles for admins (``admin_pages``). Every read of a
+  subject's page is an audit entry (``subject_read``: who, room, procedure,
+  page), anchored like every other.
 
 ``create_app`` only assembles: the shared plumbing is ``pages.PageContext``,
 each group of pages is a route module (``…_routes(ctx)``).
@@ -37,6 +38,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .account_pages import account_routes
+from .admin_pages import admin_routes
 from .audit_pages import audit_routes
 from .board_pages import board_routes
 from .followup_pages import followup_routes
@@ -122,6 +124,7 @@ def create_app(settings: WebSettings) -> Starlette:
     routes += followup_routes(ctx)
     routes += audit_routes(ctx)
     routes += account_routes(ctx)
+    routes += admin_routes(ctx)
     routes += study_routes(ctx)
     routes += [
         Route("/healthz", healthz),

@@ -2,7 +2,7 @@
 
 ``create_app`` makes one ``PageContext`` and hands it to each route module
 (``login_pages``, ``board_pages``, ``procedure_pages``, ``followup_pages``,
-``audit_pages``, ``account_pages``), which returns its routes; a new page is a
+``audit_pages``, ``account_pages``, ``admin_pages``, ...), which returns its routes; a new page is a
 new module with a ``…_routes(ctx)`` function, added to the list in ``create_app``.
 """
 

@@ -231,6 +231,8 @@ def test_in_a_browser_login_throttle_board_procedure_roles_logout(
                 )
                 == []
             )
+            # the admins' pages (the add-user form with its errors beside the fields)
+            assert axe_serious_in(browser, base, "ada", ["/users", "/admin/studies"]) == []
 
             # logout
             page.goto(f"{base}/board")
