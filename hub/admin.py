@@ -231,6 +231,13 @@ def disable_user(session: Session, actor: Actor, *, name: str, now: dt.datetime,
     )
 
 
+def id_problem(label: str, value: str) -> str | None:
+    """What is wrong with a node or site id (letters, digits, '_', '.', '-'; at most 64)."""
+    if _ID.match(value):
+        return None
+    return f"{label} {value[:70]!r}: letters, digits, '_', '.', '-' (at most 64)"
+
+
 def add_room(
     session: Session,
     actor: Actor,
@@ -245,8 +252,9 @@ def add_room(
     node: str,
 ) -> Head:
     for label, value in (("node", room), ("site", site)):
-        if not _ID.match(value):
-            raise Refused(f"{label} {value[:70]!r}: letters, digits, '_', '.', '-' (at most 64)")
+        problem = id_problem(label, value)
+        if problem is not None:
+            raise Refused(problem)
     if cert_sha256 is not None and not _HEX64.match(cert_sha256):
         raise Refused("--cert-sha256: the certificate's SHA-256 fingerprint, 64 lowercase hex")
     if first_hash is not None and not _HEX64.match(first_hash):

@@ -19,7 +19,6 @@ users an admin may add or disable is decided by ``admin`` alone.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Final
 
 from sqlalchemy import select
@@ -44,9 +43,6 @@ USER_FIELDS: Final = ("name", "role", "study", "site", "password", "again")
 
 ROLES: Final = tuple((r.value, r.value) for r in Role)
 
-#: a site id, as rooms are registered under (``cryohub room add --site``)
-SITE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
 
 def new_user(form: dict[str, str], studies: set[str]) -> tuple[str, Grant | None, dict[str, str]]:
     """The add-user form read (pure): the name, the grant, and field -> problem.
@@ -68,8 +64,9 @@ def new_user(form: dict[str, str], studies: set[str]) -> tuple[str, Grant | None
             f"({', '.join(sorted(studies)) or 'no study profiles configured'})"
         )
     site = form.get("site", "").strip() or None
-    if site is not None and not SITE.match(site):
-        errors["site"] = f"site {site[:70]!r}: letters, digits, '_', '.', '-' (at most 64)"
+    site_problem = None if site is None else admin.id_problem("site", site)  # as rooms' sites
+    if site_problem is not None:
+        errors["site"] = site_problem
     password, again = form.get("password", ""), form.get("again", "")
     problem = password_problem(password)
     if problem is not None:
