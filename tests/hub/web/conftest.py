@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 from cryod.hub.store.db import make_engine
 from cryod.hub.store.migrate import upgrade
 from cryod.hub.web.app import WebSettings, create_app
+from cryod.research.profile import load_study_profile
 from tests.hub.conftest import NODE, T0
 
 from .study import PASSWORD, Room, build_study
@@ -29,6 +30,26 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
+
+
+@pytest.fixture
+def study_settings(db_url: str, tmp_path: Path) -> Iterator[WebSettings]:
+    """The demo study on SQLite and PostgreSQL (``db_url``), ten days after T0, with the
+    Morton's example profile: the forms' and the admin pages' app settings."""
+    engine = make_engine(db_url)
+    try:
+        upgrade(engine, node=NODE, now=T0)
+        build_study(engine)
+        yield WebSettings(
+            engine=engine,
+            node=NODE,
+            anchor_file=tmp_path / "anchors.jsonl",
+            mono=Clock(),
+            wall=lambda: T0 + dt.timedelta(days=10),
+            profiles=(load_study_profile("mortons-neuroma-example"),),
+        )
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture

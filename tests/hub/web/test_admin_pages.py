@@ -4,10 +4,7 @@ hostile text as text) and the read-only study profiles."""
 
 from __future__ import annotations
 
-import datetime as dt
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,14 +13,10 @@ from starlette.testclient import TestClient
 
 from cryod.hub.access import Grant, Role
 from cryod.hub.admin import password_digest
-from cryod.hub.store.db import make_engine
-from cryod.hub.store.migrate import upgrade
 from cryod.hub.web.app import WebSettings, create_app
-from cryod.research.profile import load_study_profile
-from tests.hub.conftest import NODE, T0
 
-from .conftest import Clock, csrf_of, login
-from .study import STUDY, add_user, build_study
+from .conftest import csrf_of, login
+from .study import STUDY, add_user
 from .test_forms import as_user, entries, error_beside, shown_as_text, value_of
 
 NEW_PASSWORD = "a new user's first password"
@@ -38,21 +31,8 @@ GOOD: dict[str, str] = {
 
 
 @pytest.fixture
-def admin_app(db_url: str, tmp_path: Path) -> Iterator[WebSettings]:
-    engine = make_engine(db_url)
-    try:
-        upgrade(engine, node=NODE, now=T0)
-        build_study(engine)
-        yield WebSettings(
-            engine=engine,
-            node=NODE,
-            anchor_file=tmp_path / "anchors.jsonl",
-            mono=Clock(),
-            wall=lambda: T0 + dt.timedelta(days=10),
-            profiles=(load_study_profile("mortons-neuroma-example"),),
-        )
-    finally:
-        engine.dispose()
+def admin_app(study_settings: WebSettings) -> WebSettings:
+    return study_settings
 
 
 def add(c: TestClient, data: dict[str, Any], **headers: str) -> Any:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,15 +13,11 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
-from cryod.hub.store.db import make_engine
-from cryod.hub.store.migrate import upgrade
 from cryod.hub.store.models import AuditEntry
 from cryod.hub.web.app import WebSettings, create_app
-from cryod.research.profile import load_study_profile
-from tests.hub.conftest import NODE, T0
+from tests.hub.conftest import T0
 
-from .conftest import Clock, csrf_of, login
-from .study import build_study
+from .conftest import csrf_of, login
 
 PROC = "/procedures/leeds-th2/1"
 D7 = f"{PROC}/followup/d7"
@@ -42,21 +36,8 @@ TYPED = (
 
 
 @pytest.fixture
-def forms(db_url: str, tmp_path: Path) -> Iterator[WebSettings]:
-    engine = make_engine(db_url)
-    try:
-        upgrade(engine, node=NODE, now=T0)
-        build_study(engine)
-        yield WebSettings(
-            engine=engine,
-            node=NODE,
-            anchor_file=tmp_path / "anchors.jsonl",
-            mono=Clock(),
-            wall=lambda: T0 + dt.timedelta(days=10),
-            profiles=(load_study_profile("mortons-neuroma-example"),),
-        )
-    finally:
-        engine.dispose()
+def forms(study_settings: WebSettings) -> WebSettings:
+    return study_settings
 
 
 def as_user(settings: WebSettings, user: str, password: str | None = None) -> TestClient:
