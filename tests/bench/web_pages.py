@@ -44,6 +44,7 @@ import os
 import random
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -241,11 +242,17 @@ def _bench_entries(engine: Engine) -> int:
 
 
 class Ingest:
-    """mosquitto, ``cryohub run`` on ``url`` and tests/hub/bench.py's load generator."""
+    """mosquitto, ``cryohub run`` on ``url`` and tests/hub/bench.py's load generator replaying
+    ``recording`` (tests/hub/record_traffic.py): every room's prelude first (the procedure and
+    its study record, stored), then the freeze looped at real rate for ``seconds``."""
 
-    def __init__(self, url: str, engine: Engine, rooms: int, seconds: float, wd: Path) -> None:
+    def __init__(
+        self, url: str, engine: Engine, rooms: int, seconds: float, wd: Path, recording: Path
+    ) -> None:
         from cryod.hub import admin
         from cryod.hub.access import Grant, Role
+        from cryod.research.profile import builtin_study_path
+        from tests.hub import bench
         from tests.mqtt.broker import Mosquitto
 
         self.engine, self.wd, self.rooms = engine, wd, rooms
@@ -253,36 +260,48 @@ class Ingest:
         now = dt.datetime.now(dt.UTC)
         with Session(writer(engine)) as s, s.begin():
             for i in range(rooms):
-                admin.add_room(s, actor, room=f"room-{i:03d}", site=BENCH_SITE,
-                               credential=f"room-{i:03d}", cert_sha256=None, first_seq=1,
+                admin.add_room(s, actor, room=bench._node(i), site=BENCH_SITE,
+                               credential=bench._node(i), cert_sha256=None, first_seq=1,
                                first_hash=None, now=now, node=NODE)  # fmt: skip
+        self.generator: subprocess.Popen[bytes] | None = None
         self.broker = Mosquitto(wd / "mq", extra="max_queued_messages 0\nmax_inflight_messages 0\n")
         self.broker.start()
-        (wd / "anchors").mkdir()
-        cfg = wd / "cryohub.toml"
-        cfg.write_text(
-            f'[collector]\nid = "{NODE}"\nlog_level = "warning"\n[database]\nurl = "{url}"\n'
-            f'[broker]\nhost = "127.0.0.1"\nport = {self.broker.port}\n'
-            'client_id = "cryohub-bench"\nsession_expiry_s = 3600\nreceive_maximum = 1000\n'
-            f'[anchors]\nfile = "anchors/a.jsonl"\njournal_socket = "{wd}/none.sock"\n'
-        )
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        self.stats_file = wd / "stats.json"
-        self.collector = subprocess.Popen(
-            [sys.executable, "-m", "cryod.hub.cli", "run", "--config", str(cfg),
-             "--stats-file", str(self.stats_file)],
-            stdout=subprocess.DEVNULL, stderr=(wd / "cryohub.log").open("wb"), env=env, cwd=REPO,
-        )  # fmt: skip
-        self.generator: subprocess.Popen[bytes] | None = None
-        self._wait(self._connected, 60, "cryohub run connected to the broker")
-        self.gen_out = wd / "generator.json"
-        self.generator = subprocess.Popen(
-            [sys.executable, "-m", "tests.hub.bench", "--generate", "--port",
-             str(self.broker.port), "--rooms", str(rooms), "--seconds", str(seconds),
-             "--out", str(self.gen_out)],
-            env=env, cwd=REPO, stderr=(wd / "generator.log").open("wb"),
-        )  # fmt: skip
-        self._wait(lambda: _bench_entries(engine) > rooms, 60, "the generator's entries stored")
+        self.collector: subprocess.Popen[bytes] | None = None
+        try:
+            (wd / "anchors").mkdir()
+            (wd / "studies").mkdir()  # the recorded procedure's study profile: nothing held
+            shutil.copy(builtin_study_path(bench.STUDY), wd / "studies" / f"{bench.STUDY}.toml")
+            cfg = wd / "cryohub.toml"
+            cfg.write_text(
+                f'[collector]\nid = "{NODE}"\nlog_level = "warning"\n[database]\nurl = "{url}"\n'
+                f'[broker]\nhost = "127.0.0.1"\nport = {self.broker.port}\n'
+                'client_id = "cryohub-bench"\nsession_expiry_s = 3600\nreceive_maximum = 1000\n'
+                f'[studies]\nprofiles_dir = "{wd / "studies"}"\n'
+                f'[anchors]\nfile = "anchors/a.jsonl"\njournal_socket = "{wd}/none.sock"\n'
+            )
+            env = {**os.environ, "PYTHONPATH": str(REPO)}
+            self.stats_file = wd / "stats.json"
+            self.collector = subprocess.Popen(
+                [sys.executable, "-m", "cryod.hub.cli", "run", "--config", str(cfg),
+                 "--stats-file", str(self.stats_file)],
+                stdout=subprocess.DEVNULL, stderr=(wd / "cryohub.log").open("wb"), env=env,
+                cwd=REPO,
+            )  # fmt: skip
+            self._wait(self._connected, 60, "cryohub run connected to the broker")
+            heads = wd / "heads.json"
+            prelude = bench._generator(self.broker.port, recording, rooms, "prelude", 0, heads,
+                                       wd / "prelude.json", validate=False)  # fmt: skip
+            if prelude.wait(timeout=300) != 0:
+                raise SystemExit("the load generator's prelude failed")
+            self.gen_out = wd / "generator.json"
+            self.generator = bench._generator(
+                self.broker.port, recording, rooms, "freeze", seconds, heads, self.gen_out,
+                validate=False,
+            )  # fmt: skip
+            self._wait(lambda: _bench_entries(engine) > rooms, 60, "the generator's entries stored")
+        except BaseException:
+            self.stop()
+            raise
 
     def _connected(self) -> bool:
         if not self.stats_file.exists():
@@ -294,7 +313,7 @@ class Ingest:
     def _wait(self, pred: Any, timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
         while not pred():
-            if self.collector.poll() is not None:
+            if self.collector is not None and self.collector.poll() is not None:
                 raise SystemExit(f"cryohub run exited: {(self.wd / 'cryohub.log').read_text()}")
             if time.monotonic() > deadline:
                 raise SystemExit(f"not within {timeout_s:.0f} s: {what}")
@@ -307,8 +326,9 @@ class Ingest:
         if self.generator is not None and self.generator.poll() is None:
             self.generator.terminate()
             self.generator.wait(timeout=60)
-        self.collector.terminate()
-        self.collector.wait(timeout=60)
+        if self.collector is not None and self.collector.poll() is None:
+            self.collector.terminate()
+            self.collector.wait(timeout=60)
         self.broker.stop()
         stats: dict[str, Any] = {}
         with contextlib.suppress(OSError, ValueError):
@@ -325,7 +345,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--ingest-rooms", type=int, default=25,
                     help="rooms the load generator plays meanwhile (0: no ingest)")  # fmt: skip
     ap.add_argument("--no-ingest", dest="ingest_rooms", action="store_const", const=0)
+    ap.add_argument("--recording-s", type=float, default=10.0,
+                    help="seconds of freeze in the replayed recording (cached)")  # fmt: skip
     args = ap.parse_args(argv)
+    recording: Path | None = None
+    freeze_messages_per_s = 0.0
+    if args.ingest_rooms > 0:
+        from tests.hub.record_traffic import cached
+        from tests.hub.replay import Track
+
+        rec, recording = cached(args.recording_s, lambda line: print(line, file=sys.stderr))
+        track = Track(rec)
+        freeze_messages_per_s = len(track.freeze) / track.period_s
     with tempfile.TemporaryDirectory() as d, _database(args.postgres, Path(d)) as url:
         engine = make_engine(url)
         ingest: Ingest | None = None
@@ -368,7 +399,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     seconds = 60.0 + args.requests * 2.0
                     wd = Path(d) / "ingest"
                     wd.mkdir()
-                    ingest = Ingest(url, engine, args.ingest_rooms, seconds, wd)
+                    assert recording is not None
+                    ingest = Ingest(url, engine, args.ingest_rooms, seconds, wd, recording)
                     stored_before, t_ingest = _bench_entries(engine), time.monotonic()
                 list_ms, page_ms = measure() if ingest is not None else quiet
                 ingest_result: dict[str, Any] | None = None
@@ -379,7 +411,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     ingest = None
                     ingest_result = {
                         "rooms": args.ingest_rooms,
-                        "offered_messages_per_s": args.ingest_rooms * 4,
+                        "offered_messages_per_s": round(
+                            args.ingest_rooms * freeze_messages_per_s, 1
+                        ),
                         "stored_messages_per_s": round(stored / window_s, 1),
                         "values_per_s": round(stored * 330 / window_s),
                         "record_to_committed": stats.get("record_to_committed"),
