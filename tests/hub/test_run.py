@@ -44,10 +44,11 @@ def test_run_ingests_notifies_and_stops_cleanly(
     rig.wait_stored(b)
     rig.assert_same_as(a, rows_a, blocks_a)
     rig.assert_same_as(b, rows_b, blocks_b)
-    # the watchdog is fed while healthy (WATCHDOG_USEC 4 s: a ping every 2 s)
+    # the watchdog is fed while healthy (WATCHDOG_USEC 4 s: a ping every 2 s), and STATUS=
+    # comes from its own 2 s timer: either may come first (READY's STATUS= was cleared)
     wait_until(lambda: rig.notify.has("WATCHDOG=1"), 30, "WATCHDOG=1")
-    assert any(m.startswith("STATUS=accepted") or "\nSTATUS=accepted" in m
-               for m in rig.notify.read())  # fmt: skip
+    wait_until(lambda: any(m.startswith("STATUS=accepted") or "\nSTATUS=accepted" in m
+                           for m in rig.notify.read()), 30, "STATUS=accepted …")  # fmt: skip
     assert rig.stop() == 0
     stats = rig.stats()
     assert stats["counts"]["accept"] == 60
