@@ -113,6 +113,24 @@ class _Tip:
     window: SlidingRange  # usable tip readings of the stuck window
     last_t: float | None = None
     last_c: float | None = None
+    last_console_s: float | None = None  # the console's clock at the last reading
+
+
+def _sample_interval_s(host_dt_s: float, console_dt_s: float, allowance_s: float) -> float:
+    """The time between two tip samples, for the rate check.
+
+    The console's clock says when it measured; the host's stamps say when the
+    answer was processed, so they carry transport and scheduling jitter. One
+    answer handled 30 ms late and the next on time squeezes the host's interval
+    (at simulated speed 20 that is 0.6 s of cooling in no time: a false
+    ``tc_rate`` at freeze start, seen beside a CPU hog). The console's interval
+    is used when its clock advanced, by no more than the host saw plus the
+    staleness the supervisor accepts anyway; a clock that reset, stood still or
+    ran away falls back to the host's interval, so a console clock cannot make
+    the check blinder than a reading it already accepts as fresh."""
+    if 0.0 < console_dt_s <= host_dt_s + allowance_s:
+        return console_dt_s
+    return host_dt_s
 
 
 def _slope(points: Iterable[tuple[float, float]]) -> float:
@@ -689,9 +707,14 @@ class Supervisor:
             _distrust_tip(v)
             return out
         c, tc = tip.value, tip.t_mono
-        # rate of change between consecutive usable samples
+        # rate of change between consecutive usable samples, over the console's clock
         if tipst.last_t is not None and tipst.last_c is not None and tc > tipst.last_t:
-            dt = tc - tipst.last_t
+            console_dt = (
+                snap.console_time_s - tipst.last_console_s
+                if tipst.last_console_s is not None
+                else 0.0
+            )
+            dt = _sample_interval_s(tc - tipst.last_t, console_dt, self.stale_after_s)
             jump = abs(c - tipst.last_c)
             if jump > max(lim.tc_rate_min_jump_c, lim.tc_max_rate_c_per_s * dt):
                 out.append(Condition(AlarmCode.TC_RATE, p, f"{jump:.1f} C in {dt:.2f} s"))
@@ -699,6 +722,7 @@ class Supervisor:
         window = tipst.window
         if tipst.last_t is None or tc > tipst.last_t:
             tipst.last_t, tipst.last_c = tc, c
+            tipst.last_console_s = snap.console_time_s
             window.append(tc, c)
         # floor
         floor = max(plan.floor_tip_c if plan is not None else lim.floor_tip_c, env.min_tip_c)

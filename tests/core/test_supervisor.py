@@ -4,6 +4,7 @@ the gate on valve-open commands, and the supervisor-engine interplay."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -266,6 +267,37 @@ def test_tc_rate_faster_than_physics() -> None:
     s.run(0.5, WATCH1, tips={1: 30.0})
     s.run(0.1, WATCH1, tips={1: -10.0})  # 40 C in 0.1 s
     assert s.raised()[(C.TC_RATE, 1)] is Priority.HIGH
+
+
+def _tip_rate_verdicts(readings: list[tuple[float, float, float]]) -> set[AlarmCode]:
+    """Feed probe 1's tip as (host stamp, console clock, tip C); the codes raised."""
+    sup = Supervisor(LIMITS, ENV, POLL_S)
+    codes: set[AlarmCode] = set()
+    for host_s, console_s, tip_c in readings:
+        s = replace(snap(host_s, {1: tip_c}), console_time_s=console_s)
+        codes |= {a.code for a in sup.check(s, now(host_s), WATCH1).raised}
+    return codes
+
+
+def test_tc_rate_is_over_the_consoles_clock_not_the_hosts_jitter() -> None:
+    """Found beside a CPU hog (scenario tc-stuck at speed 20): one answer handled
+    late and the next on time put two readings 0.1 s of cooling apart within 0.02 s
+    of host stamps, and a cooling tip raised a false tc_rate. The console measured
+    0.1 s apart: 5.8 C in 0.1 s is within 60 C/s."""
+    jittered = [(1.00, 1.00, 30.0), (1.08, 1.10, 29.0), (1.10, 1.20, 23.2)]
+    assert C.TC_RATE not in _tip_rate_verdicts(jittered)
+    # the same readings as the host stamped them would have raised it
+    on_host_clock = [(h, h, c) for h, _, c in jittered]
+    assert C.TC_RATE in _tip_rate_verdicts(on_host_clock)
+
+
+def test_tc_rate_falls_back_to_the_host_when_the_consoles_clock_is_not_believable() -> None:
+    """A console clock that stood still, went back (a reset) or ran further than the
+    host saw plus the accepted staleness cannot blind the check: the host's interval."""
+    ahead = POLL_S + LIMITS.stale_polls * POLL_S + 1.0
+    for console_next in (1.00, 0.50, 1.00 + ahead):
+        readings = [(1.00, 1.00, 30.0), (1.00 + POLL_S, console_next, -10.0)]
+        assert C.TC_RATE in _tip_rate_verdicts(readings), console_next
 
 
 def test_tip_history_is_forgotten_when_the_watch_ends() -> None:
