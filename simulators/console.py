@@ -206,6 +206,7 @@ class SimConsole:
         self._master_cmd = False
         self._lease_timeout_ms = 0
         self._lease_deadline = 0.0
+        self._lease_renewed_mono = 0.0  # wall monotonic time of the renewing write
         self._lease_expired = False
         self._lease_expiries = 0
         self._faults: set[str] = set()
@@ -809,7 +810,8 @@ class SimConsole:
     def _accept_write(self) -> None:
         """An accepted write renews an armed lease (after the deadline check)."""
         if self.lease_armed():
-            self._lease_deadline = self._clock() + self._lease_timeout_ms / 1000.0
+            self._lease_renewed_mono = self._clock()
+            self._lease_deadline = self._lease_renewed_mono + self._lease_timeout_ms / 1000.0
             self._lease_expired = False
 
     def _check_lease(self) -> None:
@@ -820,7 +822,10 @@ class SimConsole:
         self._lease_expired = True
         self._lease_expiries += 1
         self.log_event(
-            "lease_expired", timeout_ms=self._lease_timeout_ms, expiry_count=self._lease_expiries
+            "lease_expired",
+            timeout_ms=self._lease_timeout_ms,
+            expiry_count=self._lease_expiries,
+            renewed_mono_t_s=round(self._lease_renewed_mono, 6),
         )
         self._close_all("lease_expired")
         self._latch("lease_expired")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from cryod.daemon.control import ControlError
+from tests.timing import ThreadLag
 
 from .harness import DEMO_PROCEDURE, Daemon, Sim, daemon_config, sim_and_daemon
 
@@ -62,10 +63,11 @@ def test_two_freeze_protocol_end_to_end(tmp_path: Path) -> None:
         )
         assert r.returncode == 0, r.stderr
         pid = json.loads(r.stdout)["procedure_id"]
-        r = _cryoctl(d.socket, "run", "classic-double-90", "--probes", "1")
-        assert r.returncode == 0, r.stderr
-        d.wait_state({"freezing"}, timeout=10)
-        final = d.wait_state({"complete", "fault", "aborted", "stopped"}, timeout=90)
+        with ThreadLag() as lag:  # how late this machine ran: a poll that late ends a cycle late
+            r = _cryoctl(d.socket, "run", "classic-double-90", "--probes", "1")
+            assert r.returncode == 0, r.stderr
+            d.wait_state({"freezing"}, timeout=10)
+            final = d.wait_state({"complete", "fault", "aborted", "stopped"}, timeout=90)
         assert final["engine"]["state"] == "complete", final
         r = _cryoctl(d.socket, "procedure", "close", "--notes", "e2e")
         assert r.returncode == 0, r.stderr
@@ -83,15 +85,16 @@ def test_two_freeze_protocol_end_to_end(tmp_path: Path) -> None:
     thaws = [c for c in proc["cycles"] if c["phase"] == "thaw"]
     assert len(freezes) == 2
     assert len(thaws) == 2
+    # a cycle's duration is within one poll period (and the polls' lateness) of the protocol's
+    late_sim_s = POLL_PERIOD_SIM_S + JITTER_SIM_S + lag.max_s * SPEED
     for c in freezes:
         assert c["outcome"] == "completed"
-        # duration within one poll period of the protocol's 90 s
-        assert abs(c["duration_s"] - 90.0) <= POLL_PERIOD_SIM_S + JITTER_SIM_S, c
+        assert abs(c["duration_s"] - 90.0) <= late_sim_s, (c, lag.max_s)
         assert c["min_tip_c"] < -100.0
         assert c["time_below_c"]["-20"] > 60.0
     assert all(c["outcome"] == "completed" for c in thaws)
     # first thaw: 30 s by the clock; last thaw: until the tip is above 10 C (cap 180 s)
-    assert abs(thaws[0]["duration_s"] - 30.0) <= POLL_PERIOD_SIM_S + JITTER_SIM_S, thaws[0]
+    assert abs(thaws[0]["duration_s"] - 30.0) <= late_sim_s, (thaws[0], lag.max_s)
     assert thaws[1]["duration_s"] < 180.0
     # the recorded minimum is the minimum the console reported in the samples
     db = sqlite3.connect(tmp_path / "cryod.db")

@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from cryod.daemon.config import ConsoleConfig
 from cryod.daemon.control import ControlError
 from tests.e2e.harness import DEMO_PROCEDURE, Daemon, Sim, daemon_config
 
@@ -31,11 +30,6 @@ SPEED = 10.0  # cryosim --speed and the daemon's time_scale
 POLL_HZ = 20.0
 POLL_S = 1.0 / POLL_HZ  # wall seconds between polls
 LEASE_MS = 500
-# wall seconds between lease renewals (the daemon's own rule: a quarter of the lease
-# in whole polls), so the last renewal before the host went away is at most this old
-RENEW_S = ConsoleConfig(
-    id="c", driver="modbus-tcp", poll_hz=POLL_HZ, lease_timeout_ms=LEASE_MS
-).lease_renew_s
 TICK_S = 0.01  # the console's safety tick (profile cryosim-8: tick_s)
 # Scheduling jitter of the simulator's tick loop on a loaded CI host: the console
 # checks the lease every tick_s, but asyncio.sleep may wake a little late.
@@ -107,6 +101,13 @@ def valve_events(
         and (cause is None or e["cause"] == cause)
         and e["mono_t_s"] > after
     ]
+
+
+def lease_renewed_before_expiry(sim: Sim, after: float) -> float:
+    """From the event log: when the write that last renewed the lease reached the
+    console, for the first lease expiry after ``after`` (wall monotonic)."""
+    (first, *_) = [e for e in sim.events("lease_expired") if e["mono_t_s"] > after]
+    return float(first["renewed_mono_t_s"])
 
 
 def gas_flowing(sim: Sim) -> bool:

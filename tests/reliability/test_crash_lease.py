@@ -14,8 +14,13 @@ issue's figure is 50 of 50, see docs/reliability.md):
 Bound, from the simulator's event log: every renewal precedes the moment the
 host went away (t0), so the console's deadline is at most t0 + lease and the
 valves close at its first tick after that: close - t0 <= lease + tick (+ the
-tick loop's scheduling jitter). The lower bound lease - renewal interval - jitter
-shows it was the lease, not something else, that closed them.
+tick loop's scheduling jitter, + the lateness this machine showed during the
+trial). The lower bound shows it was the lease, not something else, that closed
+them: no valve closed before a whole lease after the write that last renewed it
+(the simulator's ``lease_expired`` event names when that write arrived). It is
+measured from that write, not from t0: on a loaded machine the daemon's last
+renewal can be later than one renewal interval before t0 (seen beside a CPU
+hog: the valves closed 0.286 s after the link was cut, the lease 0.5 s).
 """
 
 from __future__ import annotations
@@ -36,12 +41,12 @@ from tests.timing import ThreadLag
 from .rig import (
     JITTER_S,
     LEASE_MS,
-    RENEW_S,
     TICK_S,
     cycles,
     env_int,
     fresh_procedure,
     integrity,
+    lease_renewed_before_expiry,
     log_problems,
     open_valves_at,
     record,
@@ -55,7 +60,6 @@ from .rig import (
 TRIALS = env_int("CRYOD_TRIALS", 5)
 FREEZE_S = 60.0  # simulated: 6 s of wall time at speed 10
 UPPER_S = LEASE_MS / 1000 + TICK_S + JITTER_S
-LOWER_S = LEASE_MS / 1000 - RENEW_S - JITTER_S
 
 MODES = {
     "kill9": "modbus-tcp",
@@ -92,11 +96,16 @@ def _lease_closes(sim: Sim, t0: float) -> dict[str, float]:
 
     # the same tick closes freeze and master: wait for all of them, not a fixed time
     # for the rest of the tick's lines
-    return wait_for(
+    lat: dict[str, float] = wait_for(
         lambda: (got := lease_closes()) and set(got) >= open_valves_at(sim, t0) and got,
         30,
         "the lease to close the valves",
     )
+    # it was the lease: nothing closed before a whole lease after the last renewal
+    # (the event log's times are rounded to the microsecond)
+    after_renewal_s = t0 + min(lat.values()) - lease_renewed_before_expiry(sim, t0 - 0.001)
+    assert after_renewal_s >= LEASE_MS / 1000 - 2e-6, (lat, after_renewal_s, "before lease")
+    return lat
 
 
 def _trial_kill9(d: Daemon, sim: Sim, cfg: Path, wd: Path, rng: random.Random, probe: int) -> Any:
@@ -227,7 +236,6 @@ def test_lease_closes_valves_when_the_host_is_gone(tmp_path: Path, mode: str) ->
                 # every valve open at that moment was closed by the lease
                 assert open_at <= set(lat), (attempts, open_at, lat)
                 worst = max(lat[k] for k in open_at)
-                assert min(lat[k] for k in open_at) >= LOWER_S, (attempts, lat, "before lease")
                 bound_s = UPPER_S + lag.max_s
                 assert worst <= bound_s, (attempts, lat, f"bound {bound_s:.3f} s", lag.max_s)
                 latencies.append(worst)

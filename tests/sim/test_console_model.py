@@ -88,6 +88,8 @@ def test_lease_expiry_closes_everything_within_one_tick_and_latches() -> None:
     expired = c.events("lease_expired")
     assert len(expired) == 1
     assert expired[0]["mono_t_s"] - deadline < TICK_S + 1e-6
+    # the event names the renewing write (the last one, set_thaw), a lease before the deadline
+    assert expired[0]["renewed_mono_t_s"] == pytest.approx(deadline - 0.2, abs=1e-6)
     causes = {(e["valve"], e["probe"]): e["cause"] for e in c.events("valve") if not e["open"]}
     assert causes == {
         ("freeze", 1): "lease_expired",
