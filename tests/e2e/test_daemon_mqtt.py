@@ -89,12 +89,13 @@ async def test_daemon_publishes_valid_telemetry_and_cycles(tmp_path: Path) -> No
     assert ids == sorted(ids)
     assert [c["phase"] for c in cycles] == ["freeze", "thaw"]
     assert all(c["procedure_id"] == pid for c in cycles)
-    # telemetry sequence numbers only increase; at most 2 Hz by default
+    # telemetry sequence numbers only increase; at most 2 Hz by default, over the
+    # daemon's own stamps (when received says how late the machine ran, not the rate)
     tel = col.on("telemetry")
     seqs = [m.payload["seq"] for m in tel]
     assert seqs == sorted(seqs)
-    span = tel[-1].t_mono - tel[0].t_mono
-    assert len(tel) <= 2.0 * span + 3
+    span_s = (tel[-1].payload["ts_ms"] - tel[0].payload["ts_ms"]) / 1000.0
+    assert len(tel) <= 2.0 * span_s + 3, (len(tel), span_s)
 
 
 async def test_alarm_events_reach_subscribers_without_waiting_for_the_outbox_poll(

@@ -128,8 +128,12 @@ async def test_lease_beats_renew_reads_do_not(sim: Sim, driver: SerialLineDriver
         with contextlib.suppress(LinkError):
             await driver.read_snapshot()
         await asyncio.sleep(0.02)  # the poll interval, not a condition
-    assert time.monotonic() - last_write >= 1.0  # not before its timeout
     s = await poll_until(driver, lambda s: s.lease.expired)
+    # not before its timeout, from when the last beat reached the console (it did
+    # before the call returned; the event log's times are rounded to the microsecond)
+    (expired,) = sim.events("lease_expired")
+    assert expired["renewed_mono_t_s"] <= last_write + 1e-6
+    assert expired["mono_t_s"] - expired["renewed_mono_t_s"] >= 1.0 - 2e-6
     assert not s.probe(2).freeze_open
     assert not s.master_open
     assert s.lease.expiry_count == 1
