@@ -65,6 +65,16 @@ class RecordingError(Exception):
     """A recording that must not be replayed; the message is one line."""
 
 
+class MachineStalled(RecordingError):
+    """The room's supervisor ended the freeze on stale data: this machine stalled the
+    daemon's polls longer than its rule allows (3 polls, 150 ms at 20 Hz). The room
+    did right; the recording is made again in a fresh room, as an operator would."""
+
+
+#: rooms tried before a recording fails because this machine kept stalling the polls
+ATTEMPTS = 3
+
+
 @dataclass(frozen=True)
 class Message:
     t_s: float  # since the recording's first message
@@ -223,7 +233,10 @@ async def _record(seconds: float, workdir: Path, say: Any) -> Recording:
                 while time.monotonic() < stop_at:  # real time is what is recorded
                     st = await asyncio.to_thread(d.status)
                     if st["engine"]["state"] != "freezing":
-                        raise RecordingError(f"the freeze ended early: {st['engine']}")
+                        ended = f"the freeze ended early: {st['engine']}"
+                        if "stale_data" in str(st["engine"].get("reason")):
+                            raise MachineStalled(ended)
+                        raise RecordingError(ended)
                     await asyncio.sleep(0.5)
             finally:
                 pumping.cancel()
@@ -260,8 +273,17 @@ def record(seconds: float, out: Path, say: Any = print) -> Recording:
     """Run a real room, record ``seconds`` of its freeze, validate, write ``out``."""
     if not 0 < seconds <= MAX_SECONDS:
         raise RecordingError(f"seconds: {seconds:g} is not between 0 and {MAX_SECONDS:g}")
-    with tempfile.TemporaryDirectory(prefix="record-traffic-") as tmp:
-        rec = asyncio.run(_record(seconds, Path(tmp), say))
+    attempt = 1
+    while True:
+        with tempfile.TemporaryDirectory(prefix="record-traffic-") as tmp:
+            try:
+                rec = asyncio.run(_record(seconds, Path(tmp), say))
+                break
+            except MachineStalled as exc:
+                if attempt == ATTEMPTS:
+                    raise MachineStalled(f"{exc} (in each of {ATTEMPTS} rooms)") from None
+                say(f"{exc}; recording again in a fresh room")
+        attempt += 1
     save(rec, out)
     return rec
 

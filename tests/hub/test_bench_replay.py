@@ -22,8 +22,17 @@ import pytest
 from cryod.hub.ingest import Accept, Registration, RoomView, decide
 from cryod.hub.messages import parse_message, parse_topic
 from cryod.integrity import SAMPLES_V2, Head, format_time
-from tests.hub import bench
-from tests.hub.record_traffic import Message, Recording, RecordingError, load, record, save
+from tests.hub import bench, record_traffic
+from tests.hub.record_traffic import (
+    ATTEMPTS,
+    MachineStalled,
+    Message,
+    Recording,
+    RecordingError,
+    load,
+    record,
+    save,
+)
 from tests.hub.replay import Room, Track
 from tests.mqtt import asyncapi
 from tests.pg import require_postgres
@@ -54,6 +63,50 @@ def test_a_real_room_is_recorded_with_its_procedure_and_an_8_probe_freeze(record
     track = Track(rec)
     assert all(r.values % 66 == 0 for r in track.freeze)
     assert track.values_per_s() > 0.8 * 66 * 20
+
+
+def _rooms_that_end(
+    monkeypatch: pytest.MonkeyPatch, rec: Recording, *failures: RecordingError
+) -> list[Path]:
+    """Stand in for the real room: each call ends with the next failure, then records."""
+    rooms: list[Path] = []
+
+    async def room(seconds: float, workdir: Path, say: object) -> Recording:
+        rooms.append(workdir)
+        if len(rooms) <= len(failures):
+            raise failures[len(rooms) - 1]
+        return rec
+
+    monkeypatch.setattr(record_traffic, "_record", room)
+    return rooms
+
+
+def test_a_freeze_this_machine_stalled_is_recorded_again_in_a_fresh_room(
+    recorded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found beside two other test suites and a busy loop: the room's supervisor
+    ended the freeze on stale data (the daemon's polls stalled over 150 ms); the
+    room did right, and the recording failed the web pages' benchmark smoke test."""
+    rec = load(recorded)
+    stalled = MachineStalled("the freeze ended early: supervisor: stale_data")
+    rooms = _rooms_that_end(monkeypatch, rec, stalled)
+    said: list[str] = []
+    record(FREEZE_S, tmp_path / "again.jsonl", say=said.append)
+    assert len(rooms) == 2
+    assert rooms[0] != rooms[1]
+    assert load(tmp_path / "again.jsonl").messages == rec.messages
+    assert any("recording again in a fresh room" in line for line in said), said
+    # a machine that keeps stalling fails it, after ATTEMPTS rooms; nothing is written
+    rooms = _rooms_that_end(monkeypatch, rec, *[stalled] * ATTEMPTS)
+    with pytest.raises(MachineStalled, match=f"in each of {ATTEMPTS} rooms"):
+        record(FREEZE_S, tmp_path / "never.jsonl", say=said.append)
+    assert len(rooms) == ATTEMPTS
+    assert not (tmp_path / "never.jsonl").exists()
+    # any other end of the freeze is not the machine's: no second room
+    rooms = _rooms_that_end(monkeypatch, rec, RecordingError("the freeze ended early: fault"))
+    with pytest.raises(RecordingError, match="fault"):
+        record(FREEZE_S, tmp_path / "never.jsonl", say=said.append)
+    assert len(rooms) == 1
 
 
 def test_replayed_rooms_are_valid_and_the_collector_accepts_every_entry(recorded: Path) -> None:
