@@ -20,8 +20,10 @@ disarmed only once a fresh snapshot shows every output off; otherwise it is
 left to expire, and the console closes them.
 
 Records that must be durable before acting (the cycle row before its valve
-opens) are awaited; everything else goes to the ``Recorder``, which writes it
-in order off the poll loop, so a slow disk never delays the next poll. The
+opens) are awaited; a procedure's open and close are committed beside the poll
+loop (the loop only checks and changes state); everything else goes to the
+``Recorder``, which writes it in order off the poll loop, so a slow disk never
+delays the next poll. The
 clock is ``clock.py``; what ``status()`` shows is built by ``console_status.py``.
 """
 
@@ -143,6 +145,7 @@ class ConsoleService:
         self.procedure_id: int | None = None
         self._cycle_rows: dict[int, int] = {}  # engine cycle_ref -> cycles.id
         self._inbox: asyncio.Queue[_Request] = asyncio.Queue(maxsize=64)
+        self._procedure_change = asyncio.Lock()  # one procedure open or close at a time
         self.connected = False
         self.late_polls = 0
         self.polls = 0
@@ -577,43 +580,78 @@ class ConsoleService:
         )
 
     async def open_procedure(self, meta: dict[str, Any], study: StudyOpen | None = None) -> int:
-        """Open a procedure (under a study profile when ``study`` is given)."""
+        """Open a procedure (under a study profile when ``study`` is given).
 
-        async def go() -> int:
-            if self.procedure_id is not None:
-                raise ControlError("procedure_open", f"procedure {self.procedure_id} is open")
-            ident = self.identity
-            data = dict(meta)
-            data.setdefault("console", self.id)
-            if ident is not None:
-                data.setdefault("console_model", ident.model)
-                data.setdefault("console_serial", ident.serial)
-                data.setdefault("console_firmware", ident.firmware)
-            data.setdefault("software_version", __version__)
-            data["host_only_limits"] = self.engine.cfg.host_only
-            pid = await self.plog.open_procedure(ProcedureOpen.model_validate(data), study=study)
-            self.procedure_id = pid
-            self.coord.procedure_opened(self.clock.now())
-            await self._run_effects()
-            return pid
+        The row is committed beside the poll loop, not in it: polls, the supervisor
+        and the lease renewals go on while the writer catches up (in the poll loop,
+        a commit queued behind a backlog of samples once stopped the renewals long
+        enough for an idle console's lease to expire; docs/reliability.md). The
+        check and the state change are the poll loop's; one procedure change at a
+        time."""
+        async with self._procedure_change:
 
-        return int(await self.submit(fn=go))
+            async def check() -> ProcedureOpen:
+                if self.procedure_id is not None:
+                    raise ControlError("procedure_open", f"procedure {self.procedure_id} is open")
+                ident = self.identity
+                data = dict(meta)
+                data.setdefault("console", self.id)
+                if ident is not None:
+                    data.setdefault("console_model", ident.model)
+                    data.setdefault("console_serial", ident.serial)
+                    data.setdefault("console_firmware", ident.firmware)
+                data.setdefault("software_version", __version__)
+                data["host_only_limits"] = self.engine.cfg.host_only
+                return ProcedureOpen.model_validate(data)
+
+            record: ProcedureOpen = await self.submit(fn=check)
+            pid = await self.plog.open_procedure(record, study=study)
+
+            async def opened() -> int:
+                self.procedure_id = pid
+                self.coord.procedure_opened(self.clock.now())
+                await self._run_effects()
+                return pid
+
+            return int(await self.submit(fn=opened))
 
     async def close_procedure(self, data: dict[str, Any]) -> int:
-        async def go() -> int:
-            if self.procedure_id is None:
-                raise ControlError("no_procedure", "no procedure is open")
-            if self.state.phase in E.ACTIVE:
-                raise ControlError("busy", f"engine is {self.state.phase}: stop or abort first")
-            await self.recorder.barrier()  # queued cycle closes land first
-            pid = self.procedure_id
-            close = ProcedureClose.model_validate({**data, "procedure_id": pid})
-            await self.plog.close_procedure(close)
-            await self._feed(C.ProcedureClosed())
-            self.procedure_id = None
-            return pid
+        """Close the open procedure. The engine closes it first (no cycle starts from
+        then on) and samples stop carrying its id; the record's queue is written and
+        the close committed beside the poll loop (as for ``open_procedure``). A close
+        that could not be committed opens it again in the engine, with the freeze time
+        its probes had, and the operator gets the reason."""
+        async with self._procedure_change:
 
-        return int(await self.submit(fn=go))
+            async def begin() -> tuple[ProcedureClose, tuple[tuple[int, float], ...]]:
+                if self.procedure_id is None:
+                    raise ControlError("no_procedure", "no procedure is open")
+                if self.state.phase in E.ACTIVE:
+                    raise ControlError("busy", f"engine is {self.state.phase}: stop or abort first")
+                close = ProcedureClose.model_validate({**data, "procedure_id": self.procedure_id})
+                cumulative_s = self.state.cumulative_s
+                rejects = await self._feed(C.ProcedureClosed())
+                if rejects:
+                    raise ControlError(rejects[0].code, rejects[0].detail or rejects[0].code)
+                self.procedure_id = None
+                return close, cumulative_s
+
+            begun: tuple[ProcedureClose, tuple[tuple[int, float], ...]]
+            begun = await self.submit(fn=begin)
+            close, cumulative_s = begun
+            try:
+                await self.recorder.barrier()  # queued cycle closes land first
+                await self.plog.close_procedure(close)
+            except Exception:
+
+                async def reopen() -> None:
+                    self.procedure_id = close.procedure_id
+                    self.coord.procedure_reopened(self.clock.now(), cumulative_s)
+                    await self._run_effects()
+
+                await self.submit(fn=reopen)
+                raise
+            return close.procedure_id
 
     async def run_protocol(self, protocol: RunProtocolFile, probes: tuple[int, ...]) -> Any:
         return await self.submit(C.RunProtocol(protocol, probes))

@@ -267,6 +267,14 @@ class Coordinator:
         if cumulative_s:
             self.state = replace(self.state, cumulative_s=tuple(sorted(cumulative_s.items())))
 
+    def procedure_reopened(self, now: Now, cumulative_s: tuple[tuple[int, float], ...]) -> None:
+        """A close the record could not commit: the procedure is open again in the
+        engine with the freeze time its probes had (the supervisor's count of it was
+        never reset)."""
+        self._now = now
+        self._step(ProcedureOpened())
+        self.state = replace(self.state, cumulative_s=cumulative_s)
+
     def acknowledge(self, now: Now) -> tuple[Alarm, ...]:
         acked = self.supervisor.acknowledge(now)
         self.feed(Ack(), now)

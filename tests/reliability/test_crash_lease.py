@@ -20,7 +20,8 @@ them: no valve closed before a whole lease after the write that last renewed it
 (the simulator's ``lease_expired`` event names when that write arrived). It is
 measured from that write, not from t0: on a loaded machine the daemon's last
 renewal can be later than one renewal interval before t0 (seen beside a CPU
-hog: the valves closed 0.286 s after the link was cut, the lease 0.5 s).
+hog: the valves closed 0.286 s after the link was cut, the lease 0.5 s). How
+often the daemon renews is tests/scenarios/test_lease_cadence.py's subject.
 """
 
 from __future__ import annotations
