@@ -23,8 +23,8 @@ Records that must be durable before acting (the cycle row before its valve
 opens) are awaited; a procedure's open and close are committed beside the poll
 loop (the loop only checks and changes state); everything else goes to the
 ``Recorder``, which writes it in order off the poll loop, so a slow disk never
-delays the next poll. The
-clock is ``clock.py``; what ``status()`` shows is built by ``console_status.py``.
+delays the next poll. The clock is ``clock.py``; what ``status()`` shows is
+built by ``console_status.py``.
 """
 
 from __future__ import annotations

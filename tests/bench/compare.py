@@ -7,9 +7,14 @@ what a change saved is measured here: the steady 8-probe freeze over Modbus TCP
 worktree of REF and once in this tree, alternately, ``--rounds`` times. Each run
 is a fresh rig with ``--windows`` windows of ``--window-s`` seconds; per window
 the daemon's CPU % of a core and its two busiest threads (the event loop and the
-storage thread), from /proc.
+storage thread), from /proc, and the poll jitter p99 beside the bare asyncio loop's
+(``tests/bench/floor.py``) in the same window. ``--slow-disk-ms N`` delays every fsync
+of both daemons by N ms (``tests/bench/slowdisk.c``, as for the bench's
+``jitter_ms_p99_disk_slow``); each run then prints the writer's mean batch time, which
+shows the disk really was slow.
 
     .venv/bin/python -m tests.bench.compare HEAD~1 --rounds 3
+    .venv/bin/python -m tests.bench.compare 180c435 --rounds 3 --window-s 15 --slow-disk-ms 100
 
 Prints one line per window and, last, one JSON object with the medians.
 """
@@ -46,15 +51,26 @@ def _thread_cpu_s(pid: int) -> dict[str, float]:
     return out
 
 
-def child(windows: int, window_s: float) -> int:
+def child(windows: int, window_s: float, fsync_ms: int) -> int:
     """Runs inside the tree under test (its ``tests`` and ``cryod`` on sys.path)."""
-    from tests.bench import scenarios, steady
+    from tests.bench import scenarios, slowdisk, steady
 
     root = Path(tempfile.mkdtemp(prefix="cryod-compare-"))
+    daemon_env: dict[str, str] = {}
+    if fsync_ms:
+        lib = slowdisk.build(root)
+        if lib is None:
+            print("no C compiler to build tests/bench/slowdisk.c", file=sys.stderr)
+            return 2
+        daemon_env = slowdisk.env(lib, fsync_ms)
     with (
         scenarios.workdir(root, "steady") as wd,
         # the lease named: older trees' rigs defaulted to 500 ms, not the daemon's 1000
-        scenarios.rig(wd, ["modbus-tcp"], lease_timeout_ms=1000) as (_s, d, _b),
+        scenarios.rig(wd, ["modbus-tcp"], lease_timeout_ms=1000, daemon_env=daemon_env) as (
+            _s,
+            d,
+            _b,
+        ),
     ):
         steady.start_freeze_all(d)
         time.sleep(2.0)
@@ -73,17 +89,22 @@ def child(windows: int, window_s: float) -> int:
                         "loop_thread_pct": busy[0],
                         "second_thread_pct": busy[1] if len(busy) > 1 else 0.0,
                         "jitter_ms_p99": w["jitter_ms"]["p99"],
+                        "jitter_floor_ms_p99": w["jitter_floor_ms"]["p99"],
                     }
                 ),
                 flush=True,
             )
+        if fsync_ms:
+            print(f"writer mean batch {d.polls()['writer']['mean_batch_ms']} ms", flush=True)
     return 0
 
 
-def _run(tree: Path, windows: int, window_s: float) -> list[dict[str, Any]]:
+def _run(
+    label: str, tree: Path, windows: int, window_s: float, fsync_ms: int
+) -> list[dict[str, Any]]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     proc = subprocess.run(
-        [sys.executable, str(HERE), "--child", str(windows), str(window_s)],
+        [sys.executable, str(HERE), "--child", str(windows), str(window_s), str(fsync_ms)],
         cwd=tree,
         env=env,
         capture_output=True,
@@ -91,6 +112,9 @@ def _run(tree: Path, windows: int, window_s: float) -> list[dict[str, Any]]:
         timeout=120 + windows * (window_s + 30),
         check=True,
     )
+    for line in proc.stdout.splitlines():
+        if line.startswith("writer "):
+            print(f"  {label}: {line}", flush=True)
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
@@ -104,10 +128,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--windows", type=int, default=3)
     ap.add_argument("--window-s", type=float, default=10.0)
-    ap.add_argument("--child", nargs=2, metavar=("WINDOWS", "WINDOW_S"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--slow-disk-ms",
+        type=int,
+        default=0,
+        help="delay every fsync of both daemons by this many ms (0: the real disk)",
+    )
+    ap.add_argument(
+        "--child", nargs=3, metavar=("WINDOWS", "WINDOW_S", "FSYNC_MS"), help=argparse.SUPPRESS
+    )
     args = ap.parse_args(argv)
     if args.child:
-        return child(int(args.child[0]), float(args.child[1]))
+        return child(int(args.child[0]), float(args.child[1]), int(args.child[2]))
     sha = subprocess.run(
         ["git", "rev-parse", "--short", args.ref],
         cwd=REPO,
@@ -127,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             got: dict[str, list[dict[str, Any]]] = {sha: [], "this tree": []}
             for r in range(args.rounds):
                 for label, tree in ((sha, ref_tree), ("this tree", REPO)):
-                    rows = _run(tree, args.windows, args.window_s)
+                    rows = _run(label, tree, args.windows, args.window_s, args.slow_disk_ms)
                     for row in rows:
                         print(f"round {r + 1} {label:>10}: {json.dumps(row)}", flush=True)
                     got[label] += rows
@@ -138,7 +170,13 @@ def main(argv: list[str] | None = None) -> int:
                 capture_output=True,
                 check=False,
             )
-    keys = ("cpu_pct_of_core", "loop_thread_pct", "second_thread_pct", "jitter_ms_p99")
+    keys = (
+        "cpu_pct_of_core",
+        "loop_thread_pct",
+        "second_thread_pct",
+        "jitter_ms_p99",
+        "jitter_floor_ms_p99",
+    )
     summary = {
         label: {
             "windows": len(rows),
@@ -151,7 +189,16 @@ def main(argv: list[str] | None = None) -> int:
         for label, rows in got.items()
         if rows
     }
-    print(json.dumps({"ref": sha, "window_s": args.window_s, "summary": summary}))
+    print(
+        json.dumps(
+            {
+                "ref": sha,
+                "window_s": args.window_s,
+                "slow_disk_ms": args.slow_disk_ms,
+                "summary": summary,
+            }
+        )
+    )
     return 0
 
 
