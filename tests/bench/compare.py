@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -53,11 +54,13 @@ def _thread_cpu_s(pid: int) -> dict[str, float]:
 
 def child(windows: int, window_s: float, fsync_ms: int) -> int:
     """Runs inside the tree under test (its ``tests`` and ``cryod`` on sys.path)."""
-    from tests.bench import scenarios, slowdisk, steady
+    from tests.bench import scenarios, steady
 
     root = Path(tempfile.mkdtemp(prefix="cryod-compare-"))
     daemon_env: dict[str, str] = {}
     if fsync_ms:
+        from tests.bench import slowdisk  # trees before 6724e8c have none
+
         lib = slowdisk.build(root)
         if lib is None:
             print("no C compiler to build tests/bench/slowdisk.c", file=sys.stderr)
@@ -118,6 +121,18 @@ def _run(
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
+def _fsync_ms(text: str) -> int:
+    """``--slow-disk-ms``: a whole number of milliseconds, 0 or more (slowdisk.c's
+    nanosleep would retry a negative delay forever and hang the daemon's writer)."""
+    try:
+        ms = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of milliseconds: {text!r}") from None
+    if ms < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {ms}")
+    return ms
+
+
 def _median(rows: list[dict[str, Any]], key: str) -> float:
     return round(statistics.median(r[key] for r in rows), 2)
 
@@ -130,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window-s", type=float, default=10.0)
     ap.add_argument(
         "--slow-disk-ms",
-        type=int,
+        type=_fsync_ms,
         default=0,
         help="delay every fsync of both daemons by this many ms (0: the real disk)",
     )
@@ -140,13 +155,18 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.child:
         return child(int(args.child[0]), float(args.child[1]), int(args.child[2]))
-    sha = subprocess.run(
-        ["git", "rev-parse", "--short", args.ref],
+    if args.slow_disk_ms and not (shutil.which("cc") or shutil.which("gcc")):
+        ap.error("--slow-disk-ms needs a C compiler (cc or gcc) to build tests/bench/slowdisk.c")
+    found = subprocess.run(
+        ["git", "rev-parse", "--short", "--verify", "--quiet", f"{args.ref}^{{commit}}"],
         cwd=REPO,
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout.strip()
+        check=False,
+    )
+    if found.returncode != 0:
+        ap.error(f"ref: no commit {args.ref!r} in {REPO}")
+    sha = found.stdout.strip()
     with tempfile.TemporaryDirectory(prefix="cryod-compare-") as tmp:
         ref_tree = Path(tmp) / sha
         subprocess.run(

@@ -56,3 +56,24 @@ def test_compare_runs_both_trees_with_the_slow_disk(capsys: pytest.CaptureFixtur
     }
     assert sorted(batches) == labels
     assert all(ms >= FSYNC_MS for ms in batches.values()), batches
+
+
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        (["HEAD", "--slow-disk-ms", "-5"], "--slow-disk-ms: must be 0 or more, got -5"),
+        (["HEAD", "--slow-disk-ms", "2.5"], "not a whole number of milliseconds: '2.5'"),
+        (["no-such-ref-xyz"], "ref: no commit 'no-such-ref-xyz'"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2(
+    argv: list[str], reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused before any worktree or rig is made (a negative delay would make
+    slowdisk.c's nanosleep retry forever and hang the daemon's writer)."""
+    with pytest.raises(SystemExit) as exc:
+        compare.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert reason in err
+    assert "Traceback" not in err
